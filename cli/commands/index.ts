@@ -1,0 +1,8 @@
+/**
+ * Every `shardline` command, in the order `--help` lists them (the seed's order: create,
+ * claim, status, complete, reset, then the rest).
+ */
+import type { Command } from '../command';
+
+/** The registry `cli/main.ts` dispatches on. */
+export const COMMANDS: readonly Command[] = [];

@@ -1,0 +1,31 @@
+// Two tiers (CONVENTIONS.md, Tests): `unit` needs nothing running; `integration` talks to the
+// Firestore, Pub/Sub and Storage emulators that test/emulators/with-emulators.sh starts once.
+const swc = [
+  '@swc/jest',
+  {
+    jsc: { parser: { syntax: 'typescript' }, target: 'es2022' },
+    module: { type: 'commonjs' },
+    sourceMaps: 'inline',
+  },
+];
+
+/** @type {import('jest').Config} */
+module.exports = {
+  projects: [
+    {
+      displayName: 'unit',
+      testEnvironment: 'node',
+      roots: ['<rootDir>/test/unit'],
+      transform: { '^.+\\.ts$': swc },
+      testTimeout: 60_000,
+    },
+    {
+      displayName: 'integration',
+      testEnvironment: 'node',
+      roots: ['<rootDir>/test/integration'],
+      transform: { '^.+\\.ts$': swc },
+      // Firestore emulator contention resolves in 2 s lock-timeout steps (notes/emulators.md).
+      testTimeout: 180_000,
+    },
+  ],
+};

@@ -3,6 +3,8 @@
  * claim, status, complete, reset, then the rest).
  */
 import type { Command } from '../command';
+import { createCommand } from './create';
+import { demoCommand } from './demo';
 
 /** The registry `cli/main.ts` dispatches on. */
-export const COMMANDS: readonly Command[] = [];
+export const COMMANDS: readonly Command[] = [createCommand, demoCommand];

@@ -92,10 +92,12 @@ class FileRangeReadable extends Readable {
 }
 
 class LocalWriter implements BlobWriter {
-  private handle: Promise<FileHandle>;
+  private opened: Promise<FileHandle> | undefined;
   private pending: Uint8Array[] = [];
   private pendingBytes = 0;
   private done = false;
+  /** Flushes run one after another, so callers may issue writes without awaiting each. */
+  private flushing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly store: LocalBlobStore,
@@ -103,12 +105,16 @@ class LocalWriter implements BlobWriter {
     private readonly target: string,
     private readonly tmp: string,
     private readonly options: WriteOptions,
-  ) {
-    this.handle = fsp
-      .mkdir(path.dirname(tmp), { recursive: true })
-      .then(() => fsp.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL));
-    // Surface open errors on the first write or close, not as an unhandled rejection.
-    this.handle.catch(() => undefined);
+  ) {}
+
+  /** The temporary file, created on first need (a writer that is aborted unused leaves no trace). */
+  private get handle(): Promise<FileHandle> {
+    this.opened ??= fsp
+      .mkdir(path.dirname(this.tmp), { recursive: true })
+      .then(() =>
+        fsp.open(this.tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL),
+      );
+    return this.opened;
   }
 
   async write(data: Uint8Array): Promise<void> {
@@ -119,11 +125,16 @@ class LocalWriter implements BlobWriter {
     if (this.pendingBytes >= WRITE_BATCH_BYTES) await this.flush();
   }
 
-  private async flush(): Promise<void> {
-    if (this.pending.length === 0) return;
+  private flush(): Promise<void> {
+    if (this.pending.length === 0) return this.flushing;
     const batch = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
+    this.flushing = this.flushing.then(() => this.writeBatch(batch));
+    return this.flushing;
+  }
+
+  private async writeBatch(batch: Uint8Array[]): Promise<void> {
     try {
       const h = await this.handle;
       // writev may write less than asked; loop until every byte is down.
@@ -174,8 +185,10 @@ class LocalWriter implements BlobWriter {
   async abort(): Promise<void> {
     this.done = true;
     this.pending = [];
+    if (!this.opened) return;
+    await this.flushing.catch(() => undefined);
     try {
-      await (await this.handle).close();
+      await (await this.opened).close();
     } catch {
       // already closed, or never opened
     }

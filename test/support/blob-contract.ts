@@ -66,7 +66,9 @@ export function blobStoreContract(
       for (let i = 0; i < 10; i++) await w.write(block);
       const info = await w.close();
       expect(info.size).toBe(10 << 20);
-      const back = await drain(store.read('large.bin', { start: (9 << 20) + 5, end: (9 << 20) + 105 }));
+      const back = await drain(
+        store.read('large.bin', { start: (9 << 20) + 5, end: (9 << 20) + 105 }),
+      );
       expect(back.equals(block.subarray(5, 105))).toBe(true);
     });
 
@@ -94,7 +96,8 @@ export function blobStoreContract(
     });
 
     test('list returns keys under a prefix, in order, and nothing else', async () => {
-      for (const k of ['p/x/2.txt', 'p/x/1.txt', 'p/y.txt', 'q/z.txt', 'px.txt']) await store.writeAll(k, k);
+      for (const k of ['p/x/2.txt', 'p/x/1.txt', 'p/y.txt', 'q/z.txt', 'px.txt'])
+        await store.writeAll(k, k);
       expect(await keys(store, 'p/')).toEqual(['p/x/1.txt', 'p/x/2.txt', 'p/y.txt']);
       expect(await keys(store, 'p/x/')).toEqual(['p/x/1.txt', 'p/x/2.txt']);
       expect(await keys(store, 'p')).toEqual(['p/x/1.txt', 'p/x/2.txt', 'p/y.txt', 'px.txt']);
@@ -128,7 +131,9 @@ export function blobStoreContract(
     if (capabilities.enforcesCreateOnly) {
       test('createOnly refuses to replace an existing object', async () => {
         await store.writeAll('once.txt', 'first', { createOnly: true });
-        await expect(store.writeAll('once.txt', 'second', { createOnly: true })).rejects.toMatchObject({
+        await expect(
+          store.writeAll('once.txt', 'second', { createOnly: true }),
+        ).rejects.toMatchObject({
           code: 'ALREADY_EXISTS',
         });
         expect((await store.readAll('once.txt')).toString()).toBe('first');

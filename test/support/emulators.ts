@@ -5,7 +5,12 @@
 import { randomBytes } from 'node:crypto';
 
 /** The emulator endpoints; fails loudly when the suite was started without the emulators. */
-export function emulatorEnv(): { firestore: string; pubsub: string; storage: string; projectId: string } {
+export function emulatorEnv(): {
+  firestore: string;
+  pubsub: string;
+  storage: string;
+  projectId: string;
+} {
   const firestore = process.env.FIRESTORE_EMULATOR_HOST;
   const pubsub = process.env.PUBSUB_EMULATOR_HOST;
   const storage = process.env.STORAGE_EMULATOR_HOST;
@@ -15,7 +20,8 @@ export function emulatorEnv(): { firestore: string; pubsub: string; storage: str
       'integration tests need the emulators: run `npm run test:integration` (or `npm test`), which starts them',
     );
   }
-  if (!projectId.startsWith('demo-')) throw new Error(`refusing to run against project ${projectId}: not a demo- project`);
+  if (!projectId.startsWith('demo-'))
+    throw new Error(`refusing to run against project ${projectId}: not a demo- project`);
   return { firestore, pubsub, storage, projectId };
 }
 

@@ -107,6 +107,16 @@ export function checkJsonObject(b: Uint8Array, start: number, end: number): stri
           break;
         }
         if (c === MINUS || isDigit(c)) {
+          // Fast path for ARC grids, rows of one-digit numbers: while the bytes read
+          // "digit , digit", the first digit and its comma are a complete, valid element.
+          if (stack[depth - 1] === 2) {
+            while (i + 2 < end && b[i + 1] === COMMA) {
+              const d0 = b[i]!;
+              const d1 = b[i + 2]!;
+              if (d0 < ZERO || d0 > NINE || d1 < ZERO || d1 > NINE) break;
+              i += 2;
+            }
+          }
           const j = scanNumber(b, i, end);
           if (j < 0) {
             i = -j;

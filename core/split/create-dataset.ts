@@ -81,7 +81,7 @@ export interface CreateResult {
   /** The first rejected lines (at most 20), for the summary. */
   rejectedSample: RejectedLine[];
   /** Phase 1 counts. */
-  scan: Omit<ScanResult, 'rejected'>;
+  scan: Omit<ScanResult, 'rejected' | 'checkpoints'>;
 }
 
 /** The `_CREATING.json` marker. */
@@ -134,7 +134,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
         log.info('an identical dataset is already there; nothing written', {
           dataset_id: existing.dataset_id,
         });
-        const { rejected: _omit, ...counts } = scan;
+        const { rejected: _rejected, checkpoints: _checkpoints, ...counts } = scan;
         return { outcome: 'unchanged', master: existing, shards: [], rejectedSample, scan: counts };
       }
       diffs.push(
@@ -212,7 +212,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
 
     // Phase 2: copy.
     const plan = planShards(scan.tasks, options.numShards);
-    const shards = await writeShards(source.open(progress('write')), {
+    const { shards } = await writeShards(source.open(progress('write')), {
       store: output,
       datasetId: options.datasetId,
       plan,
@@ -252,7 +252,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     };
     await output.writeAll(MASTER_METADATA, encodeJson(master), { contentType: 'application/json' });
     await output.delete(CREATING_MARKER);
-    const { rejected: _omit, ...counts } = scan;
+    const { rejected: _rejected, checkpoints: _checkpoints, ...counts } = scan;
     return { outcome: 'created', master, shards, rejectedSample, scan: counts };
   } catch (e: unknown) {
     // Leave the folder as it was: remove what this run wrote (a crash leaves the marker,

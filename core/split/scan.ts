@@ -29,6 +29,24 @@ export interface ScanOptions {
   onProgress?: (bytesRead: number) => void;
   /** Aborts the scan. */
   signal?: AbortSignal;
+  /**
+   * Where the stream starts in the whole input: the byte offset of a line start (default 0).
+   * Reported offsets are absolute; line numbers count from the stream's first line (1), so a
+   * scan of a byte range reports lines relative to the range. A BOM is removed only at offset 0.
+   */
+  startOffset?: number;
+  /** Record a checkpoint at most every this many bytes (default 1 MiB). */
+  checkpointEveryBytes?: number;
+}
+
+/** A line start whose counts are known: lets a later reader begin there instead of at 0. */
+export interface ScanCheckpoint {
+  /** Absolute byte offset of a line start. */
+  offset: number;
+  /** Lines before it (counted from the stream's start). */
+  lines: number;
+  /** Tasks before it (counted from the stream's start). */
+  tasks: number;
 }
 
 /** What phase 1 learned about the input. */
@@ -47,6 +65,8 @@ export interface ScanResult {
   tasks: number;
   /** 1-based numbers of the rejected lines, for phase 2 to skip them without re-checking. */
   rejected: LineNumberList;
+  /** Line starts with their counts, about every `checkpointEveryBytes`, the first at the start. */
+  checkpoints: ScanCheckpoint[];
 }
 
 /** Runs phase 1 over a stream of the whole input. */
@@ -57,6 +77,9 @@ export async function scanLines(stream: Readable, options: ScanOptions): Promise
   let blank = 0;
   let tasks = 0;
   const rejected = new LineNumberList();
+  const startOffset = options.startOffset ?? 0;
+  const every = options.checkpointEveryBytes ?? 1 << 20;
+  const checkpoints: ScanCheckpoint[] = [];
   const reject = async (
     line: number,
     offset: number,
@@ -83,11 +106,15 @@ export async function scanLines(stream: Readable, options: ScanOptions): Promise
   });
   for await (const block of blocks) {
     options.signal?.throwIfAborted();
+    const at = startOffset + block.offset;
+    const lastCheckpoint = checkpoints[checkpoints.length - 1];
+    if (!lastCheckpoint || at - lastCheckpoint.offset >= every)
+      checkpoints.push({ offset: at, lines, tasks });
     if (block.kind === 'oversized') {
       lines++;
       await reject(
         lines,
-        block.offset,
+        at,
         block.bytes,
         block.head,
         `line is ${block.bytes} bytes, over the ${options.maxLineBytes}-byte limit`,
@@ -97,14 +124,7 @@ export async function scanLines(stream: Readable, options: ScanOptions): Promise
     const { buf } = block;
     const utf8Checked = isUtf8(buf);
     let s = 0;
-    if (
-      block.offset === 0 &&
-      buf.length >= 3 &&
-      buf[0] === 0xef &&
-      buf[1] === 0xbb &&
-      buf[2] === 0xbf
-    )
-      s = 3;
+    if (at === 0 && buf.length >= 3 && buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) s = 3;
     while (s < buf.length) {
       let e = buf.indexOf(10, s);
       if (e === -1) e = buf.length;
@@ -113,13 +133,7 @@ export async function scanLines(stream: Readable, options: ScanOptions): Promise
       if (verdict === 'task') tasks++;
       else if (verdict === 'blank') blank++;
       else
-        await reject(
-          lines,
-          block.offset + s,
-          e - s,
-          buf.subarray(s, Math.min(e, s + 400)),
-          verdict.reason,
-        );
+        await reject(lines, at + s, e - s, buf.subarray(s, Math.min(e, s + 400)), verdict.reason);
       s = e + 1;
     }
   }
@@ -131,5 +145,6 @@ export async function scanLines(stream: Readable, options: ScanOptions): Promise
     rejectedLines: rejected.length,
     tasks,
     rejected,
+    checkpoints,
   };
 }

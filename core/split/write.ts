@@ -8,12 +8,18 @@
  * where chunks and shards end and which byte ranges go where (runs of unchanged lines
  * become one view of the read buffer); then the writes are carried out. So an ordinary input
  * costs one `indexOf` per line and a handful of writes per megabyte.
+ *
+ * The same function writes a whole dataset from the start of the input (`create`), or only
+ * some shards from a known position, stopping at a chunk boundary when a deadline passes and
+ * returning where to continue (the fanned-out cloud ingest, core/ingest/). The result is the
+ * same bytes and the same metadata either way.
  */
 import type { Readable } from 'node:stream';
 
 import { crc32c } from '@node-rs/crc32';
 
 import type { BlobStore, BlobWriter } from '../blob/store';
+import type { Clock } from '../clock';
 import type { ChunkInfo, ShardMetadata } from '../dataset/metadata';
 import { encodeJson } from '../dataset/metadata';
 import { FORMAT_VERSION, chunkFileName, chunkKey, shardMetadataKey } from '../dataset/paths';
@@ -23,22 +29,62 @@ import { lineBlocks } from './line-blocks';
 import type { LineNumberList } from './line-numbers';
 import type { ShardRange } from './plan';
 
+/** A line start in the input with the number of lines and tasks before it. */
+export interface InputPosition {
+  /** Absolute byte offset of a line start. */
+  offset: number;
+  /** Lines before it. */
+  line: number;
+  /** Tasks before it. */
+  task: number;
+}
+
+/** Where an interrupted write continues: a chunk boundary inside shard `planIndex`. */
+export interface WriteCursor {
+  /** The first line of the next chunk (or of the next shard). */
+  position: InputPosition;
+  /** Index into the plan of the shard being written. */
+  planIndex: number;
+  /** Chunks of that shard already complete. */
+  chunks: ChunkInfo[];
+}
+
 /** Options of `writeShards`. */
 export interface WriteShardsOptions {
   store: BlobStore;
   datasetId: string;
+  /** The whole dataset's plan (every shard, for `total_shards`). */
   plan: readonly ShardRange[];
-  /** Rejected line numbers from phase 1. */
+  /** Write shards `[from, to)` of the plan; default all. */
+  from?: number;
+  to?: number;
+  /**
+   * Where the stream starts: a line at or before the first task to write (default the
+   * input's start). Lines before the first task to write are read and skipped.
+   */
+  start?: InputPosition;
+  /** Continue a shard after its complete chunks (`start` is then the next chunk's first line). */
+  resume?: { planIndex: number; chunks: ChunkInfo[] };
+  /** Stop at the first chunk boundary after this time (ms since epoch) and return a cursor. */
+  deadline?: { atMs: number; clock: Clock };
+  /** Rejected line numbers from phase 1 (counted from the input's first line). */
   rejected: LineNumberList;
   /** Cut a chunk before a line would take it past this many bytes. */
   chunkLimitBytes: number;
   /** Same limit as phase 1. */
   maxLineBytes: number;
-  /** Receives the count of input bytes read so far. */
+  /** Receives the count of bytes read so far from this stream. */
   onProgress?: (bytesRead: number) => void;
   /** Called after each shard's metadata is written. */
   onShard?: (shard: ShardMetadata) => void;
   signal?: AbortSignal;
+}
+
+/** What `writeShards` wrote, and where to continue if it stopped early. */
+export interface WriteResult {
+  shards: ShardMetadata[];
+  /** Null when every shard asked for is written. */
+  cursor: WriteCursor | null;
 }
 
 /** A step decided by the synchronous pass. */
@@ -61,29 +107,47 @@ function isBlank(buf: Buffer, s: number, e: number): boolean {
   return true;
 }
 
-/** Copies the input's tasks into the shard layout; returns each shard's metadata. */
+function changed(what: string): ShardlineError {
+  return new ShardlineError('INVALID_INPUT', `${what}; did the input change between reads?`);
+}
+
+/** Copies tasks into the shard layout; see the module comment. */
 export async function writeShards(
   stream: Readable,
   options: WriteShardsOptions,
-): Promise<ShardMetadata[]> {
+): Promise<WriteResult> {
   const { store, plan, chunkLimitBytes } = options;
-  const last = plan[plan.length - 1];
-  const totalTasks = last ? last.firstTask + last.tasks : 0;
+  const from = options.resume?.planIndex ?? options.from ?? 0;
+  const to = options.to ?? plan.length;
+  const start = options.start ?? { offset: 0, line: 0, task: 0 };
+  const firstShard = plan[from];
+  const lastShard = plan[to - 1];
+  if (from >= to || !firstShard || !lastShard) {
+    throw new ShardlineError(
+      'INTERNAL',
+      `no shards to write in [${from}, ${to}) of ${plan.length}`,
+    );
+  }
+  const firstTask = options.resume ? start.task : firstShard.firstTask;
+  const endTask = lastShard.firstTask + lastShard.tasks;
+  if (start.task > firstTask)
+    throw new ShardlineError('INTERNAL', `start (task ${start.task}) is after task ${firstTask}`);
   const isRejected = options.rejected.cursor();
 
   // --- state of the synchronous pass ---
-  let lineNo = 0;
-  let taskIndex = 0;
-  let planIdx = 0;
-  let shardEnd = plan[0] ? plan[0].tasks : 0;
+  let lineNo = start.line;
+  let taskIndex = start.task;
+  let planIdx = from;
+  let shardEnd = firstShard.firstTask + firstShard.tasks;
   let chunkBytes = 0;
   let chunkTasks = 0;
-  let chunkFirst = 0;
+  let chunkFirst = firstTask;
+  let cursor: WriteCursor | null = null;
 
   // --- state of the writes ---
   const done: ShardMetadata[] = [];
-  let execShard = 0;
-  let chunks: ChunkInfo[] = [];
+  let execShard = from;
+  let chunks: ChunkInfo[] = options.resume ? [...options.resume.chunks] : [];
   let writer: BlobWriter | undefined;
   let writerKey = '';
   let writtenBytes = 0;
@@ -151,6 +215,9 @@ export async function writeShards(
     }
   };
 
+  const pastDeadline = (): boolean =>
+    options.deadline !== undefined && options.deadline.clock.nowMs() >= options.deadline.atMs;
+
   let bytesRead = 0;
   const blocks = lineBlocks(stream, {
     maxLineBytes: options.maxLineBytes,
@@ -161,21 +228,17 @@ export async function writeShards(
   });
 
   try {
-    for await (const block of blocks) {
+    blockLoop: for await (const block of blocks) {
       options.signal?.throwIfAborted();
+      const at = start.offset + block.offset;
       if (block.kind === 'oversized') {
         lineNo++;
-        if (!isRejected.has(lineNo)) {
-          throw new ShardlineError(
-            'INVALID_INPUT',
-            `line ${lineNo} changed between the two reads of the input`,
-          );
-        }
+        if (!isRejected.has(lineNo)) throw changed(`line ${lineNo} is over the line limit now`);
         continue;
       }
       const { buf } = block;
       const ops: Op[] = [];
-      let s = block.offset === 0 && hasBom(buf) ? 3 : 0;
+      let s = at === 0 && hasBom(buf) ? 3 : 0;
       let runStart = s; // [runStart, runEnd): unchanged lines not yet turned into an op
       let runEnd = s;
       const endRun = (): void => {
@@ -194,11 +257,12 @@ export async function writeShards(
           s = next;
           continue;
         }
-        if (taskIndex >= totalTasks) {
-          throw new ShardlineError(
-            'INVALID_INPUT',
-            `line ${lineNo}: more tasks than the first read counted; did the input change?`,
-          );
+        if (taskIndex < firstTask) {
+          // Before the first task to write: counted, not copied.
+          taskIndex++;
+          runStart = runEnd = next;
+          s = next;
+          continue;
         }
         const cr = e > s && buf[e - 1] === 0x0d;
         const contentEnd = cr ? e - 1 : e;
@@ -209,6 +273,16 @@ export async function writeShards(
           chunkBytes = 0;
           chunkTasks = 0;
           chunkFirst = taskIndex;
+          if (pastDeadline()) {
+            cursor = {
+              position: { offset: at + s, line: lineNo - 1, task: taskIndex },
+              planIndex: planIdx,
+              chunks: [],
+            };
+            await execute(ops);
+            cursor.chunks = [...chunks];
+            break blockLoop;
+          }
         }
         if (!cr && terminated) {
           if (runEnd !== s) {
@@ -235,8 +309,20 @@ export async function writeShards(
           chunkTasks = 0;
           chunkFirst = taskIndex;
           planIdx++;
-          const p = plan[planIdx];
-          if (p) shardEnd = p.firstTask + p.tasks;
+          if (planIdx === to) {
+            await execute(ops);
+            break blockLoop;
+          }
+          shardEnd = plan[planIdx]!.firstTask + plan[planIdx]!.tasks;
+          if (pastDeadline()) {
+            cursor = {
+              position: { offset: at + next, line: lineNo, task: taskIndex },
+              planIndex: planIdx,
+              chunks: [],
+            };
+            await execute(ops);
+            break blockLoop;
+          }
         }
         s = next;
       }
@@ -247,12 +333,11 @@ export async function writeShards(
     await writer?.abort();
     throw e;
   }
-  if (taskIndex !== totalTasks || execShard !== plan.length) {
+  if (!cursor && (taskIndex !== endTask || execShard !== to)) {
     await writer?.abort();
-    throw new ShardlineError(
-      'INVALID_INPUT',
-      `the second read of the input found ${taskIndex} tasks, the first ${totalTasks}; did the input change?`,
+    throw changed(
+      `the copy found ${taskIndex - start.task} tasks after task ${start.task}, the scan expected ${endTask - start.task}`,
     );
   }
-  return done;
+  return { shards: done, cursor };
 }

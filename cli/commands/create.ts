@@ -1,11 +1,15 @@
 /**
  * `shardline create`: the seed's create_sharded_dataset.py, exact and safe to re-run.
  */
+import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 
+import type { Location } from '../../core/blob/location';
 import { formatLocation, parseLocation, splitParent } from '../../core/blob/location';
 import { checkDatasetId, slugDatasetId } from '../../core/dataset/id';
 import { REJECTED_FILE } from '../../core/dataset/paths';
+import type { LedgerKind, RegisterResult } from '../../core/ledger/ledger';
+import { resolveLedgerKind } from '../../core/ledger/open';
 import type { CreateResult } from '../../core/split/create-dataset';
 import { createDataset } from '../../core/split/create-dataset';
 import { sourceFromStore } from '../../core/split/source';
@@ -16,7 +20,24 @@ import { EXIT } from '../exit-codes';
 import { formatBytes, formatDuration, formatTable } from '../format';
 import { ProgressBar } from '../progress';
 import { openStore } from '../stores';
+import { LEDGER_FLAGS, openLedgerFor } from '../wiring';
 import { SHARDLINE_VERSION } from '../version';
+
+/**
+ * The dataset id when `--dataset_id` is not given: the output folder's name. A Firestore
+ * ledger is shared by many datasets, so there a short hash of the full location is added
+ * (two folders named `ds` in different places must not collide); a local SQLite ledger holds
+ * one dataset, so the plain name is kept.
+ */
+function defaultDatasetId(outputLoc: Location, ledgerKind: LedgerKind): string {
+  const name =
+    outputLoc.kind === 'local'
+      ? splitParent(outputLoc).name
+      : outputLoc.prefix.split('/').pop() || outputLoc.bucket;
+  if (ledgerKind === 'sqlite') return slugDatasetId(name);
+  const hash = createHash('sha256').update(formatLocation(outputLoc)).digest('hex').slice(0, 8);
+  return `${slugDatasetId(name, 54)}-${hash}`;
+}
 
 function isProcessAlive(pid: number): boolean {
   try {
@@ -31,13 +52,9 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const input = parseLocation(args.str('input_file'), ctx.cwd);
   const outputLoc = parseLocation(args.str('output_dir'), ctx.cwd);
   const { parent: inputParent, name: inputName } = splitParent(input);
+  const ledgerKind = resolveLedgerKind(outputLoc, args.optStr('ledger') as LedgerKind | undefined);
   const datasetId = checkDatasetId(
-    args.optStr('dataset_id') ??
-      slugDatasetId(
-        outputLoc.kind === 'local'
-          ? splitParent(outputLoc).name
-          : (outputLoc.prefix.split('/').pop() ?? outputLoc.bucket),
-      ),
+    args.optStr('dataset_id') ?? defaultDatasetId(outputLoc, ledgerKind),
   );
   const source = await sourceFromStore(openStore(inputParent, ctx.env), inputName);
   const output = openStore(outputLoc, ctx.env);
@@ -76,21 +93,47 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   }).finally(() => {
     bars[phase].finish();
   });
+  // Registered only now, after master_metadata.json exists (idempotent on re-runs).
+  const ledger = await openLedgerFor(outputLoc, args, ctx);
+  let registered: RegisterResult;
+  try {
+    registered = await ledger.registerDataset(result.master, {
+      datasetUri: formatLocation(outputLoc),
+    });
+  } finally {
+    await ledger.close();
+  }
+  const ledgerInfo = {
+    kind: ledger.kind,
+    location: ledger.location,
+    newly_registered: registered.created,
+  };
   const elapsedMs = ctx.clock.nowMs() - startedMs;
 
   if (args.bool('json')) {
-    ctx.stdout.write(
-      `${JSON.stringify(jsonSummary(result, formatLocation(outputLoc), elapsedMs), null, 2)}\n`,
-    );
+    const doc = {
+      ...jsonSummary(result, formatLocation(outputLoc), elapsedMs),
+      ledger: ledgerInfo,
+    };
+    ctx.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
   } else {
     ctx.stdout.write(
       humanSummary(result, formatLocation(outputLoc), output.uriOf(REJECTED_FILE), elapsedMs),
+    );
+    ctx.stdout.write(
+      `Ledger: ${ledger.kind} (${ledger.location}): ` +
+        `${registered.created ? 'dataset registered, every shard available' : 'dataset already registered'}.\n` +
+        `Next: shardline status --dataset_dir ${formatLocation(outputLoc)}\n`,
     );
   }
   return EXIT.OK;
 }
 
-function jsonSummary(r: CreateResult, outputDir: string, elapsedMs: number): unknown {
+function jsonSummary(
+  r: CreateResult,
+  outputDir: string,
+  elapsedMs: number,
+): Record<string, unknown> {
   return {
     outcome: r.outcome,
     output_dir: outputDir,
@@ -233,6 +276,7 @@ export const createCommand: Command = {
       placeholder: 'MB',
       description: 'reject lines longer than this instead of holding them in memory',
     },
+    ...Object.values(LEDGER_FLAGS),
     COMMON_FLAGS.json,
     COMMON_FLAGS.verbose,
     COMMON_FLAGS.log_format,

@@ -3,8 +3,21 @@
  * claim, status, complete, reset, then the rest).
  */
 import type { Command } from '../command';
+import { claimCommand } from './claim';
+import { completeCommand } from './complete';
 import { createCommand } from './create';
 import { demoCommand } from './demo';
+import { failCommand } from './fail';
+import { resetCommand } from './reset';
+import { statusCommand } from './status';
 
 /** The registry `cli/main.ts` dispatches on. */
-export const COMMANDS: readonly Command[] = [createCommand, demoCommand];
+export const COMMANDS: readonly Command[] = [
+  createCommand,
+  claimCommand,
+  statusCommand,
+  completeCommand,
+  resetCommand,
+  failCommand,
+  demoCommand,
+];

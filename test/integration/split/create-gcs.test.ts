@@ -2,6 +2,7 @@
  * `shardline create` from and to Cloud Storage (the emulator) makes the same dataset, byte
  * for byte, as from and to local disk.
  */
+import { Firestore } from '@google-cloud/firestore';
 import { Storage } from '@google-cloud/storage';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -9,6 +10,8 @@ import { gzipSync } from 'node:zlib';
 
 import { GcsBlobStore } from '../../../core/blob/gcs';
 import { LocalBlobStore } from '../../../core/blob/local';
+import { systemClock } from '../../../core/clock';
+import { FirestoreLedger } from '../../../core/ledger/firestore';
 import { EXIT } from '../../../cli/exit-codes';
 import { cli } from '../../support/cli';
 import { readAndCheckDataset } from '../../support/dataset-check';
@@ -39,7 +42,9 @@ test('gs:// in and out gives the byte-identical dataset of a local run', async (
   const inputStore = new GcsBlobStore(storage, bucket, prefix);
   await inputStore.writeAll('incoming/tasks.jsonl', input);
 
-  const flags = ['--num_shards', '5', '--chunk_size_mb', '0.05'];
+  // One dataset id for both runs, and a Firestore root of this test's own for the gs:// one.
+  const flags = ['--num_shards', '5', '--chunk_size_mb', '0.05', '--dataset_id', 'tasks'];
+  const gsFlags = [...flags, '--firestore_root', `${prefix}-datasets`];
   const local = await cli(
     ['create', '--input_file', 'tasks.jsonl', '--output_dir', 'local', ...flags],
     { cwd: dir, env },
@@ -52,11 +57,25 @@ test('gs:// in and out gives the byte-identical dataset of a local run', async (
       `gs://${bucket}/${prefix}/incoming/tasks.jsonl`,
       '--output_dir',
       `gs://${bucket}/${prefix}/datasets/local`,
-      ...flags,
+      ...gsFlags,
     ],
     { cwd: dir, env },
   );
   expect([remote.code, remote.stderr]).toEqual([EXIT.OK, expect.any(String)]);
+  // A gs:// dataset is registered in the Firestore ledger.
+  const firestore = new Firestore({ projectId });
+  const ledger = new FirestoreLedger(firestore, {
+    clock: systemClock,
+    root: `${prefix}-datasets`,
+    closeClient: true,
+  });
+  try {
+    const status = await ledger.status('tasks');
+    expect(status.totals).toMatchObject({ shards: 5, available: 5 });
+    expect(status.dataset.dataset_uri).toBe(`gs://${bucket}/${prefix}/datasets/local`);
+  } finally {
+    await ledger.close();
+  }
 
   const a = await readAndCheckDataset(new LocalBlobStore(path.join(dir, 'local')));
   const b = await readAndCheckDataset(
@@ -92,7 +111,7 @@ test('gs:// in and out gives the byte-identical dataset of a local run', async (
       `gs://${bucket}/${prefix}/incoming/tasks.jsonl`,
       '--output_dir',
       `gs://${bucket}/${prefix}/datasets/local`,
-      ...flags,
+      ...gsFlags,
     ],
     { cwd: dir, env },
   );

@@ -415,3 +415,33 @@ test('--help documents the flags and the exit codes', async () => {
   }
   expect(help.stdout).toContain('Exit codes:');
 });
+
+test('create registers the new dataset in the SQLite ledger beside it: every shard available', async () => {
+  const input = tasksFile('in.jsonl', 25);
+  const run = await cli(
+    ['create', '--input_file', input, '--output_dir', 'ds', '--num_shards', '4'],
+    { cwd: dir },
+  );
+  expect(run.code).toBe(EXIT.OK);
+  expect(run.stdout).toContain('Ledger: sqlite');
+  const { SqliteLedger } = await import('../../../core/ledger/sqlite');
+  const { systemClock } = await import('../../../core/clock');
+  const ledger = await SqliteLedger.open(path.join(dir, 'ds/ledger.sqlite'), {
+    clock: systemClock,
+  });
+  try {
+    const status = await ledger.status('ds');
+    expect(status.totals).toMatchObject({ shards: 4, available: 4, total_tasks: 25 });
+    expect(status.shards.map((s) => s.total_tasks)).toEqual([6, 6, 6, 7]);
+  } finally {
+    await ledger.close();
+  }
+  const json = await cli(
+    ['create', '--input_file', input, '--output_dir', 'ds', '--num_shards', '4', '--json'],
+    { cwd: dir },
+  );
+  expect(JSON.parse(json.stdout)).toMatchObject({
+    outcome: 'unchanged',
+    ledger: { kind: 'sqlite', newly_registered: false },
+  });
+});

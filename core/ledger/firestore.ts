@@ -1,0 +1,686 @@
+/**
+ * The cloud ledger on Firestore (`@google-cloud/firestore`). The `Firestore` client comes from
+ * the composition root; this module reads no environment.
+ *
+ * Layout under a configurable datasets collection (`root`, default `datasets`; tests use their
+ * own, so they never see each other):
+ *
+ *   {root}/{dataset_id}                               the dataset (DatasetRecord fields)
+ *   {root}/{dataset_id}/shards/shard_000              one shard (ShardRecord fields + ledger_root)
+ *   {root}/{dataset_id}/shards/shard_000/parts/part_00000   one committed part
+ *
+ * Transactions touch one shard document (plus one part document for commitPart, plus the part
+ * documents a `reset --discard_parts` deletes). Claims never run a "first available" query
+ * inside a transaction: the server SDK locks what a transaction reads, so that would serialise
+ * every claimer on the whole collection. Candidates are read outside, tried in a per-worker
+ * order, and each one is confirmed by a transaction that reads only its document
+ * (notes/emulators.md "variant B"). Lost races move on to the next candidate, with jittered
+ * backoff and a bound on rounds.
+ *
+ * Times are Firestore Timestamps, taken from the injected clock (not server time): leases are
+ * minutes long, so worker clock skew of a second does not matter.
+ */
+import type {
+  CollectionReference,
+  DocumentData,
+  DocumentReference,
+  Firestore,
+  Query,
+  Transaction,
+} from '@google-cloud/firestore';
+import { z } from 'zod';
+
+import type { Clock } from '../clock';
+import { isoTime } from '../clock';
+import type { MasterMetadata, MasterShardEntry } from '../dataset/metadata';
+import { SHARD_STATUSES } from '../dataset/metadata';
+import { shardDirName } from '../dataset/paths';
+import { ShardlineError, isRetryable, toError } from '../errors';
+import { candidateOrder } from './candidates';
+import type {
+  Claim,
+  ClaimOptions,
+  DatasetRecord,
+  Ledger,
+  LedgerStatus,
+  ManifestSummary,
+  PartInput,
+  PartRecord,
+  ReapOptions,
+  ReapedShard,
+  RegisterOptions,
+  RegisterResult,
+  ResetOptions,
+  ShardRecord,
+  ShardRef,
+} from './ledger';
+import { DEFAULT_MAX_ATTEMPTS } from './ledger';
+import type { ShardState } from './shard-state';
+import {
+  applyClaim,
+  applyCommitPart,
+  applyComplete,
+  applyExpiry,
+  applyFail,
+  applyForceComplete,
+  applyForceFail,
+  applyHeartbeat,
+  applyRelease,
+  applyReset,
+  buildStatus,
+  checkDatasetId,
+  checkLeaseMs,
+  checkMasterForRegistration,
+  checkMaxAttempts,
+  checkSameDataset,
+  checkWorkerId,
+  claimOf,
+  claimability,
+  leaseExpired,
+  newDatasetRecord,
+  newShardState,
+  requireHolder,
+  sameShardShape,
+  toShardRecord,
+} from './shard-state';
+
+/** The datasets collection when none is configured. */
+export const DEFAULT_FIRESTORE_ROOT = 'datasets';
+/**
+ * SDK attempts per transaction. The emulator resolves lock conflicts by a hard-coded 2 s
+ * timeout and ABORTED (notes/emulators.md): 5 attempts failed 1 run in 9 there; 20 never did.
+ */
+export const DEFAULT_TX_ATTEMPTS = 20;
+/** Rounds of "read candidates, try them" before a claim gives up with a retryable error. */
+export const DEFAULT_CLAIM_ROUNDS = 8;
+/** Shards registered per transaction (Firestore caps a commit at 500 writes). */
+const SHARDS_PER_TX = 400;
+/** Backoff between contended claim attempts: full jitter up to min(cap, base * 2^n). */
+const BACKOFF_BASE_MS = 50;
+const BACKOFF_CAP_MS = 2_000;
+
+/** Options of `FirestoreLedger`. */
+export interface FirestoreLedgerOptions {
+  clock: Clock;
+  /** Path of the datasets collection; default `datasets`. */
+  root?: string;
+  /** SDK attempts per transaction; default 20 (see `DEFAULT_TX_ATTEMPTS`). */
+  maxTxAttempts?: number;
+  /** Claim rounds before giving up; default 8. */
+  claimRounds?: number;
+  /** Jitter source in [0, 1); default Math.random. */
+  random?: () => number;
+  /** How to wait between attempts; default a timer. */
+  sleep?: (ms: number) => Promise<void>;
+  /** Terminate the client on `close()` (when the ledger's opener created it). Default false. */
+  closeClient?: boolean;
+}
+
+const int = z.number().int();
+// Firestore hands back Timestamps; we write Dates (the client converts them). Matching the
+// Timestamp by shape keeps this module free of a runtime import of the client library, which
+// takes most of a second to load and is not needed by local runs.
+const time = z
+  .custom<{ toMillis(): number }>(
+    (v) => typeof (v as { toMillis?: unknown } | null)?.toMillis === 'function',
+    'a Firestore Timestamp',
+  )
+  .transform((t) => t.toMillis());
+const optTime = time.nullable();
+
+const ShardDocSchema = z.object({
+  status: z.enum(SHARD_STATUSES),
+  assigned_to: z.string().nullable(),
+  started_at: optTime,
+  completed_at: optTime,
+  lease_expires_at: optTime,
+  heartbeat_at: optTime,
+  lease_ms: int.nullable(),
+  epoch: int,
+  attempts: int,
+  max_attempts: int,
+  last_error: z.string().nullable(),
+  total_tasks: int,
+  first_task_index: int,
+  num_chunks: int,
+  total_bytes: int,
+  next_task_index: int,
+  parts_committed: int,
+  samples_committed: int,
+  bytes_committed: int,
+  forced_action: z.enum(['complete', 'fail']).nullable(),
+  forced_by: z.string().nullable(),
+  forced_at: optTime,
+  reset_by: z.string().nullable(),
+  reset_at: optTime,
+  manifest: z
+    .object({
+      parts: int,
+      samples: int,
+      bytes: int,
+      uri: z.string().optional(),
+      checksum: z.string().optional(),
+    })
+    .nullable(),
+  updated_at: time,
+});
+
+const DatasetDocSchema = z.object({
+  dataset_id: z.string(),
+  dataset_uri: z.string(),
+  num_shards: int,
+  total_tasks: int,
+  max_attempts: int,
+  fingerprint: z.string(),
+  registered_at: time,
+});
+
+const PartDocSchema = z.object({
+  dataset_id: z.string(),
+  shard_id: int,
+  part_index: int,
+  name: z.string(),
+  first_task_index: int,
+  last_task_index: int,
+  next_task_index: int,
+  samples: int,
+  bytes: int,
+  checksums: z.record(z.string(), z.string()),
+  worker_id: z.string(),
+  epoch: int,
+  committed_at: time,
+});
+
+function decode<T>(schema: z.ZodType<T>, data: DocumentData | undefined, what: string): T {
+  const parsed = schema.safeParse(data);
+  if (!parsed.success) {
+    throw new ShardlineError(
+      'LEDGER',
+      `${what} is not a valid ledger document: ${parsed.error.issues[0]?.message ?? ''}`,
+    );
+  }
+  return parsed.data;
+}
+
+const ts = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
+
+/** Document id of a part: `part_00000`. */
+export function partDocId(partIndex: number): string {
+  return `part_${String(partIndex).padStart(5, '0')}`;
+}
+
+type Attempt =
+  { kind: 'claimed'; claim: Claim } | { kind: 'taken' } | { kind: 'contended'; error: unknown };
+
+/** The Firestore implementation of the `Ledger` port. */
+export class FirestoreLedger implements Ledger {
+  readonly kind = 'firestore' as const;
+  readonly location: string;
+  /** The datasets collection path. */
+  readonly root: string;
+  private readonly clock: Clock;
+  private readonly datasets: CollectionReference;
+  private readonly maxTxAttempts: number;
+  private readonly claimRounds: number;
+  private readonly random: () => number;
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  /** @param db a client from the composition root (it honours FIRESTORE_EMULATOR_HOST itself) */
+  constructor(
+    private readonly db: Firestore,
+    private readonly options: FirestoreLedgerOptions,
+  ) {
+    this.root = options.root ?? DEFAULT_FIRESTORE_ROOT;
+    this.datasets = db.collection(this.root);
+    this.location = `firestore:${this.root}`;
+    this.clock = options.clock;
+    this.maxTxAttempts = options.maxTxAttempts ?? DEFAULT_TX_ATTEMPTS;
+    this.claimRounds = options.claimRounds ?? DEFAULT_CLAIM_ROUNDS;
+    this.random = options.random ?? Math.random;
+    this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  }
+
+  private datasetRef(datasetId: string): DocumentReference {
+    return this.datasets.doc(checkDatasetId(datasetId));
+  }
+
+  private shardsOf(datasetId: string): CollectionReference {
+    return this.datasetRef(datasetId).collection('shards');
+  }
+
+  private shardRef(ref: ShardRef): DocumentReference {
+    if (!Number.isSafeInteger(ref.shard_id) || ref.shard_id < 0)
+      throw new ShardlineError('INVALID_ARGUMENT', `invalid shard id ${ref.shard_id}`);
+    return this.shardsOf(ref.dataset_id).doc(shardDirName(ref.shard_id));
+  }
+
+  private partRef(ref: ShardRef, partIndex: number): DocumentReference {
+    return this.shardRef(ref).collection('parts').doc(partDocId(partIndex));
+  }
+
+  private shardDoc(ref: ShardRef, s: ShardState): DocumentData {
+    return {
+      dataset_id: ref.dataset_id,
+      shard_id: ref.shard_id,
+      ledger_root: this.root,
+      ...s,
+      started_at: ts(s.started_at),
+      completed_at: ts(s.completed_at),
+      lease_expires_at: ts(s.lease_expires_at),
+      heartbeat_at: ts(s.heartbeat_at),
+      forced_at: ts(s.forced_at),
+      reset_at: ts(s.reset_at),
+      updated_at: new Date(s.updated_at),
+    };
+  }
+
+  private stateOf(data: DocumentData | undefined, ref: ShardRef): ShardState {
+    return decode(ShardDocSchema, data, `shard ${ref.shard_id} of ${ref.dataset_id}`);
+  }
+
+  private datasetOf(data: DocumentData | undefined, datasetId: string): DatasetRecord {
+    const d = decode(DatasetDocSchema, data, `dataset ${datasetId}`);
+    return { ...d, registered_at: isoTime(d.registered_at) };
+  }
+
+  private partOf(data: DocumentData | undefined): PartRecord {
+    const p = decode(PartDocSchema, data, 'part');
+    return { ...p, committed_at: isoTime(p.committed_at) };
+  }
+
+  /** Runs one transaction; our own errors pass through, client errors become `LEDGER` errors. */
+  private async tx<T>(fn: (tx: Transaction) => Promise<T>, readOnly = false): Promise<T> {
+    try {
+      return readOnly
+        ? await this.db.runTransaction(fn, { readOnly: true })
+        : await this.db.runTransaction(fn, { maxAttempts: this.maxTxAttempts });
+    } catch (e: unknown) {
+      throw this.wrap(e);
+    }
+  }
+
+  private wrap(e: unknown): Error {
+    if (e instanceof ShardlineError) return e;
+    const err = toError(e);
+    return new ShardlineError('LEDGER', `Firestore ${this.root}: ${err.message}`, { cause: err });
+  }
+
+  private async getOrWrap<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e: unknown) {
+      throw this.wrap(e);
+    }
+  }
+
+  async registerDataset(master: MasterMetadata, options: RegisterOptions): Promise<RegisterResult> {
+    checkMasterForRegistration(master);
+    const maxAttempts = checkMaxAttempts(options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
+    const datasetRef = this.datasetRef(master.dataset_id);
+    const existing = await this.getOrWrap(() => datasetRef.get());
+    if (existing.exists) {
+      const dataset = this.datasetOf(existing.data(), master.dataset_id);
+      checkSameDataset(dataset, master);
+      return { created: false, dataset };
+    }
+    // Shards first, the dataset document last: its presence marks the registration complete,
+    // and `claim` refuses a dataset without it. A dataset of up to 400 shards is one
+    // transaction; a larger one is several, each idempotent, so a retried registration resumes.
+    const batches: MasterShardEntry[][] = [];
+    for (let i = 0; i < master.shards.length; i += SHARDS_PER_TX)
+      batches.push(master.shards.slice(i, i + SHARDS_PER_TX));
+    if (batches.length === 0) batches.push([]);
+    const last = batches.length - 1;
+    let result: RegisterResult | undefined;
+    for (const [i, batch] of batches.entries()) {
+      result = await this.tx(async (tx) => {
+        const withDataset = i === last;
+        const dsSnap = withDataset ? await tx.get(datasetRef) : null;
+        const refs = batch.map((e) =>
+          this.shardRef({ dataset_id: master.dataset_id, shard_id: e.shard_id }),
+        );
+        const snaps = refs.length > 0 ? await tx.getAll(...refs) : [];
+        if (dsSnap?.exists) {
+          const dataset = this.datasetOf(dsSnap.data(), master.dataset_id);
+          checkSameDataset(dataset, master);
+          return { created: false, dataset };
+        }
+        const now = this.clock.nowMs();
+        batch.forEach((entry, j) => {
+          const snap = snaps[j]!;
+          const ref = { dataset_id: master.dataset_id, shard_id: entry.shard_id };
+          if (snap.exists) {
+            if (!sameShardShape(this.stateOf(snap.data(), ref), entry))
+              throw new ShardlineError(
+                'DATASET_CONFLICT',
+                `shard ${entry.shard_id} of dataset ${master.dataset_id} is registered with a different task range`,
+              );
+            return;
+          }
+          tx.create(refs[j]!, this.shardDoc(ref, newShardState(entry, maxAttempts, now)));
+        });
+        const dataset = newDatasetRecord(master, options.datasetUri, maxAttempts, now);
+        if (withDataset) tx.create(datasetRef, { ...dataset, registered_at: new Date(now) });
+        return { created: true, dataset };
+      });
+    }
+    return result!;
+  }
+
+  async getDataset(datasetId: string): Promise<DatasetRecord | null> {
+    const snap = await this.getOrWrap(() => this.datasetRef(datasetId).get());
+    return snap.exists ? this.datasetOf(snap.data(), datasetId) : null;
+  }
+
+  async getShard(datasetId: string, shardId: number): Promise<ShardRecord | null> {
+    const ref = { dataset_id: datasetId, shard_id: shardId };
+    const snap = await this.getOrWrap(() => this.shardRef(ref).get());
+    return snap.exists ? toShardRecord(ref, this.stateOf(snap.data(), ref)) : null;
+  }
+
+  /** Shards that look claimable now, read outside any transaction (they are re-checked inside). */
+  private async claimableIds(datasetId: string): Promise<number[]> {
+    const shards = this.shardsOf(datasetId);
+    const now = new Date(this.clock.nowMs());
+    const ids = (q: Query): Promise<number[]> =>
+      q
+        .select('shard_id')
+        .get()
+        .then((snap) => snap.docs.map((d) => d.get('shard_id') as number));
+    const [available, expired] = await this.getOrWrap(() =>
+      Promise.all([
+        ids(shards.where('status', '==', 'available')),
+        ids(shards.where('status', '==', 'in_use').where('lease_expires_at', '<=', now)),
+      ]),
+    );
+    return [...available, ...expired];
+  }
+
+  /** Confirms one candidate in a transaction that reads only its document. */
+  private async tryClaim(ref: ShardRef, workerId: string, leaseMs: number): Promise<Attempt> {
+    const doc = this.shardRef(ref);
+    try {
+      return await this.db.runTransaction(
+        async (tx): Promise<Attempt> => {
+          const snap = await tx.get(doc);
+          if (!snap.exists) return { kind: 'taken' };
+          const state = this.stateOf(snap.data(), ref);
+          const now = this.clock.nowMs();
+          const verdict = claimability(state, now);
+          if (verdict === 'exhausted') tx.set(doc, this.shardDoc(ref, applyExpiry(state, now)));
+          if (verdict !== 'claimable') return { kind: 'taken' };
+          const next = applyClaim(state, workerId, now, leaseMs);
+          tx.set(doc, this.shardDoc(ref, next));
+          return { kind: 'claimed', claim: claimOf(ref, next) };
+        },
+        { maxAttempts: this.maxTxAttempts },
+      );
+    } catch (e: unknown) {
+      if (e instanceof ShardlineError || !isRetryable(e)) throw this.wrap(e);
+      return { kind: 'contended', error: e };
+    }
+  }
+
+  private pause(n: number): Promise<void> {
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(n, 10));
+    return this.sleep(Math.floor(this.random() * ceiling));
+  }
+
+  async claim(
+    datasetId: string,
+    workerId: string,
+    options: ClaimOptions = {},
+  ): Promise<Claim | null> {
+    checkWorkerId(workerId);
+    const leaseMs = checkLeaseMs(options.leaseMs);
+    const dataset = await this.getDataset(datasetId);
+    if (!dataset)
+      throw new ShardlineError(
+        'NOT_FOUND',
+        `dataset ${datasetId} is not registered in ${this.location}`,
+      );
+    const preferred = options.preferredShardId;
+    let skip: number | undefined;
+    let contended = 0;
+    let lastContention: unknown;
+    if (
+      preferred !== undefined &&
+      Number.isSafeInteger(preferred) &&
+      preferred >= 0 &&
+      preferred < dataset.num_shards
+    ) {
+      const first = await this.tryClaim(
+        { dataset_id: datasetId, shard_id: preferred },
+        workerId,
+        leaseMs,
+      );
+      if (first.kind === 'claimed') return first.claim;
+      if (first.kind === 'taken') skip = preferred;
+      else {
+        lastContention = first.error;
+        await this.pause(++contended);
+      }
+    }
+    for (let round = 0; round < this.claimRounds; round++) {
+      const ids = (await this.claimableIds(datasetId)).filter((id) => round > 0 || id !== skip);
+      if (ids.length === 0) return null;
+      let lostRace = false;
+      for (const id of candidateOrder(ids, workerId, preferred, round)) {
+        const attempt = await this.tryClaim(
+          { dataset_id: datasetId, shard_id: id },
+          workerId,
+          leaseMs,
+        );
+        if (attempt.kind === 'claimed') return attempt.claim;
+        if (attempt.kind === 'contended') {
+          lostRace = true;
+          lastContention = attempt.error;
+          await this.pause(++contended);
+        }
+      }
+      if (lostRace) await this.pause(round + 1);
+    }
+    throw new ShardlineError(
+      'LEDGER',
+      `claim in dataset ${datasetId}: gave up after ${this.claimRounds} rounds of contention; try again`,
+      { cause: lastContention },
+    );
+  }
+
+  /** A holder verb: read the shard, decide, write, in one transaction. */
+  private holderVerb(
+    claim: Claim,
+    decide: (s: ShardState | null, nowMs: number) => ShardState | null,
+  ): Promise<ShardRecord> {
+    const doc = this.shardRef(claim);
+    return this.tx(async (tx) => {
+      const snap = await tx.get(doc);
+      const s = snap.exists ? this.stateOf(snap.data(), claim) : null;
+      const next = decide(s, this.clock.nowMs());
+      if (next) tx.set(doc, this.shardDoc(claim, next));
+      return toShardRecord(claim, next ?? s!);
+    });
+  }
+
+  async heartbeat(claim: Claim, options: { leaseMs?: number } = {}): Promise<Claim> {
+    const record = await this.holderVerb(claim, (s, now) =>
+      applyHeartbeat(requireHolder(s, claim, 'heartbeat'), now, options.leaseMs),
+    );
+    return {
+      dataset_id: claim.dataset_id,
+      shard_id: claim.shard_id,
+      worker_id: claim.worker_id,
+      epoch: claim.epoch,
+      lease_expires_at: record.lease_expires_at!,
+    };
+  }
+
+  commitPart(claim: Claim, part: PartInput): Promise<PartRecord> {
+    const doc = this.shardRef(claim);
+    const partDoc = this.partRef(claim, part.part_index);
+    return this.tx(async (tx) => {
+      const [snap, partSnap] = await tx.getAll(doc, partDoc);
+      const s = requireHolder(
+        snap!.exists ? this.stateOf(snap!.data(), claim) : null,
+        claim,
+        'commitPart',
+      );
+      const existing = partSnap!.exists ? this.partOf(partSnap!.data()) : null;
+      const now = this.clock.nowMs();
+      const decision = applyCommitPart(s, claim, part, existing, now);
+      tx.set(doc, this.shardDoc(claim, decision.state));
+      if (!decision.duplicate)
+        tx.create(partDoc, { ...decision.record, committed_at: new Date(now) });
+      return decision.record;
+    });
+  }
+
+  complete(claim: Claim, manifest?: ManifestSummary): Promise<ShardRecord> {
+    return this.holderVerb(claim, (s, now) => applyComplete(s, claim, manifest, now));
+  }
+
+  fail(claim: Claim, reason: string): Promise<ShardRecord> {
+    return this.holderVerb(claim, (s, now) => applyFail(s, claim, reason, now));
+  }
+
+  release(claim: Claim): Promise<ShardRecord> {
+    return this.holderVerb(claim, (s, now) => applyRelease(s, claim, now));
+  }
+
+  /** An operator verb on an existing shard, in one transaction (plus part deletions for reset). */
+  private operatorVerb(
+    datasetId: string,
+    shardId: number,
+    by: string,
+    decide: (s: ShardState, nowMs: number) => ShardState | null,
+    discardParts = false,
+  ): Promise<ShardRecord> {
+    checkWorkerId(by, 'operator name');
+    const ref = { dataset_id: datasetId, shard_id: shardId };
+    const doc = this.shardRef(ref);
+    return this.tx(async (tx) => {
+      const snap = await tx.get(doc);
+      const parts = discardParts ? await tx.get(doc.collection('parts')) : null;
+      if (!snap.exists)
+        throw new ShardlineError(
+          'NOT_FOUND',
+          `dataset ${datasetId} has no shard ${shardId} in ${this.location}`,
+        );
+      const s = this.stateOf(snap.data(), ref);
+      const next = decide(s, this.clock.nowMs());
+      if (next) tx.set(doc, this.shardDoc(ref, next));
+      parts?.docs.forEach((p) => tx.delete(p.ref));
+      return toShardRecord(ref, next ?? s);
+    });
+  }
+
+  forceComplete(
+    datasetId: string,
+    shardId: number,
+    by: string,
+    manifest?: ManifestSummary,
+  ): Promise<ShardRecord> {
+    return this.operatorVerb(datasetId, shardId, by, (s, now) =>
+      applyForceComplete(s, shardId, by, manifest, now),
+    );
+  }
+
+  forceFail(datasetId: string, shardId: number, by: string, reason: string): Promise<ShardRecord> {
+    return this.operatorVerb(datasetId, shardId, by, (s, now) =>
+      applyForceFail(s, by, reason, now),
+    );
+  }
+
+  reset(
+    datasetId: string,
+    shardId: number,
+    by: string,
+    options: ResetOptions = {},
+  ): Promise<ShardRecord> {
+    const discard = options.discardParts ?? false;
+    return this.operatorVerb(
+      datasetId,
+      shardId,
+      by,
+      (s, now) => applyReset(s, by, now, discard),
+      discard,
+    );
+  }
+
+  /**
+   * One query for expired leases (across datasets: a collection-group query on `shards` within
+   * this root), then one transaction per shard that re-checks and frees it.
+   */
+  async reapExpired(nowMs?: number, options: ReapOptions = {}): Promise<ReapedShard[]> {
+    const now = nowMs ?? this.clock.nowMs();
+    const cutoff = new Date(now);
+    const base =
+      options.datasetId === undefined
+        ? this.db.collectionGroup('shards').where('ledger_root', '==', this.root)
+        : this.shardsOf(options.datasetId);
+    const query = base
+      .where('status', '==', 'in_use')
+      .where('lease_expires_at', '<=', cutoff)
+      .orderBy('lease_expires_at')
+      .limit(options.limit ?? 500);
+    const snap = await this.getOrWrap(() => query.get());
+    const reaped: ReapedShard[] = [];
+    for (const found of snap.docs) {
+      const ref = {
+        dataset_id: found.get('dataset_id') as string,
+        shard_id: found.get('shard_id') as number,
+      };
+      const one = await this.tx(async (tx): Promise<ReapedShard | null> => {
+        const fresh = await tx.get(found.ref);
+        if (!fresh.exists) return null;
+        const s = this.stateOf(fresh.data(), ref);
+        if (!leaseExpired(s, now)) return null;
+        const next = applyExpiry(s, now);
+        tx.set(found.ref, this.shardDoc(ref, next));
+        return {
+          ...ref,
+          worker_id: s.assigned_to ?? '',
+          epoch: s.epoch,
+          status: next.status === 'failed' ? 'failed' : 'available',
+          attempts: next.attempts,
+          last_error: next.last_error ?? '',
+        };
+      });
+      if (one) reaped.push(one);
+    }
+    return reaped;
+  }
+
+  /** A read-only transaction: the dataset and all its shards in one snapshot, without locks. */
+  status(datasetId: string): Promise<LedgerStatus> {
+    const datasetRef = this.datasetRef(datasetId);
+    return this.tx(async (tx) => {
+      const [dsSnap, shardsSnap] = await Promise.all([
+        tx.get(datasetRef),
+        tx.get(datasetRef.collection('shards')),
+      ]);
+      if (!dsSnap.exists)
+        throw new ShardlineError(
+          'NOT_FOUND',
+          `dataset ${datasetId} is not registered in ${this.location}`,
+        );
+      const dataset = this.datasetOf(dsSnap.data(), datasetId);
+      const shards = shardsSnap.docs.map((d) => {
+        const shard_id = d.get('shard_id') as number;
+        return { shard_id, state: this.stateOf(d.data(), { dataset_id: datasetId, shard_id }) };
+      });
+      return buildStatus(dataset, shards, this.clock.nowMs());
+    }, true);
+  }
+
+  async listParts(ref: ShardRef): Promise<PartRecord[]> {
+    const snap = await this.getOrWrap(() =>
+      this.shardRef(ref).collection('parts').orderBy('part_index').get(),
+    );
+    return snap.docs.map((d) => this.partOf(d.data()));
+  }
+
+  async close(): Promise<void> {
+    if (this.options.closeClient) await this.db.terminate();
+  }
+}

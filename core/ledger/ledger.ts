@@ -1,0 +1,308 @@
+/**
+ * The ledger port: the source of truth for shard status (DESIGN.md, The ledger). Two
+ * implementations sit side by side and pass one contract suite (test/support/ledger-contract.ts):
+ * `SqliteLedger` (a file beside a local dataset) and `FirestoreLedger` (the cloud).
+ *
+ * Every verb is one transaction (registration of a Firestore dataset with many shards is the
+ * one exception; see `FirestoreLedger.registerDataset`). Record fields use the glossary's words
+ * (core/glossary.md) and are the Firestore field names too. Times in records are ISO-8601 UTC
+ * strings (`isoTime`), the one timestamp format shardline writes.
+ *
+ * The holder rule (CONVENTIONS.md, Claims): heartbeat, commitPart, complete, fail and release
+ * succeed only while the shard is `in_use` with `assigned_to === claim.worker_id` and
+ * `epoch === claim.epoch`; otherwise they throw `LeaseLostError` (code `LEASE_LOST`).
+ * An expired lease that nobody has taken yet is still the holder's: nobody else did the work,
+ * so it may renew or finish it. Once a claim or the reaper moves the shard on (a new epoch, or
+ * `available`), the old holder is fenced for good.
+ */
+import type { MasterMetadata, ShardStatus } from '../dataset/metadata';
+
+/** `fail` and expired leases after this many attempts leave the shard `failed`. */
+export const DEFAULT_MAX_ATTEMPTS = 3;
+/** How long a claim stays valid without a heartbeat when the caller does not say: 10 minutes. */
+export const DEFAULT_LEASE_MS = 10 * 60_000;
+/** The longest lease a claim may ask for: 7 days (a CLI claim held by a person). */
+export const MAX_LEASE_MS = 7 * 24 * 3_600_000;
+
+/** Which implementation a ledger is. */
+export type LedgerKind = 'sqlite' | 'firestore';
+
+/** Names one shard of one dataset. A `Claim` is one too. */
+export interface ShardRef {
+  dataset_id: string;
+  shard_id: number;
+}
+
+/** A worker's right to process one shard (glossary: claim). */
+export interface Claim extends ShardRef {
+  worker_id: string;
+  /** The fencing token: the shard's epoch when this claim was granted. */
+  epoch: number;
+  /** ISO time after which another worker may take the shard. */
+  lease_expires_at: string;
+}
+
+/** Options of `claim`. */
+export interface ClaimOptions {
+  /** Tried first when it is claimable (the doorbell's shard, or `--preferred_shard_id`). */
+  preferredShardId?: number;
+  /** Lease length in ms; default `DEFAULT_LEASE_MS`, at most `MAX_LEASE_MS`. */
+  leaseMs?: number;
+}
+
+/** One output part as the worker commits it. */
+export interface PartInput {
+  /** 0, 1, 2…: parts are committed in order, without gaps. */
+  part_index: number;
+  /** File stem, e.g. `part_00000` (deterministic from dataset, shard and index). */
+  name: string;
+  /** Global index of the first task the part covers (= the shard's `next_task_index`). */
+  first_task_index: number;
+  /** Global index of the last task the part covers (`next_task_index - 1`). */
+  last_task_index: number;
+  /** Where the worker resumes after this part: one past `last_task_index`. */
+  next_task_index: number;
+  /** Samples (prompts) written in the part. */
+  samples: number;
+  /** Bytes of the part's files together. */
+  bytes: number;
+  /** File name -> checksum (e.g. CRC32C base64) of each file of the part. */
+  checksums: Readonly<Record<string, string>>;
+}
+
+/** A committed part as the ledger records it. */
+export interface PartRecord extends PartInput, ShardRef {
+  /** The claim that committed it. */
+  worker_id: string;
+  epoch: number;
+  committed_at: string;
+}
+
+/** What `complete` records about the shard's `_MANIFEST.json`. */
+export interface ManifestSummary {
+  /** Parts listed; must equal the parts committed in the ledger. */
+  parts: number;
+  samples: number;
+  bytes: number;
+  /** Where the manifest was written. */
+  uri?: string;
+  /** Checksum of the manifest file. */
+  checksum?: string;
+}
+
+/** A complete or fail done by someone who was not the holder (an operator's `--force`). */
+export interface ForcedAction {
+  action: 'complete' | 'fail';
+  by: string;
+  at: string;
+}
+
+/** A shard as the ledger knows it. */
+export interface ShardRecord extends ShardRef {
+  status: ShardStatus;
+  /** The holder while `in_use`; who completed it once `completed`; null otherwise. */
+  assigned_to: string | null;
+  started_at: string | null;
+  completed_at: string | null;
+  lease_expires_at: string | null;
+  /** Last heartbeat (or claim). */
+  heartbeat_at: string | null;
+  /** The lease length of the current claim, renewed by each heartbeat. */
+  lease_ms: number | null;
+  /** Raised by every claim; the fencing token. 0 before the first claim. */
+  epoch: number;
+  /** Failed attempts so far (fail, or an expired lease). */
+  attempts: number;
+  max_attempts: number;
+  last_error: string | null;
+  total_tasks: number;
+  first_task_index: number;
+  num_chunks: number;
+  total_bytes: number;
+  /** Where the next holder resumes: the last committed part's `next_task_index`. */
+  next_task_index: number;
+  parts_committed: number;
+  samples_committed: number;
+  bytes_committed: number;
+  /** Set when the shard was completed or failed with `--force`; cleared by claim and reset. */
+  forced: ForcedAction | null;
+  /** Who last reset the shard, and when. */
+  reset_by: string | null;
+  reset_at: string | null;
+  manifest: ManifestSummary | null;
+  updated_at: string;
+}
+
+/** A registered dataset. */
+export interface DatasetRecord {
+  dataset_id: string;
+  /** Where the dataset lives (local path or gs:// URI), as registered. */
+  dataset_uri: string;
+  num_shards: number;
+  total_tasks: number;
+  max_attempts: number;
+  /** Hash of what identifies the dataset's content; a different dataset under the same id conflicts. */
+  fingerprint: string;
+  registered_at: string;
+}
+
+/** Options of `registerDataset`. */
+export interface RegisterOptions {
+  /** Where the dataset lives, for status output and re-publishing doorbells. */
+  datasetUri: string;
+  /** Default `DEFAULT_MAX_ATTEMPTS`. */
+  maxAttempts?: number;
+}
+
+/** What `registerDataset` did. */
+export interface RegisterResult {
+  /** False when the same dataset was already registered (idempotent). */
+  created: boolean;
+  dataset: DatasetRecord;
+}
+
+/** Options of `reset`. */
+export interface ResetOptions {
+  /**
+   * Forget committed parts too, so the next holder starts at the shard's first task.
+   * Default false: the next holder resumes after the last committed part.
+   */
+  discardParts?: boolean;
+}
+
+/** Options of `reapExpired`. */
+export interface ReapOptions {
+  /** Only this dataset; default every dataset in the ledger. */
+  datasetId?: string;
+  /** At most this many shards per call; default 500. */
+  limit?: number;
+}
+
+/** A shard `reapExpired` took from a holder whose lease ran out. */
+export interface ReapedShard extends ShardRef {
+  /** The holder that lost it. */
+  worker_id: string;
+  epoch: number;
+  /** `available` again (ring its doorbell), or `failed` after max attempts. */
+  status: 'available' | 'failed';
+  attempts: number;
+  last_error: string;
+}
+
+/** One row of `status`. */
+export interface ShardStatusRow extends ShardRecord {
+  /** Ms of lease left at `as_of` (negative when expired), null when not `in_use`. */
+  lease_left_ms: number | null;
+  /** Tasks covered by committed parts (all of them once completed). */
+  tasks_done: number;
+}
+
+/** Dataset totals of `status`. */
+export interface StatusTotals {
+  shards: number;
+  available: number;
+  in_use: number;
+  completed: number;
+  failed: number;
+  total_tasks: number;
+  tasks_done: number;
+  parts_committed: number;
+  samples_committed: number;
+  bytes_committed: number;
+  /** Failed attempts over all shards. */
+  attempts: number;
+}
+
+/** `status(dataset)`: every shard and the totals, read in one consistent snapshot. */
+export interface LedgerStatus {
+  dataset: DatasetRecord;
+  /** The clock's time when the snapshot was read; `lease_left_ms` is relative to it. */
+  as_of: string;
+  /**
+   * The dataset's state derived from its shards: `completed` when all are, `failed` when some
+   * failed and nothing is left to run, `in_use` while any is held, `available` otherwise.
+   */
+  state: ShardStatus;
+  shards: ShardStatusRow[];
+  totals: StatusTotals;
+}
+
+/** The port. */
+export interface Ledger {
+  readonly kind: LedgerKind;
+  /** Where the ledger lives, for messages: a file path, or the Firestore collection path. */
+  readonly location: string;
+
+  /**
+   * Registers a dataset and its shards (all `available`) from its master metadata. Idempotent:
+   * the same dataset again is a no-op (`created: false`); a different dataset under the same
+   * id fails with `DATASET_CONFLICT`. Call it only after `master_metadata.json` is written.
+   */
+  registerDataset(master: MasterMetadata, options: RegisterOptions): Promise<RegisterResult>;
+  /** The dataset, or null when it is not registered. */
+  getDataset(datasetId: string): Promise<DatasetRecord | null>;
+  /** One shard, or null when the dataset or shard is not registered. */
+  getShard(datasetId: string, shardId: number): Promise<ShardRecord | null>;
+
+  /**
+   * Claims one shard for `workerId`: the preferred shard when it is claimable, else another in
+   * an order that differs per worker. A shard is claimable when `available`, or `in_use` with an
+   * expired lease (that counts as a failed attempt of the old holder; at max attempts the shard
+   * becomes `failed` instead). Raises the shard's epoch. Null when nothing is claimable;
+   * `NOT_FOUND` when the dataset is not registered.
+   */
+  claim(datasetId: string, workerId: string, options?: ClaimOptions): Promise<Claim | null>;
+  /** Renews the lease from now (by `leaseMs`, default the claim's lease length). */
+  heartbeat(claim: Claim, options?: { leaseMs?: number }): Promise<Claim>;
+  /**
+   * Records one output part and moves `next_task_index` to the part's. Parts come in order;
+   * committing the same part again is a no-op, a different part under a committed index fails
+   * with `ALREADY_EXISTS`, a gap or a range that does not start at `next_task_index` with
+   * `INVALID_ARGUMENT`. Renews the lease too.
+   */
+  commitPart(claim: Claim, part: PartInput): Promise<PartRecord>;
+  /**
+   * Marks the shard `completed` (keeping `assigned_to`). With a manifest, its `parts` must equal
+   * the parts committed. Repeating it for the same claim is a no-op.
+   */
+  complete(claim: Claim, manifest?: ManifestSummary): Promise<ShardRecord>;
+  /** attempts + 1 and `last_error = reason`; `available` again, or `failed` at max attempts. */
+  fail(claim: Claim, reason: string): Promise<ShardRecord>;
+  /** Gives the shard back (`available`) without counting an attempt: a clean shutdown. */
+  release(claim: Claim): Promise<ShardRecord>;
+
+  /**
+   * `complete` by someone who is not the holder (an operator): recorded in `forced`; a holder,
+   * if any, is fenced. Completing an already completed shard is a no-op.
+   */
+  forceComplete(
+    datasetId: string,
+    shardId: number,
+    by: string,
+    manifest?: ManifestSummary,
+  ): Promise<ShardRecord>;
+  /** `fail` by someone who is not the holder, recorded in `forced`; refused on a completed shard. */
+  forceFail(datasetId: string, shardId: number, by: string, reason: string): Promise<ShardRecord>;
+  /**
+   * Operator reset: `available`, no holder, no lease, no `completed_at`, attempts 0, no
+   * `last_error`; records `reset_by`/`reset_at`. A holder, if any, is fenced.
+   */
+  reset(
+    datasetId: string,
+    shardId: number,
+    by: string,
+    options?: ResetOptions,
+  ): Promise<ShardRecord>;
+  /**
+   * Takes back every `in_use` shard whose lease expired at `nowMs` (default the clock's now):
+   * `available` with attempts + 1, or `failed` at max attempts. Returns what it took, so the
+   * caller can ring the doorbells again.
+   */
+  reapExpired(nowMs?: number, options?: ReapOptions): Promise<ReapedShard[]>;
+  /** Every shard of the dataset with totals; `NOT_FOUND` when it is not registered. */
+  status(datasetId: string): Promise<LedgerStatus>;
+  /** The shard's committed parts in order. */
+  listParts(ref: ShardRef): Promise<PartRecord[]>;
+  /** Releases what the ledger holds open (the SQLite file; a Firestore client it owns). */
+  close(): Promise<void>;
+}

@@ -1,0 +1,596 @@
+/**
+ * The ledger contract: every `Ledger` implementation passes these tests (SQLite in
+ * test/unit/ledger, Firestore against the emulator in test/integration/ledger). They assert
+ * what a user relies on: no shard is ever given to two workers, a zombie cannot finish what it
+ * lost, failures are counted and end in `failed`, an operator can see and repair everything.
+ */
+import type { Clock } from '../../core/clock';
+import { errorCode } from '../../core/errors';
+import type { Claim, Ledger, PartInput } from '../../core/ledger/ledger';
+import { DEFAULT_LEASE_MS } from '../../core/ledger/ledger';
+import { FakeClock, T0, makeDataset } from './ledger-fixtures';
+
+/** A fresh, empty ledger namespace (a new SQLite file, a new Firestore collection root). */
+export interface LedgerNamespace {
+  /** A ledger on this namespace driven by `clock`; open several to act as several processes. */
+  open(clock: Clock): Promise<Ledger>;
+  /**
+   * Claims once per worker id, all at once, each in its own process (SQLite) or client
+   * (Firestore), with the clock fixed at `nowMs`. Results in worker order.
+   */
+  concurrentClaims(
+    datasetId: string,
+    workerIds: readonly string[],
+    nowMs: number,
+    leaseMs: number,
+  ): Promise<Array<Claim | null>>;
+  /** Removes what the namespace created. */
+  cleanup(): Promise<void>;
+}
+
+const MINUTE = 60_000;
+const LEASE = 5 * MINUTE;
+const DS = 'ds-contract';
+
+/** The code of what `p` rejected with (fails the test if it resolved). */
+async function rejection(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+  } catch (e: unknown) {
+    return errorCode(e);
+  }
+  throw new Error('expected a rejection');
+}
+
+function part(index: number, first: number, next: number): PartInput {
+  return {
+    part_index: index,
+    name: `part_${String(index).padStart(5, '0')}`,
+    first_task_index: first,
+    last_task_index: next - 1,
+    next_task_index: next,
+    samples: (next - first) * 8,
+    bytes: 1000 * (index + 1),
+    checksums: { [`part_${index}.safetensors`]: `crc-${index}` },
+  };
+}
+
+/**
+ * Declares the contract suite. `makeNamespace` gives each test its own namespace;
+ * `concurrencyTimeoutMs` bounds the 32-claimer test (processes and the emulator are slow).
+ */
+export function ledgerContract(
+  name: string,
+  makeNamespace: () => Promise<LedgerNamespace>,
+  options: { concurrencyTimeoutMs: number },
+): void {
+  describe(`Ledger contract: ${name}`, () => {
+    let ns: LedgerNamespace;
+    let clock: FakeClock;
+    let ledger: Ledger;
+    const opened: Ledger[] = [];
+
+    async function register(
+      numShards: number,
+      datasetId = DS,
+      maxAttempts?: number,
+    ): Promise<void> {
+      const { master } = makeDataset({ datasetId, numShards });
+      await ledger.registerDataset(master, {
+        datasetUri: `/data/${datasetId}`,
+        ...(maxAttempts === undefined ? {} : { maxAttempts }),
+      });
+    }
+
+    async function claimed(workerId: string, preferredShardId?: number): Promise<Claim> {
+      const c = await ledger.claim(DS, workerId, {
+        leaseMs: LEASE,
+        ...(preferredShardId === undefined ? {} : { preferredShardId }),
+      });
+      if (!c) throw new Error(`${workerId} got nothing`);
+      return c;
+    }
+
+    beforeEach(async () => {
+      ns = await makeNamespace();
+      clock = new FakeClock(T0);
+      ledger = await ns.open(clock);
+      opened.push(ledger);
+    });
+
+    afterEach(async () => {
+      for (const l of opened.splice(0)) await l.close();
+      await ns.cleanup();
+    });
+
+    test('registers a dataset once: the same one again is a no-op, a different one under its id conflicts', async () => {
+      const { master } = makeDataset({ datasetId: DS, numShards: 4 });
+      const first = await ledger.registerDataset(master, { datasetUri: '/data/a' });
+      expect(first.created).toBe(true);
+      expect(first.dataset).toMatchObject({
+        dataset_id: DS,
+        num_shards: 4,
+        total_tasks: 40,
+        max_attempts: 3,
+      });
+      const again = await ledger.registerDataset(
+        { ...master, created_at: '2027-01-01T00:00:00.000Z' },
+        {
+          datasetUri: '/data/a',
+        },
+      );
+      expect(again.created).toBe(false);
+      expect(again.dataset.fingerprint).toBe(first.dataset.fingerprint);
+      const other = makeDataset({
+        datasetId: DS,
+        numShards: 4,
+        sourceUri: '/elsewhere.jsonl',
+      }).master;
+      expect(await rejection(ledger.registerDataset(other, { datasetUri: '/data/a' }))).toBe(
+        'DATASET_CONFLICT',
+      );
+      const bigger = makeDataset({ datasetId: DS, numShards: 5 }).master;
+      expect(await rejection(ledger.registerDataset(bigger, { datasetUri: '/data/a' }))).toBe(
+        'DATASET_CONFLICT',
+      );
+      expect(await ledger.getDataset(DS)).toEqual(first.dataset);
+      expect(await ledger.getDataset('nope')).toBeNull();
+    });
+
+    test('refuses a master whose shards do not add up; an unregistered dataset cannot be claimed', async () => {
+      const { master } = makeDataset({ datasetId: DS, numShards: 3 });
+      const broken = { ...master, shards: master.shards.slice(0, 2) };
+      expect(await rejection(ledger.registerDataset(broken, { datasetUri: '/x' }))).toBe(
+        'INVALID_INPUT',
+      );
+      expect(await ledger.getDataset(DS)).toBeNull();
+      expect(await rejection(ledger.claim(DS, 'w1'))).toBe('NOT_FOUND');
+      expect(await rejection(ledger.status(DS))).toBe('NOT_FOUND');
+      expect(await ledger.getShard(DS, 0)).toBeNull();
+    });
+
+    test('a new dataset: every shard available at epoch 0, totals add up', async () => {
+      await register(3);
+      const status = await ledger.status(DS);
+      expect(status.state).toBe('available');
+      expect(
+        status.shards.map((s) => [s.shard_id, s.status, s.epoch, s.attempts, s.next_task_index]),
+      ).toEqual([
+        [0, 'available', 0, 0, 0],
+        [1, 'available', 0, 0, 10],
+        [2, 'available', 0, 0, 20],
+      ]);
+      expect(status.totals).toMatchObject({
+        shards: 3,
+        available: 3,
+        in_use: 0,
+        total_tasks: 30,
+        tasks_done: 0,
+      });
+    });
+
+    test('claim grants every shard once, with epoch 1 and a lease, then nothing is available', async () => {
+      await register(4);
+      const claims: Claim[] = [];
+      for (let i = 0; i < 4; i++) claims.push(await claimed(`w${i}`));
+      expect(new Set(claims.map((c) => c.shard_id)).size).toBe(4);
+      for (const [i, c] of claims.entries()) {
+        expect(c).toEqual({
+          dataset_id: DS,
+          shard_id: c.shard_id,
+          worker_id: `w${i}`,
+          epoch: 1,
+          lease_expires_at: new Date(T0 + LEASE).toISOString(),
+        });
+        expect(await ledger.getShard(DS, c.shard_id)).toMatchObject({
+          status: 'in_use',
+          assigned_to: `w${i}`,
+          started_at: new Date(T0).toISOString(),
+        });
+      }
+      expect(await ledger.claim(DS, 'w-late', { leaseMs: LEASE })).toBeNull();
+      expect((await ledger.status(DS)).state).toBe('in_use');
+    });
+
+    test('the default lease is DEFAULT_LEASE_MS', async () => {
+      await register(1);
+      const c = await ledger.claim(DS, 'w');
+      expect(c?.lease_expires_at).toBe(new Date(T0 + DEFAULT_LEASE_MS).toISOString());
+    });
+
+    test('the preferred shard is taken when free; when held, another shard is', async () => {
+      await register(6);
+      const a = await claimed('wa', 4);
+      expect(a.shard_id).toBe(4);
+      const b = await claimed('wb', 4);
+      expect(b.shard_id).not.toBe(4);
+      const c = await claimed('wc', 99);
+      expect([4, b.shard_id]).not.toContain(c.shard_id);
+    });
+
+    test('heartbeat renews the lease; a shard with a live lease is not claimable', async () => {
+      await register(1);
+      const c = await claimed('w1');
+      clock.advance(LEASE - MINUTE);
+      const renewed = await ledger.heartbeat(c);
+      expect(renewed).toEqual({
+        ...c,
+        lease_expires_at: new Date(clock.nowMs() + LEASE).toISOString(),
+      });
+      clock.advance(LEASE - MINUTE);
+      expect(await ledger.claim(DS, 'w2', { leaseMs: LEASE })).toBeNull();
+      const longer = await ledger.heartbeat(renewed, { leaseMs: 3 * LEASE });
+      expect(longer.lease_expires_at).toBe(new Date(clock.nowMs() + 3 * LEASE).toISOString());
+      expect((await ledger.getShard(DS, c.shard_id))?.lease_ms).toBe(3 * LEASE);
+    });
+
+    test('an expired lease is reclaimed with a higher epoch; the zombie can no longer heartbeat, commit, complete, fail or release', async () => {
+      await register(1);
+      const zombie = await claimed('zombie');
+      clock.advance(LEASE + 1);
+      const fresh = await claimed('fresh');
+      expect(fresh.shard_id).toBe(zombie.shard_id);
+      expect(fresh.epoch).toBe(zombie.epoch + 1);
+      const shard = await ledger.getShard(DS, 0);
+      expect(shard).toMatchObject({
+        status: 'in_use',
+        assigned_to: 'fresh',
+        epoch: 2,
+        attempts: 1,
+      });
+      expect(shard?.last_error).toContain('zombie');
+      expect(await rejection(ledger.heartbeat(zombie))).toBe('LEASE_LOST');
+      expect(await rejection(ledger.commitPart(zombie, part(0, 0, 5)))).toBe('LEASE_LOST');
+      expect(await rejection(ledger.complete(zombie))).toBe('LEASE_LOST');
+      expect(await rejection(ledger.fail(zombie, 'late'))).toBe('LEASE_LOST');
+      expect(await rejection(ledger.release(zombie))).toBe('LEASE_LOST');
+      // Nothing the zombie tried left a trace; the new holder carries on.
+      expect(await ledger.getShard(DS, 0)).toMatchObject({
+        assigned_to: 'fresh',
+        epoch: 2,
+        parts_committed: 0,
+      });
+      await ledger.commitPart(fresh, part(0, 0, 5));
+      expect((await ledger.complete(fresh, { parts: 1, samples: 40, bytes: 1000 })).status).toBe(
+        'completed',
+      );
+    });
+
+    test('an expired lease that nobody took is still its holder’s to renew and finish', async () => {
+      await register(1);
+      const c = await claimed('slow');
+      clock.advance(LEASE + MINUTE);
+      const renewed = await ledger.heartbeat(c);
+      expect(renewed.epoch).toBe(c.epoch);
+      await ledger.commitPart(renewed, part(0, 0, 10));
+      expect((await ledger.complete(renewed)).status).toBe('completed');
+    });
+
+    test('two processes with the same worker id: only the claim with the current epoch may act', async () => {
+      await register(1);
+      const other = await ns.open(clock);
+      opened.push(other);
+      const first = await claimed('machine0_host0');
+      clock.advance(LEASE + 1);
+      const second = await other.claim(DS, 'machine0_host0', { leaseMs: LEASE });
+      expect(second).toMatchObject({
+        shard_id: first.shard_id,
+        worker_id: 'machine0_host0',
+        epoch: 2,
+      });
+      expect(await rejection(ledger.heartbeat(first))).toBe('LEASE_LOST');
+      expect(await rejection(ledger.complete(first))).toBe('LEASE_LOST');
+      await other.heartbeat(second!);
+    });
+
+    test('commitPart records parts in order; the next holder resumes at next_task_index', async () => {
+      await register(2);
+      const c = await claimed('w1', 1);
+      expect(c.shard_id).toBe(1);
+      const p0 = await ledger.commitPart(c, part(0, 10, 14));
+      expect(p0).toMatchObject({
+        dataset_id: DS,
+        shard_id: 1,
+        part_index: 0,
+        worker_id: 'w1',
+        epoch: 1,
+      });
+      clock.advance(MINUTE);
+      await ledger.commitPart(c, part(1, 14, 17));
+      // The same part again (a retried call) is a no-op; a different one under its index is refused.
+      await ledger.commitPart(c, part(1, 14, 17));
+      expect(await rejection(ledger.commitPart(c, { ...part(1, 14, 17), samples: 1 }))).toBe(
+        'ALREADY_EXISTS',
+      );
+      expect(await rejection(ledger.commitPart(c, part(3, 17, 18)))).toBe('INVALID_ARGUMENT');
+      expect(await rejection(ledger.commitPart(c, part(2, 16, 18)))).toBe('INVALID_ARGUMENT');
+      expect(await rejection(ledger.commitPart(c, part(2, 17, 21)))).toBe('INVALID_ARGUMENT');
+      let shard = await ledger.getShard(DS, 1);
+      expect(shard).toMatchObject({
+        next_task_index: 17,
+        parts_committed: 2,
+        samples_committed: 56,
+        bytes_committed: 3000,
+      });
+      // commitPart renews the lease.
+      expect(shard?.lease_expires_at).toBe(new Date(clock.nowMs() + LEASE).toISOString());
+      const parts = await ledger.listParts(c);
+      expect(parts.map((p) => [p.part_index, p.first_task_index, p.next_task_index])).toEqual([
+        [0, 10, 14],
+        [1, 14, 17],
+      ]);
+      expect(parts[1]?.checksums).toEqual({ 'part_1.safetensors': 'crc-1' });
+      expect(await ledger.listParts({ dataset_id: DS, shard_id: 0 })).toEqual([]);
+      // The worker dies; the next holder resumes after the last committed part.
+      await ledger.fail(c, 'killed');
+      const next = await claimed('w2', 1);
+      shard = await ledger.getShard(DS, 1);
+      expect(shard).toMatchObject({ assigned_to: 'w2', next_task_index: 17, parts_committed: 2 });
+      await ledger.commitPart(next, part(2, 17, 20));
+      const status = await ledger.status(DS);
+      expect(status.shards[1]).toMatchObject({ tasks_done: 10, parts_committed: 3 });
+      expect(status.totals).toMatchObject({ tasks_done: 10, parts_committed: 3 });
+    });
+
+    test('complete marks the shard completed, keeps the holder and the manifest; repeating it is a no-op', async () => {
+      await register(2);
+      const c = await claimed('w1', 0);
+      await ledger.commitPart(c, part(0, 0, 10));
+      expect(await rejection(ledger.complete(c, { parts: 2, samples: 80, bytes: 1000 }))).toBe(
+        'INVALID_ARGUMENT',
+      );
+      clock.advance(MINUTE);
+      const done = await ledger.complete(c, {
+        parts: 1,
+        samples: 80,
+        bytes: 1000,
+        uri: '/out/shard_000/_MANIFEST.json',
+      });
+      expect(done).toMatchObject({
+        status: 'completed',
+        assigned_to: 'w1',
+        completed_at: new Date(T0 + MINUTE).toISOString(),
+        lease_expires_at: null,
+        forced: null,
+        manifest: { parts: 1, samples: 80, bytes: 1000, uri: '/out/shard_000/_MANIFEST.json' },
+      });
+      expect((await ledger.complete(c)).status).toBe('completed');
+      expect(await rejection(ledger.heartbeat(c))).toBe('LEASE_LOST');
+      const other = await claimed('w2');
+      expect(other.shard_id).toBe(1);
+      expect(await ledger.claim(DS, 'w3', { leaseMs: LEASE })).toBeNull();
+    });
+
+    test('fail counts an attempt and keeps the reason; at max attempts the shard is failed and not claimable', async () => {
+      await register(1);
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        const c = await claimed(`w${attempt}`);
+        const after = await ledger.fail(c, `boom ${attempt}`);
+        expect(after).toMatchObject({
+          status: 'available',
+          attempts: attempt,
+          last_error: `boom ${attempt}`,
+          assigned_to: null,
+        });
+      }
+      const last = await claimed('w3');
+      expect(last.epoch).toBe(3);
+      const failed = await ledger.fail(last, 'out of memory on task 7');
+      expect(failed).toMatchObject({
+        status: 'failed',
+        attempts: 3,
+        max_attempts: 3,
+        last_error: 'out of memory on task 7',
+      });
+      expect(await ledger.claim(DS, 'w4', { leaseMs: LEASE })).toBeNull();
+      const status = await ledger.status(DS);
+      expect(status.state).toBe('failed');
+      expect(status.totals).toMatchObject({ failed: 1, attempts: 3 });
+    });
+
+    test('max attempts is per dataset', async () => {
+      await register(1, DS, 1);
+      const c = await claimed('w1');
+      expect((await ledger.fail(c, 'once')).status).toBe('failed');
+    });
+
+    test('release returns the shard without counting an attempt', async () => {
+      await register(1);
+      const c = await claimed('w1');
+      const after = await ledger.release(c);
+      expect(after).toMatchObject({
+        status: 'available',
+        attempts: 0,
+        assigned_to: null,
+        lease_expires_at: null,
+        last_error: null,
+      });
+      expect(await rejection(ledger.heartbeat(c))).toBe('LEASE_LOST');
+      expect((await claimed('w2')).epoch).toBe(2);
+    });
+
+    test('reset clears holder, lease, completed_at and attempts, fences the old holder, and can discard parts', async () => {
+      await register(2);
+      const c = await claimed('w1', 0);
+      await ledger.commitPart(c, part(0, 0, 10));
+      await ledger.complete(c);
+      clock.advance(MINUTE);
+      const reset = await ledger.reset(DS, 0, 'operator@host');
+      expect(reset).toMatchObject({
+        status: 'available',
+        assigned_to: null,
+        completed_at: null,
+        lease_expires_at: null,
+        attempts: 0,
+        last_error: null,
+        reset_by: 'operator@host',
+        reset_at: new Date(T0 + MINUTE).toISOString(),
+        next_task_index: 10,
+        parts_committed: 1,
+      });
+      // A held shard: the holder is fenced; a failed one becomes claimable again.
+      const h = await claimed('w2', 1);
+      await ledger.reset(DS, 1, 'op');
+      expect(await rejection(ledger.complete(h))).toBe('LEASE_LOST');
+      const again = await claimed('w3', 1);
+      expect(again.epoch).toBe(2);
+      await ledger.fail(again, 'x');
+      const discarded = await ledger.reset(DS, 0, 'op', { discardParts: true });
+      expect(discarded).toMatchObject({
+        next_task_index: 0,
+        parts_committed: 0,
+        samples_committed: 0,
+      });
+      expect(await ledger.listParts({ dataset_id: DS, shard_id: 0 })).toEqual([]);
+      expect(await rejection(ledger.reset(DS, 7, 'op'))).toBe('NOT_FOUND');
+      expect(await rejection(ledger.reset('nope', 0, 'op'))).toBe('NOT_FOUND');
+    });
+
+    test('forced complete and fail are recorded with who and when, and fence the holder', async () => {
+      await register(3);
+      const h = await claimed('w1', 0);
+      clock.advance(MINUTE);
+      const forced = await ledger.forceComplete(DS, 0, 'alice');
+      expect(forced).toMatchObject({
+        status: 'completed',
+        assigned_to: 'w1',
+        forced: { action: 'complete', by: 'alice', at: new Date(T0 + MINUTE).toISOString() },
+      });
+      expect(await rejection(ledger.complete(h))).toBe('LEASE_LOST');
+      expect(await rejection(ledger.heartbeat(h))).toBe('LEASE_LOST');
+      // An unclaimed shard can be force-completed too; it records the operator as the holder.
+      expect(await ledger.forceComplete(DS, 2, 'bob')).toMatchObject({
+        status: 'completed',
+        assigned_to: 'bob',
+      });
+      const h1 = await claimed('w2', 1);
+      const failed = await ledger.forceFail(DS, 1, 'alice', 'stuck on a bad task');
+      expect(failed).toMatchObject({
+        status: 'available',
+        attempts: 1,
+        last_error: 'stuck on a bad task',
+        forced: { action: 'fail', by: 'alice' },
+      });
+      expect(await rejection(ledger.fail(h1, 'me too'))).toBe('LEASE_LOST');
+      expect(await rejection(ledger.forceFail(DS, 0, 'alice', 'no'))).toBe('INVALID_ARGUMENT');
+      // A later claim clears the forced mark.
+      expect((await ledger.getShard(DS, 1))?.forced).not.toBeNull();
+      await claimed('w3', 1);
+      expect((await ledger.getShard(DS, 1))?.forced).toBeNull();
+    });
+
+    test('reapExpired frees only expired leases, counts an attempt, fails at max attempts, and returns what it freed', async () => {
+      await register(3);
+      await register(1, 'ds-other');
+      const a = await claimed('wa', 0);
+      const b = await claimed('wb', 1);
+      const o = await ledger.claim('ds-other', 'wo', { leaseMs: LEASE });
+      clock.advance(LEASE / 2);
+      await ledger.heartbeat(b);
+      expect(await ledger.reapExpired()).toEqual([]);
+      clock.advance(LEASE / 2);
+      const mine = await ledger.reapExpired(clock.nowMs(), { datasetId: DS });
+      expect(mine).toEqual([
+        expect.objectContaining({
+          dataset_id: DS,
+          shard_id: 0,
+          worker_id: 'wa',
+          epoch: a.epoch,
+          status: 'available',
+          attempts: 1,
+        }),
+      ]);
+      expect(mine[0]?.last_error).toContain('wa');
+      const rest = await ledger.reapExpired();
+      expect(rest).toEqual([
+        expect.objectContaining({ dataset_id: 'ds-other', shard_id: o!.shard_id, worker_id: 'wo' }),
+      ]);
+      expect(await rejection(ledger.heartbeat(a))).toBe('LEASE_LOST');
+      expect((await ledger.getShard(DS, 1))?.status).toBe('in_use');
+      // Two more expiries of shard 0 reach max attempts.
+      for (let i = 0; i < 2; i++) {
+        await claimed(`again${i}`, 0);
+        clock.advance(LEASE);
+        const freed = await ledger.reapExpired(clock.nowMs(), { datasetId: DS });
+        const zero = freed.find((r) => r.shard_id === 0);
+        expect(zero?.status).toBe(i === 0 ? 'available' : 'failed');
+      }
+      expect(await ledger.getShard(DS, 0)).toMatchObject({ status: 'failed', attempts: 3 });
+    });
+
+    test('a claim that finds an expired lease on its last attempt marks the shard failed and moves on', async () => {
+      await register(2, DS, 1);
+      await claimed('w1', 0);
+      clock.advance(LEASE + 1);
+      const next = await claimed('w2', 0);
+      expect(next.shard_id).toBe(1);
+      expect(await ledger.getShard(DS, 0)).toMatchObject({ status: 'failed', attempts: 1 });
+    });
+
+    test('status shows every state with holders, lease left, progress and totals', async () => {
+      await register(5);
+      const c0 = await claimed('w0', 0);
+      await ledger.commitPart(c0, part(0, 0, 10));
+      await ledger.complete(c0);
+      const c1 = await claimed('w1', 1);
+      await ledger.commitPart(c1, part(0, 10, 13));
+      await claimed('w2', 2);
+      const c3 = await claimed('w3', 3);
+      await ledger.fail(c3, 'e1');
+      await ledger.forceFail(DS, 3, 'op', 'e2');
+      await ledger.forceFail(DS, 3, 'op', 'e3');
+      clock.advance(MINUTE);
+      const status = await ledger.status(DS);
+      expect(status.as_of).toBe(new Date(T0 + MINUTE).toISOString());
+      expect(
+        status.shards.map((s) => [
+          s.shard_id,
+          s.status,
+          s.assigned_to,
+          s.tasks_done,
+          s.lease_left_ms,
+        ]),
+      ).toEqual([
+        [0, 'completed', 'w0', 10, null],
+        [1, 'in_use', 'w1', 3, LEASE - MINUTE],
+        [2, 'in_use', 'w2', 0, LEASE - MINUTE],
+        [3, 'failed', null, 0, null],
+        [4, 'available', null, 0, null],
+      ]);
+      expect(status.shards[3]?.last_error).toBe('e3');
+      expect(status.totals).toEqual({
+        shards: 5,
+        available: 1,
+        in_use: 2,
+        completed: 1,
+        failed: 1,
+        total_tasks: 50,
+        tasks_done: 13,
+        parts_committed: 2,
+        samples_committed: 104,
+        bytes_committed: 2000,
+        attempts: 3,
+      });
+      expect(status.state).toBe('in_use');
+    });
+
+    test(
+      '32 concurrent claimers on 8 shards: exactly 8 claims, no shard twice, the rest told nothing is available',
+      async () => {
+        await register(8);
+        const workers = Array.from({ length: 32 }, (_, i) => `claimer-${i}`);
+        const results = await ns.concurrentClaims(DS, workers, T0, LEASE);
+        const granted = results.filter((c): c is Claim => c !== null);
+        expect(granted).toHaveLength(8);
+        expect(new Set(granted.map((c) => c.shard_id)).size).toBe(8);
+        expect(results.filter((c) => c === null)).toHaveLength(24);
+        const status = await ledger.status(DS);
+        expect(status.totals.in_use).toBe(8);
+        for (const c of granted) {
+          expect(status.shards[c.shard_id]).toMatchObject({ assigned_to: c.worker_id, epoch: 1 });
+        }
+      },
+      options.concurrencyTimeoutMs,
+    );
+  });
+}

@@ -26,7 +26,7 @@ import {
 } from '../dataset/paths';
 import { ShardlineError } from '../errors';
 import type { Logger } from '../log';
-import { crc32cBase64 } from './checksum';
+import { crc32cBase64 } from '../checksum';
 import { planShards } from './plan';
 import type { ScanResult } from './scan';
 import { scanLines } from './scan';
@@ -229,27 +229,16 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     });
     await refresh();
 
-    const master: MasterMetadata = {
-      total_tasks: scan.tasks,
-      num_shards: shards.length,
-      chunk_size_mb: options.chunkSizeMb,
-      shards: shards.map(masterEntryOf),
-      format_version: FORMAT_VERSION,
-      dataset_id: options.datasetId,
-      created_at: isoTime(clock.nowMs()),
-      created_by: options.createdBy,
-      source: {
-        uri: source.uri,
-        generation: source.generation,
-        bytes: scan.bytes,
-        crc32c: crc32cBase64(scan.crc32c),
-        gzip: source.gzip,
-      },
-      requested_num_shards: options.numShards,
-      input_lines: scan.lines,
-      blank_lines: scan.blankLines,
-      rejected_lines: scan.rejectedLines,
-    };
+    const master = buildMaster({
+      datasetId: options.datasetId,
+      chunkSizeMb: options.chunkSizeMb,
+      requestedShards: options.numShards,
+      shards,
+      scan,
+      source,
+      createdAt: isoTime(clock.nowMs()),
+      createdBy: options.createdBy,
+    });
     await output.writeAll(MASTER_METADATA, encodeJson(master), { contentType: 'application/json' });
     await output.delete(CREATING_MARKER);
     const { rejected: _rejected, checkpoints: _checkpoints, ...counts } = scan;
@@ -264,6 +253,40 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     );
     throw e;
   }
+}
+
+/** What `master_metadata.json` says about a finished split; shared by every path that makes one. */
+export function buildMaster(args: {
+  datasetId: string;
+  chunkSizeMb: number;
+  requestedShards: number;
+  shards: readonly ShardMetadata[];
+  scan: Pick<ScanResult, 'tasks' | 'lines' | 'blankLines' | 'rejectedLines' | 'bytes' | 'crc32c'>;
+  source: Pick<Source, 'uri' | 'generation' | 'gzip'>;
+  createdAt: string;
+  createdBy: string;
+}): MasterMetadata {
+  return {
+    total_tasks: args.scan.tasks,
+    num_shards: args.shards.length,
+    chunk_size_mb: args.chunkSizeMb,
+    shards: args.shards.map(masterEntryOf),
+    format_version: FORMAT_VERSION,
+    dataset_id: args.datasetId,
+    created_at: args.createdAt,
+    created_by: args.createdBy,
+    source: {
+      uri: args.source.uri,
+      generation: args.source.generation,
+      bytes: args.scan.bytes,
+      crc32c: crc32cBase64(args.scan.crc32c),
+      gzip: args.source.gzip,
+    },
+    requested_num_shards: args.requestedShards,
+    input_lines: args.scan.lines,
+    blank_lines: args.scan.blankLines,
+    rejected_lines: args.scan.rejectedLines,
+  };
 }
 
 function parameterDiffs(existing: MasterMetadata, options: CreateDatasetOptions): string[] {
@@ -339,7 +362,7 @@ async function inspectOutput(options: CreateDatasetOptions): Promise<MasterMetad
 }
 
 /** Deletes everything `create` writes at the top of a dataset folder. */
-async function removeDatasetEntries(output: BlobStore): Promise<void> {
+export async function removeDatasetEntries(output: BlobStore): Promise<void> {
   const keys: string[] = [];
   for await (const info of output.list('')) {
     if (isDatasetEntry(info.key.split('/')[0]!)) keys.push(info.key);

@@ -8,7 +8,7 @@
  */
 import type { Readable } from 'node:stream';
 
-import { crc32cCombine } from './checksum';
+import { crc32cCombine } from '../checksum';
 import { LineNumberList } from './line-numbers';
 import type { ScanCheckpoint, ScanResult } from './scan';
 

@@ -24,7 +24,7 @@ import type { ChunkInfo, ShardMetadata } from '../dataset/metadata';
 import { encodeJson } from '../dataset/metadata';
 import { FORMAT_VERSION, chunkFileName, chunkKey, shardMetadataKey } from '../dataset/paths';
 import { ShardlineError } from '../errors';
-import { crc32cBase64 } from './checksum';
+import { crc32cBase64 } from '../checksum';
 import { lineBlocks } from './line-blocks';
 import type { LineNumberList } from './line-numbers';
 import type { ShardRange } from './plan';

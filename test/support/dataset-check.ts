@@ -14,7 +14,7 @@ import {
   decodeJson,
 } from '../../core/dataset/metadata';
 import { MASTER_METADATA, shardDirName, shardMetadataKey } from '../../core/dataset/paths';
-import { crc32cBase64 } from '../../core/split/checksum';
+import { crc32cBase64 } from '../../core/checksum';
 
 /** The dataset's tasks in shard and chunk order, each line without its `\n`, plus its metadata. */
 export interface ReadBack {

@@ -6,6 +6,8 @@ import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
 
 import { LocalBlobStore } from '../../../core/blob/local';
+import { systemClock } from '../../../core/clock';
+import { SqliteLedger } from '../../../core/ledger/sqlite';
 import { CREATING_MARKER } from '../../../core/dataset/paths';
 import { EXIT } from '../../../cli/exit-codes';
 import { cli } from '../../support/cli';
@@ -424,9 +426,7 @@ test('create registers the new dataset in the SQLite ledger beside it: every sha
   );
   expect(run.code).toBe(EXIT.OK);
   expect(run.stdout).toContain('Ledger: sqlite');
-  const { SqliteLedger } = await import('../../../core/ledger/sqlite');
-  const { systemClock } = await import('../../../core/clock');
-  const ledger = await SqliteLedger.open(path.join(dir, 'ds/ledger.sqlite'), {
+  const ledger = SqliteLedger.open(path.join(dir, 'ds/ledger.sqlite'), {
     clock: systemClock,
   });
   try {

@@ -9,7 +9,7 @@ import { LocalBlobStore } from '../../../core/blob/local';
 import type { ShardMetadata } from '../../../core/dataset/metadata';
 import { systemClock } from '../../../core/clock';
 import { silentLogger } from '../../../core/log';
-import { crc32cCombine } from '../../../core/split/checksum';
+import { crc32cCombine } from '../../../core/checksum';
 import { createDataset } from '../../../core/split/create-dataset';
 import { planShards } from '../../../core/split/plan';
 import {

@@ -8,6 +8,7 @@ import { completeCommand } from './complete';
 import { createCommand } from './create';
 import { demoCommand } from './demo';
 import { failCommand } from './fail';
+import { ingestsCommand } from './ingests';
 import { resetCommand } from './reset';
 import { statusCommand } from './status';
 
@@ -19,5 +20,6 @@ export const COMMANDS: readonly Command[] = [
   completeCommand,
   resetCommand,
   failCommand,
+  ingestsCommand,
   demoCommand,
 ];

@@ -8,7 +8,17 @@ import type { LedgerStatus, ShardStatusRow } from '../../core/ledger/ledger';
 import type { Command } from '../command';
 import { COMMON_FLAGS } from '../command';
 import { EXIT } from '../exit-codes';
-import { DATASET_DIR_FLAG, LEDGER_FLAGS, openDatasetSession } from '../wiring';
+import type { IngestRecord } from '../../core/ingest/records';
+import type { LedgerKind } from '../../core/ledger/ledger';
+import { resolveLedgerKind } from '../../core/ledger/open';
+import { INGESTS_COLLECTION_FLAG, describeIngest, ingestRecords } from '../ingest-view';
+import {
+  DATASET_DIR_FLAG,
+  LEDGER_FLAGS,
+  datasetLocation,
+  firestoreClient,
+  openDatasetSession,
+} from '../wiring';
 
 /** `4m 05s`, `2h 03m`, `3d 4h`, `12s`: a duration for people. Negative values are made positive. */
 export function formatDuration(ms: number): string {
@@ -100,6 +110,7 @@ export const statusCommand: Command = {
   flags: [
     DATASET_DIR_FLAG,
     ...Object.values(LEDGER_FLAGS),
+    INGESTS_COLLECTION_FLAG,
     COMMON_FLAGS.json,
     COMMON_FLAGS.verbose,
     COMMON_FLAGS.log_format,
@@ -109,15 +120,39 @@ export const statusCommand: Command = {
     'shardline status --dataset_dir gs://bucket/datasets/arc --json',
   ],
   async run(args, ctx) {
+    const location = datasetLocation(args, ctx);
+    // A dataset made by an upload has an ingest record: show it, even before the dataset exists.
+    let ingest: IngestRecord | undefined;
+    if (
+      location.kind === 'gcs' &&
+      resolveLedgerKind(location, args.optStr('ledger') as LedgerKind | undefined) === 'firestore'
+    ) {
+      const db = await firestoreClient(args, ctx);
+      try {
+        const id = location.prefix.split('/').pop() ?? '';
+        ingest = (await ingestRecords(db, args).findByDataset(id))[0];
+      } finally {
+        await db.terminate();
+      }
+      if (ingest && ingest.state !== 'completed') {
+        if (args.bool('json'))
+          ctx.stdout.write(
+            `${JSON.stringify({ dataset_dir: formatLocation(location), ingest }, null, 2)}\n`,
+          );
+        else ctx.stdout.write(`${describeIngest(ingest)}\n`);
+        return ingest.state === 'failed' ? EXIT.INVALID_INPUT : EXIT.OK;
+      }
+    }
     const session = await openDatasetSession(args, ctx);
     try {
       const status = await session.ledger.status(session.master.dataset_id);
       if (args.bool('json')) {
         ctx.stdout.write(
-          `${JSON.stringify({ ...status, dataset_dir: formatLocation(session.location), ledger: { kind: session.ledger.kind, location: session.ledger.location } }, null, 2)}\n`,
+          `${JSON.stringify({ ...status, dataset_dir: formatLocation(session.location), ledger: { kind: session.ledger.kind, location: session.ledger.location }, ...(ingest ? { ingest } : {}) }, null, 2)}\n`,
         );
       } else {
         ctx.stdout.write(renderStatus(status, `${session.ledger.kind} ${session.ledger.location}`));
+        if (ingest) ctx.stdout.write(`${describeIngest(ingest)}\n`);
       }
       return EXIT.OK;
     } finally {

@@ -1,0 +1,154 @@
+/**
+ * The `progress` function's logic: on each `shard.completed` event, look at the dataset in the
+ * ledger (a read; no counter document is written per event, so there is no hot document), and
+ * when every shard is completed write the dataset's `_MANIFEST.json` beside the shards' outputs.
+ *
+ * The manifest's content is derived only from the ledger (its time is the last shard's
+ * completion, not "now"), and it is written only if absent: duplicate or late events change
+ * nothing.
+ */
+import type { BlobStore } from '../blob/store';
+import type { Ledger, LedgerStatus } from '../ledger/ledger';
+import type { Logger } from '../log';
+import { EventMessageSchema, decodeMessage } from '../messages';
+import { encodeJson } from '../dataset/metadata';
+
+/** The dataset manifest's file name (the shards' are `shard_XXX/_MANIFEST.json`). */
+export const MANIFEST_FILE = '_MANIFEST.json';
+
+/** `OUTPUT/_MANIFEST.json`: the dataset's outputs, complete. */
+export interface DatasetManifest {
+  format_version: 1;
+  dataset_id: string;
+  dataset_uri: string;
+  /** When the last shard completed. */
+  completed_at: string;
+  num_shards: number;
+  total_tasks: number;
+  parts: number;
+  samples: number;
+  bytes: number;
+  shards: Array<{
+    shard_id: number;
+    /** The shard manifest, relative to this file. */
+    manifest: string;
+    parts: number;
+    samples: number;
+    bytes: number;
+    worker_id: string | null;
+    completed_at: string | null;
+  }>;
+}
+
+/** What `onShardEvent` did. */
+export type ProgressOutcome =
+  | { kind: 'invalid'; reason: string }
+  | { kind: 'noted'; event: string }
+  | { kind: 'in-progress'; completed: number; shards: number }
+  | { kind: 'dataset-completed'; manifestUri: string }
+  | { kind: 'already-completed'; manifestUri: string };
+
+/** What the roll-up needs. */
+export interface ProgressDeps {
+  ledger: Ledger;
+  /** A store rooted at a `gs://` (or local) folder URI. */
+  storeAt: (uri: string) => BlobStore;
+  log: Logger;
+}
+
+/** The folder holding `shard_XXX/_MANIFEST.json`, from one shard manifest's URI. */
+export function outputRootOf(shardManifestUri: string): string {
+  const m = /^(.*)\/shard_\d{3,}\/_MANIFEST\.json$/.exec(shardManifestUri);
+  if (!m?.[1]) throw new Error(`not a shard manifest URI: ${shardManifestUri}`);
+  return m[1];
+}
+
+/** The dataset manifest of a fully completed dataset. */
+export function datasetManifestOf(status: LedgerStatus, outputRoot: string): DatasetManifest {
+  const shards = status.shards.map((s) => {
+    const uri =
+      s.manifest?.uri ??
+      `${outputRoot}/shard_${String(s.shard_id).padStart(3, '0')}/${MANIFEST_FILE}`;
+    return {
+      shard_id: s.shard_id,
+      manifest: uri.startsWith(`${outputRoot}/`) ? uri.slice(outputRoot.length + 1) : uri,
+      parts: s.manifest?.parts ?? s.parts_committed,
+      samples: s.manifest?.samples ?? s.samples_committed,
+      bytes: s.manifest?.bytes ?? s.bytes_committed,
+      worker_id: s.assigned_to,
+      completed_at: s.completed_at,
+    };
+  });
+  const sum = (k: 'parts' | 'samples' | 'bytes'): number => shards.reduce((n, s) => n + s[k], 0);
+  return {
+    format_version: 1,
+    dataset_id: status.dataset.dataset_id,
+    dataset_uri: status.dataset.dataset_uri,
+    completed_at:
+      shards
+        .map((s) => s.completed_at ?? '')
+        .sort()
+        .at(-1) ?? '',
+    num_shards: shards.length,
+    total_tasks: status.dataset.total_tasks,
+    parts: sum('parts'),
+    samples: sum('samples'),
+    bytes: sum('bytes'),
+    shards,
+  };
+}
+
+/** Handles one message of the events topic. Never throws for a bad message. */
+export async function onShardEvent(data: unknown, deps: ProgressDeps): Promise<ProgressOutcome> {
+  const decoded = decodeMessage(EventMessageSchema, data);
+  if (!decoded.ok) {
+    deps.log.error('event dropped', { reason: decoded.error });
+    return { kind: 'invalid', reason: decoded.error };
+  }
+  const event = decoded.message;
+  const log = deps.log.child({
+    dataset_id: event.dataset_id,
+    shard_id: event.shard_id,
+    worker_id: event.worker_id,
+  });
+  if (event.type === 'shard.failed') {
+    log[event.final ? 'error' : 'warn'](
+      event.final ? 'shard failed for good' : 'shard failed; it will be retried',
+      {
+        reason: event.reason,
+        attempts: event.attempts,
+      },
+    );
+    return { kind: 'noted', event: event.type };
+  }
+  const status = await deps.ledger.status(event.dataset_id);
+  const { completed, shards } = status.totals;
+  if (completed < shards) {
+    log.info('shard completed', { completed, shards });
+    return { kind: 'in-progress', completed, shards };
+  }
+  const root = outputRootOf(event.manifest_uri);
+  const store = deps.storeAt(root);
+  const manifestUri = store.uriOf(MANIFEST_FILE);
+  if (await store.stat(MANIFEST_FILE)) {
+    log.info('dataset already completed; nothing to do', { manifest: manifestUri });
+    return { kind: 'already-completed', manifestUri };
+  }
+  const manifest = datasetManifestOf(status, root);
+  try {
+    await store.writeAll(MANIFEST_FILE, encodeJson(manifest), {
+      contentType: 'application/json',
+      createOnly: true,
+    });
+  } catch (e: unknown) {
+    if ((e as { code?: unknown }).code === 'ALREADY_EXISTS')
+      return { kind: 'already-completed', manifestUri };
+    throw e;
+  }
+  log.notice('dataset completed: every shard done', {
+    manifest: manifestUri,
+    samples: manifest.samples,
+    parts: manifest.parts,
+  });
+  return { kind: 'dataset-completed', manifestUri };
+}

@@ -1,0 +1,67 @@
+/**
+ * The functions' settings, from their environment (set by infra/deploy.sh), parsed once.
+ */
+import type { Env } from '../core/config';
+import { envNumber, envPrefix, envString } from '../core/config';
+import { DEFAULT_INGEST_COLLECTIONS } from '../core/ingest/records';
+import type { IngestConfig } from '../core/ingest/ingest';
+import { DEFAULT_TOPICS } from '../core/messages';
+import type { Topics } from '../core/messages';
+
+/** Everything the four functions are configured with. */
+export interface FunctionsConfig {
+  projectId: string | undefined;
+  firestoreDatabase: string;
+  /** The ledger's datasets collection. */
+  ledgerRoot: string;
+  ingestCollections: { ingests: string; objects: string };
+  topics: Topics;
+  ingest: IngestConfig;
+  logLevel: 'DEBUG' | 'INFO' | 'WARNING' | 'ERROR';
+}
+
+const MB = 1024 * 1024;
+
+/** Parses the configuration; throws `ConfigError` naming a bad variable. */
+export function parseFunctionsConfig(env: Env): FunctionsConfig {
+  const topics: Topics = {
+    work: envString(env, 'SHARDLINE_WORK_TOPIC', DEFAULT_TOPICS.work),
+    events: envString(env, 'SHARDLINE_EVENTS_TOPIC', DEFAULT_TOPICS.events),
+    tick: envString(env, 'SHARDLINE_TICK_TOPIC', DEFAULT_TOPICS.tick),
+    ingest: envString(env, 'SHARDLINE_INGEST_TOPIC', DEFAULT_TOPICS.ingest),
+  };
+  return {
+    projectId: env.GOOGLE_CLOUD_PROJECT ?? env.GCLOUD_PROJECT,
+    firestoreDatabase: envString(env, 'SHARDLINE_FIRESTORE_DATABASE', '(default)'),
+    ledgerRoot: envString(env, 'SHARDLINE_LEDGER_ROOT', 'datasets'),
+    ingestCollections: {
+      ingests: envString(env, 'SHARDLINE_INGESTS_COLLECTION', DEFAULT_INGEST_COLLECTIONS.ingests),
+      objects: envString(
+        env,
+        'SHARDLINE_INGEST_OBJECTS_COLLECTION',
+        DEFAULT_INGEST_COLLECTIONS.objects,
+      ),
+    },
+    topics,
+    ingest: {
+      incomingPrefix: envPrefix(env, 'SHARDLINE_INGEST_PREFIX', 'incoming/'),
+      datasetsPrefix: envPrefix(env, 'SHARDLINE_DATASETS_PREFIX', 'datasets/'),
+      defaultNumShards: envNumber(env, 'SHARDLINE_DEFAULT_NUM_SHARDS', 8, 1, 100_000, true),
+      defaultChunkSizeMb: envNumber(env, 'SHARDLINE_CHUNK_SIZE_MB', 100, 0.001, 10_000),
+      // 540 s is the limit of an event-driven function; keep well inside it.
+      stepBudgetMs: envNumber(env, 'SHARDLINE_STEP_BUDGET_SECONDS', 360, 0, 530) * 1000,
+      directMaxBytes: Math.floor(envNumber(env, 'SHARDLINE_DIRECT_MAX_MB', 1024, 0, 1e6) * MB),
+      rangeBytes: Math.max(
+        1,
+        Math.floor(envNumber(env, 'SHARDLINE_RANGE_MB', 512, 0.000001, 1e5) * MB),
+      ),
+      maxLineBytes: Math.floor(envNumber(env, 'SHARDLINE_MAX_LINE_MB', 64, 0.001, 1024) * MB),
+      staleMs: envNumber(env, 'SHARDLINE_INGEST_STALE_SECONDS', 180, 1, 86_400) * 1000,
+      maxAttempts: envNumber(env, 'SHARDLINE_INGEST_MAX_ATTEMPTS', 5, 1, 100, true),
+      topics,
+    },
+    logLevel:
+      (['DEBUG', 'INFO', 'WARNING', 'ERROR'] as const).find((l) => l === env.SHARDLINE_LOG_LEVEL) ??
+      'INFO',
+  };
+}

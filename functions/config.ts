@@ -33,7 +33,7 @@ export function parseFunctionsConfig(env: Env): FunctionsConfig {
   return {
     projectId: env.GOOGLE_CLOUD_PROJECT ?? env.GCLOUD_PROJECT,
     firestoreDatabase: envString(env, 'SHARDLINE_FIRESTORE_DATABASE', '(default)'),
-    ledgerRoot: envString(env, 'SHARDLINE_LEDGER_ROOT', 'datasets'),
+    ledgerRoot: envString(env, 'SHARDLINE_FIRESTORE_ROOT', 'datasets'),
     ingestCollections: {
       ingests: envString(env, 'SHARDLINE_INGESTS_COLLECTION', DEFAULT_INGEST_COLLECTIONS.ingests),
       objects: envString(

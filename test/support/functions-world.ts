@@ -44,7 +44,7 @@ export async function makeWorld(
       SHARDLINE_WORK_TOPIC: work!.topic,
       SHARDLINE_EVENTS_TOPIC: events!.topic,
       SHARDLINE_INGEST_TOPIC: ingest!.topic,
-      SHARDLINE_LEDGER_ROOT: collections.datasets,
+      SHARDLINE_FIRESTORE_ROOT: collections.datasets,
       SHARDLINE_INGESTS_COLLECTION: collections.ingests,
       SHARDLINE_INGEST_OBJECTS_COLLECTION: collections.objects,
       SHARDLINE_DEFAULT_NUM_SHARDS: '4',

@@ -11,6 +11,7 @@ import { failCommand } from './fail';
 import { ingestsCommand } from './ingests';
 import { resetCommand } from './reset';
 import { statusCommand } from './status';
+import { workCommand } from './work';
 
 /** The registry `cli/main.ts` dispatches on. */
 export const COMMANDS: readonly Command[] = [
@@ -19,6 +20,7 @@ export const COMMANDS: readonly Command[] = [
   statusCommand,
   completeCommand,
   resetCommand,
+  workCommand,
   failCommand,
   ingestsCommand,
   demoCommand,

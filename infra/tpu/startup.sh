@@ -111,8 +111,10 @@ if [ -n "$MODEL_URI" ]; then
     docker run --rm --net=host -v "$STATE/model:/model" gcr.io/google.com/cloudsdktool/google-cloud-cli:stable \
       gcloud storage rsync --recursive "$MODEL_URI" /model
   fi
-  chmod -R a+rX "$STATE/model"
-  mounts=(-v "$STATE/model:/models:ro")
+  # Writable by the container's user (uid 1000): the worker caches its rewritten graph beside
+  # the model (onnxruntime wants a model's external data in the model's own folder).
+  chown -R 1000:1000 "$STATE/model"
+  mounts=(-v "$STATE/model:/models")
 fi
 
 for ((slot = 0; slot < WORKERS_PER_HOST; slot++)); do

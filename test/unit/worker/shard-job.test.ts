@@ -1,0 +1,292 @@
+/**
+ * The shard job with a fake model: parts cut deterministically, resume after the last committed
+ * part, and a zombie (a worker whose lease was taken) never commits or completes.
+ */
+import * as path from 'node:path';
+
+import { LocalBlobStore } from '../../../core/blob/local';
+import { systemClock } from '../../../core/clock';
+import type { Claim, Ledger } from '../../../core/ledger/ledger';
+import { SqliteLedger } from '../../../core/ledger/sqlite';
+import { silentLogger } from '../../../core/log';
+import { createDataset } from '../../../core/split/create-dataset';
+import { sourceFromStore } from '../../../core/split/source';
+import type { ExtractedBatch } from '../../../worker/extraction/activations';
+import type { EngineInfo, Extractor } from '../../../worker/extraction/engine';
+import { loadPromptTemplate } from '../../../worker/extraction/prompt-template';
+import { resolveSampleOptions } from '../../../worker/extraction/samples';
+import type { PromptTokenizer } from '../../../worker/extraction/tokenizer';
+import { loadTokenizer } from '../../../worker/extraction/tokenizer';
+import type { ShardJobDeps, ShardJobSettings } from '../../../worker/shard-job';
+import { processShard } from '../../../worker/shard-job';
+import { makeTempDir } from '../../support/tmp';
+import { arcJsonl } from '../../support/worker-fixtures';
+
+let tokenizer: PromptTokenizer;
+beforeAll(() => {
+  tokenizer = loadTokenizer();
+});
+let dir: string;
+let cleanup: () => void;
+beforeEach(() => ({ dir, cleanup } = makeTempDir('shard-job')));
+afterEach(() => cleanup());
+
+/** A model stand-in: row values derived from the token ids; optionally held until released. */
+class FakeExtractor implements Extractor {
+  readonly info: EngineInfo = {
+    modelPath: 'fake.onnx',
+    modelSha256: '0'.repeat(64),
+    preparedModelPath: 'fake.onnx',
+    reusedPreparedModel: false,
+    residualMethod: 'optimum',
+    numLayers: 2,
+    layers: [1],
+    hiddenSize: 4,
+    dtype: 'float32',
+    executionProviders: ['cpu'],
+    loadMs: 0,
+  };
+  calls = 0;
+  private gate: Promise<void> | null = null;
+  private open: (() => void) | null = null;
+  hold(): void {
+    this.gate = new Promise((r) => (this.open = r));
+  }
+  release(): void {
+    this.open?.();
+    this.gate = null;
+  }
+  async extract(sequences: ReadonlyArray<ArrayLike<number>>): Promise<ExtractedBatch> {
+    this.calls++;
+    if (this.gate) await this.gate;
+    const counts = sequences.map((s) => s.length);
+    const rows = new Float32Array(counts.reduce((a, b) => a + b, 0) * 4);
+    let r = 0;
+    for (const s of sequences)
+      for (let i = 0; i < s.length; i++, r++) rows.fill(s[i]! / 1000, r * 4, r * 4 + 4);
+    return {
+      dtype: 'float32',
+      hiddenSize: 4,
+      layers: [1],
+      tokenCounts: counts,
+      activations: [rows],
+    };
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+async function dataset(tasks: number, name = 'ds'): Promise<{ ledger: Ledger; root: string }> {
+  const root = path.join(dir, name);
+  const input = new LocalBlobStore(dir);
+  await input.writeAll('in.jsonl', arcJsonl(tasks));
+  const result = await createDataset({
+    source: await sourceFromStore(input, 'in.jsonl'),
+    output: new LocalBlobStore(root),
+    datasetId: 'ds',
+    numShards: 1,
+    chunkSizeMb: 0.002,
+    strict: false,
+    clock: systemClock,
+    log: silentLogger,
+    createdBy: 'test',
+    creator: { host: 'h', pid: 1 },
+  });
+  const ledger = SqliteLedger.open(path.join(root, 'ledger.sqlite'), { clock: systemClock });
+  await ledger.registerDataset(result.master, { datasetUri: root });
+  return { ledger, root };
+}
+
+function deps(
+  ledger: Ledger,
+  root: string,
+  extractor: Extractor,
+  stop = new AbortController().signal,
+): ShardJobDeps {
+  return {
+    ledger,
+    dataset: new LocalBlobStore(root),
+    output: new LocalBlobStore(path.join(root, 'activations')),
+    datasetUri: root,
+    extractor,
+    tokenizer,
+    sampleOptions: resolveSampleOptions({
+      template: loadPromptTemplate(),
+      predictionsPerTask: 2,
+      maxSeqLength: 4096,
+    }),
+    runMetadata: { model: 'fake' },
+    clock: systemClock,
+    log: silentLogger,
+    stop,
+  };
+}
+
+const settings = (leaseMs = 60_000): ShardJobSettings => ({
+  leaseMs,
+  partSizeBytes: 40_000,
+  batch: { maxBatchSize: 2 },
+});
+
+test('a shard is processed into contiguous parts, a manifest, and completion', async () => {
+  const { ledger, root } = await dataset(12);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const outcome = await processShard(claim, deps(ledger, root, new FakeExtractor()), settings());
+    expect(outcome).toMatchObject({ kind: 'completed', samples: 24 });
+    const parts = await ledger.listParts(claim);
+    expect(parts.length).toBeGreaterThan(1);
+    parts.forEach((p, i) =>
+      expect(p.first_task_index).toBe(i === 0 ? 0 : parts[i - 1]!.next_task_index),
+    );
+    expect(parts.at(-1)!.next_task_index).toBe(12);
+    expect(await ledger.getShard('ds', 0)).toMatchObject({
+      status: 'completed',
+      samples_committed: 24,
+    });
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('a resumed shard makes the same parts, byte for byte, as an uninterrupted run', async () => {
+  // X: one uninterrupted run.
+  const x = await dataset(12, 'x');
+  const cx = (await x.ledger.claim('ds', 'w1'))!;
+  await processShard(cx, deps(x.ledger, x.root, new FakeExtractor()), settings());
+  const xOut = new LocalBlobStore(path.join(x.root, 'activations'));
+  const files = new Map<string, Buffer>();
+  for await (const f of xOut.list('shard_000/part_')) files.set(f.key, await xOut.readAll(f.key));
+  expect(files.size).toBeGreaterThan(4);
+  await x.ledger.close();
+
+  // Y: the same dataset, stopped after two committed parts, then resumed by another worker.
+  const y = await dataset(12, 'y');
+  try {
+    const stop = new AbortController();
+    const c1 = (await y.ledger.claim('ds', 'w1'))!;
+    const first = await processShard(
+      c1,
+      {
+        ...deps(y.ledger, y.root, new FakeExtractor(), stop.signal),
+        onProgress: (p) => p.partsCommitted >= 2 && stop.abort(),
+      },
+      settings(),
+    );
+    expect(first.kind).toBe('stopped');
+    const committed = await y.ledger.listParts({ dataset_id: 'ds', shard_id: 0 });
+    expect(committed.length).toBe(2);
+    const c2 = (await y.ledger.claim('ds', 'w2'))!;
+    expect(
+      (await processShard(c2, deps(y.ledger, y.root, new FakeExtractor()), settings())).kind,
+    ).toBe('completed');
+    const parts = await y.ledger.listParts(c2);
+    expect(parts.map((p) => p.worker_id)).toEqual(parts.map((_, i) => (i < 2 ? 'w1' : 'w2')));
+    const yOut = new LocalBlobStore(path.join(y.root, 'activations'));
+    const yKeys: string[] = [];
+    for await (const f of yOut.list('shard_000/part_')) yKeys.push(f.key);
+    expect(yKeys).toEqual([...files.keys()]);
+    for (const [key, bytes] of files)
+      expect({ key, same: (await yOut.readAll(key)).equals(bytes) }).toEqual({ key, same: true });
+  } finally {
+    await y.ledger.close();
+  }
+});
+
+test('a zombie whose shard was taken commits nothing and stops; the new holder finishes it', async () => {
+  const { ledger, root } = await dataset(8);
+  try {
+    const zombieClaim: Claim = (await ledger.claim('ds', 'zombie', { leaseMs: 600 }))!;
+    const slow = new FakeExtractor();
+    slow.hold();
+    const commits: string[] = [];
+    const spying: Ledger = Object.create(ledger) as Ledger;
+    spying.commitPart = (c, p) => {
+      commits.push(c.worker_id);
+      return ledger.commitPart(c, p);
+    };
+    spying.complete = (c, m) => {
+      commits.push(`complete:${c.worker_id}`);
+      return ledger.complete(c, m);
+    };
+    const zombie = processShard(zombieClaim, deps(spying, root, slow), settings(600));
+    await new Promise((r) => setTimeout(r, 50));
+    // An operator resets the shard and another worker claims it (a newer epoch).
+    await ledger.reset('ds', 0, 'operator');
+    const fresh = (await ledger.claim('ds', 'fresh'))!;
+    expect(fresh.epoch).toBeGreaterThan(zombieClaim.epoch);
+    await new Promise((r) => setTimeout(r, 400)); // the zombie's heartbeat finds out
+    slow.release();
+    const outcome = await zombie;
+    expect(outcome.kind).toBe('lost');
+    expect(commits).toEqual([]); // nothing committed, nothing completed by the zombie
+
+    const done = await processShard(fresh, deps(ledger, root, new FakeExtractor()), settings());
+    expect(done.kind).toBe('completed');
+    const parts = await ledger.listParts(fresh);
+    expect(new Set(parts.map((p) => p.worker_id))).toEqual(new Set(['fresh']));
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('a zombie that reaches commitPart is refused by the ledger (fenced by epoch) and stops', async () => {
+  const { ledger, root } = await dataset(6);
+  try {
+    const zombieClaim = (await ledger.claim('ds', 'zombie', { leaseMs: 60_000 }))!;
+    const slow = new FakeExtractor();
+    slow.hold();
+    const zombie = processShard(zombieClaim, deps(ledger, root, slow), settings(60_000));
+    await new Promise((r) => setTimeout(r, 50));
+    await ledger.reset('ds', 0, 'operator');
+    const fresh = (await ledger.claim('ds', 'fresh'))!;
+    slow.release(); // the heartbeat has not run yet: the zombie gets as far as committing
+    expect((await zombie).kind).toBe('lost');
+    expect(await ledger.listParts({ dataset_id: 'ds', shard_id: 0 })).toEqual([]);
+    expect((await ledger.getShard('ds', 0))!.assigned_to).toBe(fresh.worker_id);
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('a stop request releases the shard after the batch in hand, without an attempt', async () => {
+  const { ledger, root } = await dataset(8);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const slow = new FakeExtractor();
+    slow.hold();
+    const stop = new AbortController();
+    const job = processShard(claim, deps(ledger, root, slow, stop.signal), settings());
+    await new Promise((r) => setTimeout(r, 50));
+    stop.abort();
+    slow.release();
+    expect((await job).kind).toBe('stopped');
+    expect(await ledger.getShard('ds', 0)).toMatchObject({
+      status: 'available',
+      attempts: 0,
+      assigned_to: null,
+    });
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('an infrastructure error fails the claim with the reason (retried elsewhere, attempts + 1)', async () => {
+  const { ledger, root } = await dataset(4);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const broken = new FakeExtractor();
+    broken.extract = () =>
+      Promise.reject(Object.assign(new Error('CUDA out of memory'), { code: 'MODEL' }));
+    const outcome = await processShard(claim, deps(ledger, root, broken), settings());
+    expect(outcome).toMatchObject({ kind: 'failed', final: false });
+    expect(await ledger.getShard('ds', 0)).toMatchObject({
+      status: 'available',
+      attempts: 1,
+      last_error: expect.stringContaining('CUDA out of memory') as unknown,
+    });
+  } finally {
+    await ledger.close();
+  }
+});

@@ -1,0 +1,214 @@
+/**
+ * The worker loop: wait for work (a doorbell, or a poll when idle), claim (the doorbell's
+ * shard first), process the shard, repeat; stop when nothing is left (unless following), after
+ * `maxShards`, or on shutdown.
+ *
+ * Shutdown (SIGTERM, e.g. spot preemption): stop claiming, let the shard job finish the batch
+ * in hand and release its lease (no attempt counted), and return within `graceMs`; if the
+ * batch takes longer, the lease is released from here and the loop returns anyway.
+ */
+import type { BlobStore } from '../core/blob/store';
+import type { Clock } from '../core/clock';
+import type { Claim, Ledger } from '../core/ledger/ledger';
+import type { Logger } from '../core/log';
+import type { DoorbellSource } from './doorbells';
+import type { ShardJobDeps, ShardJobSettings, ShardOutcome, ShardProgress } from './shard-job';
+import { processShard } from './shard-job';
+
+/** One dataset the worker can claim in. */
+export interface DatasetHandle {
+  datasetId: string;
+  datasetUri: string;
+  ledger: Ledger;
+  dataset: BlobStore;
+  output: BlobStore;
+}
+
+/** What the loop needs. */
+export interface WorkerDeps {
+  workerId: string;
+  /** Datasets known from the start (`--sharded_dataset_dir`). */
+  datasets: DatasetHandle[];
+  /** Opens a dataset announced by a doorbell (by its URI). */
+  openDataset?: (datasetUri: string, datasetId: string) => Promise<DatasetHandle>;
+  doorbells?: DoorbellSource;
+  /** Everything a shard job needs except the dataset-specific parts. */
+  job: Omit<
+    ShardJobDeps,
+    'ledger' | 'dataset' | 'output' | 'datasetUri' | 'stop' | 'onProgress' | 'log'
+  >;
+  clock: Clock;
+  log: Logger;
+  /** Shutdown. */
+  stop: AbortSignal;
+  onProgress?: (p: ShardProgress) => void;
+  /** Jitter source for poll intervals. */
+  random?: () => number;
+}
+
+/** Loop settings. */
+export interface WorkerSettings extends ShardJobSettings {
+  /** Keep waiting for work when nothing is claimable (`--follow`). */
+  follow: boolean;
+  /** Stop after this many shards (completed or not). */
+  maxShards?: number;
+  /** Tried first on the first claim (`--preferred_shard_id`). */
+  preferredShardId?: number;
+  /** Idle poll interval (ms). */
+  pollMs: number;
+  /** How long shutdown may take (ms). */
+  graceMs: number;
+}
+
+/** What the worker did. */
+export interface WorkerSummary {
+  completed: number;
+  failed: number;
+  lost: number;
+  stopped: number;
+  /** True when shutdown outran the grace period and the lease was released from the loop. */
+  forcedExit: boolean;
+  outcomes: ShardOutcome[];
+}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+
+/** Runs the worker until there is no work (or `maxShards`, or shutdown). */
+export async function runWorker(
+  deps: WorkerDeps,
+  settings: WorkerSettings,
+): Promise<WorkerSummary> {
+  const summary: WorkerSummary = {
+    completed: 0,
+    failed: 0,
+    lost: 0,
+    stopped: 0,
+    forcedExit: false,
+    outcomes: [],
+  };
+  const datasets = new Map(deps.datasets.map((d) => [d.datasetId, d]));
+  const random = deps.random ?? Math.random;
+  let preferred = settings.preferredShardId;
+  const log = deps.log.child({ worker_id: deps.workerId });
+
+  const claimIn = async (d: DatasetHandle, preferredShardId?: number): Promise<Claim | null> =>
+    d.ledger.claim(d.datasetId, deps.workerId, {
+      leaseMs: settings.leaseMs,
+      ...(preferredShardId === undefined ? {} : { preferredShardId }),
+    });
+
+  /** A claim in any known dataset, or null. */
+  const claimAny = async (): Promise<{ claim: Claim; dataset: DatasetHandle } | null> => {
+    for (const d of datasets.values()) {
+      const claim = await claimIn(d, preferred);
+      preferred = undefined;
+      if (claim) return { claim, dataset: d };
+    }
+    return null;
+  };
+
+  while (
+    !deps.stop.aborted &&
+    (settings.maxShards === undefined || summary.outcomes.length < settings.maxShards)
+  ) {
+    let next = await claimAny();
+    if (!next && deps.doorbells) {
+      const received = await deps.doorbells.wait(settings.pollMs, deps.stop);
+      if (received) {
+        const { bell } = received;
+        try {
+          let d = datasets.get(bell.dataset_id);
+          if (!d && deps.openDataset) {
+            d = await deps.openDataset(bell.dataset_uri, bell.dataset_id);
+            datasets.set(d.datasetId, d);
+            log.info('dataset announced by a doorbell', {
+              dataset_id: d.datasetId,
+              dataset_uri: d.datasetUri,
+            });
+          }
+          if (d) {
+            const claim = await claimIn(d, bell.shard_id);
+            if (claim) next = { claim, dataset: d };
+          } else {
+            log.info('doorbell for a dataset this worker does not serve', {
+              dataset_id: bell.dataset_id,
+            });
+          }
+        } finally {
+          received.done();
+        }
+      }
+      if (!next) continue; // a doorbell for a taken shard, or a timeout: look again
+    }
+    if (!next) {
+      if (!settings.follow) break;
+      await sleep(settings.pollMs * (0.75 + random() / 2), deps.stop);
+      continue;
+    }
+    summary.outcomes.push(await runJob(next.claim, next.dataset, deps, settings, log, summary));
+    if (summary.forcedExit) break;
+  }
+  for (const o of summary.outcomes) summary[o.kind]++;
+  return summary;
+}
+
+async function runJob(
+  claim: Claim,
+  d: DatasetHandle,
+  deps: WorkerDeps,
+  settings: WorkerSettings,
+  log: Logger,
+  summary: WorkerSummary,
+): Promise<ShardOutcome> {
+  log.info('shard claimed', {
+    dataset_id: claim.dataset_id,
+    shard_id: claim.shard_id,
+    epoch: claim.epoch,
+    lease_expires_at: claim.lease_expires_at,
+  });
+  const job = processShard(
+    claim,
+    {
+      ...deps.job,
+      ledger: d.ledger,
+      dataset: d.dataset,
+      output: d.output,
+      datasetUri: d.datasetUri,
+      stop: deps.stop,
+      log,
+      ...(deps.onProgress ? { onProgress: deps.onProgress } : {}),
+    },
+    settings,
+  );
+  // Shutdown must not wait for a long batch beyond the grace period.
+  let graceTimer: NodeJS.Timeout | undefined;
+  const grace = new Promise<'grace'>((resolve) => {
+    const arm = (): void => {
+      graceTimer = setTimeout(() => resolve('grace'), settings.graceMs);
+    };
+    if (deps.stop.aborted) arm();
+    else deps.stop.addEventListener('abort', arm, { once: true });
+  });
+  const first = await Promise.race([job, grace]);
+  clearTimeout(graceTimer);
+  if (first !== 'grace') return first;
+  summary.forcedExit = true;
+  log.warn('shutdown grace period over: releasing the shard without waiting for the batch', {
+    grace_ms: settings.graceMs,
+  });
+  try {
+    await d.ledger.release(claim);
+  } catch (e: unknown) {
+    log.warn('could not release the shard; its lease will expire', { error: e });
+  }
+  return { kind: 'stopped', claim };
+}

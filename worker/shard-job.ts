@@ -1,0 +1,380 @@
+/**
+ * Processing one claimed shard: stream its tasks from where the last committed part ended,
+ * turn them into samples, run the model, write parts and commit each (fenced by the claim's
+ * epoch), then write the manifest and complete. Any step may find the lease lost: then the
+ * job stops at once and writes nothing more to the ledger.
+ *
+ * Parts are cut at task boundaries once a part holds `partSizeBytes` of activations. The rule
+ * depends only on the tasks since the part started, so a worker that resumes a shard makes
+ * the same parts (same names, same bytes) as the one before it would have: a part written but
+ * not committed is simply overwritten.
+ */
+import type { BlobStore } from '../core/blob/store';
+import type { Clock } from '../core/clock';
+import { isoTime } from '../core/clock';
+import { ShardMetadataSchema, decodeJson } from '../core/dataset/metadata';
+import { shardMetadataKey } from '../core/dataset/paths';
+import { ShardlineError, isLeaseLost, toError } from '../core/errors';
+import type { Claim, Ledger, PartInput } from '../core/ledger/ledger';
+import type { Logger } from '../core/log';
+import { MESSAGE_VERSION } from '../core/messages';
+import { ringDoorbells } from '../core/wakeup/doorbell';
+import type { Publisher } from '../core/wakeup/publisher';
+import type { BatchLimits } from './extraction/batch';
+import type { Extractor } from './extraction/engine';
+import { PartWriter, extractInto } from './extraction/part-writer';
+import type { Sample, SampleOptions } from './extraction/samples';
+import { buildSamples } from './extraction/samples';
+import type { PromptTokenizer } from './extraction/tokenizer';
+import type { Timers } from './lease';
+import { LeaseKeeper } from './lease';
+import { buildShardManifest, encodeManifest, shardManifestKey } from './manifest';
+import { shardTasks } from './tasks';
+
+/** Pub/Sub, when the worker runs with it. */
+export interface JobMessaging {
+  publisher: Publisher;
+  /** Topic of `shard.completed` / `shard.failed`. */
+  eventsTopic: string;
+  /** Topic of doorbells (a released or retried shard rings again). */
+  workTopic: string;
+}
+
+/** Progress of a shard, for the progress bar and logs. */
+export interface ShardProgress {
+  shardId: number;
+  /** Tasks processed in this run / tasks left when it started. */
+  tasksDone: number;
+  tasksToDo: number;
+  samples: number;
+  tokens: number;
+  partsCommitted: number;
+}
+
+/** What a shard job needs. */
+export interface ShardJobDeps {
+  ledger: Ledger;
+  /** The dataset's folder. */
+  dataset: BlobStore;
+  /** Where parts and the manifest go. */
+  output: BlobStore;
+  /** The dataset's location, for doorbells. */
+  datasetUri: string;
+  extractor: Extractor;
+  tokenizer: PromptTokenizer;
+  sampleOptions: SampleOptions;
+  /** Run-level part metadata (model, tokenizer, options; see runMetadata). */
+  runMetadata: Record<string, string>;
+  clock: Clock;
+  log: Logger;
+  messaging?: JobMessaging;
+  timers?: Timers;
+  /** Fires on shutdown: finish the batch in hand, release the lease, return. */
+  stop: AbortSignal;
+  onProgress?: (p: ShardProgress) => void;
+}
+
+/** Tunables. */
+export interface ShardJobSettings {
+  leaseMs: number;
+  /** Cut a part once it holds this many bytes of activations. */
+  partSizeBytes: number;
+  batch: BatchLimits & { maxBatchSize: number };
+}
+
+/** How a job ended. */
+export type ShardOutcome =
+  | { kind: 'completed'; claim: Claim; parts: number; samples: number; manifestUri: string }
+  /** Another worker holds the shard now (or it was reset); nothing more was written. */
+  | { kind: 'lost'; claim: Claim; reason: string }
+  /** Shutdown: the lease was released without an attempt penalty. */
+  | { kind: 'stopped'; claim: Claim }
+  /** An infrastructure error: the claim was failed (attempts + 1) with the reason. */
+  | { kind: 'failed'; claim: Claim; reason: string; final: boolean };
+
+class Stop extends Error {}
+
+/** Processes one claimed shard to completion (or until lost, stopped or failed). */
+export async function processShard(
+  claim: Claim,
+  deps: ShardJobDeps,
+  settings: ShardJobSettings,
+): Promise<ShardOutcome> {
+  const log = deps.log.child({
+    dataset_id: claim.dataset_id,
+    shard_id: claim.shard_id,
+    worker_id: claim.worker_id,
+    epoch: claim.epoch,
+  });
+  const keeper = new LeaseKeeper(
+    deps.ledger,
+    claim,
+    settings.leaseMs,
+    deps.clock,
+    log,
+    deps.timers,
+  );
+  const check = (): void => {
+    if (keeper.lost.aborted)
+      throw keeper.lost.reason instanceof Error
+        ? new ShardlineError('LEASE_LOST', keeper.lost.reason.message)
+        : new ShardlineError('LEASE_LOST', 'lease lost');
+    if (deps.stop.aborted) throw new Stop();
+  };
+  try {
+    const metaKey = shardMetadataKey(claim.shard_id);
+    const meta = decodeJson(
+      ShardMetadataSchema,
+      (await deps.dataset.readAll(metaKey)).toString('utf8'),
+      deps.dataset.uriOf(metaKey),
+    );
+    const record = await deps.ledger.getShard(claim.dataset_id, claim.shard_id);
+    if (!record)
+      throw new ShardlineError(
+        'NOT_FOUND',
+        `shard ${claim.shard_id} of ${claim.dataset_id} is not in the ledger`,
+      );
+    const committed = await deps.ledger.listParts(claim);
+    const end = meta.first_task_index + meta.total_tasks;
+    let partIndex = committed.length;
+    let partStart = record.next_task_index;
+    if (committed.length > 0)
+      log.info('resuming after the last committed part', {
+        parts: committed.length,
+        next_task_index: partStart,
+      });
+
+    const progress: ShardProgress = {
+      shardId: claim.shard_id,
+      tasksDone: 0,
+      tasksToDo: end - partStart,
+      samples: 0,
+      tokens: 0,
+      partsCommitted: partIndex,
+    };
+    const { info } = deps.extractor;
+    let writer: PartWriter | null = null;
+    let pending: Sample[] = [];
+    let lastTask = partStart - 1;
+
+    const extractPending = async (all: boolean): Promise<void> => {
+      while (
+        writer &&
+        (pending.length >= settings.batch.maxBatchSize || (all && pending.length > 0))
+      ) {
+        check();
+        const batch = pending.slice(0, settings.batch.maxBatchSize);
+        pending = pending.slice(batch.length);
+        await extractInto(deps.extractor, batch, writer, settings.batch);
+        progress.samples += batch.length;
+        progress.tokens += batch.reduce((n, s) => n + s.tokenIds.length, 0);
+      }
+    };
+    const commit = async (): Promise<void> => {
+      if (!writer) return;
+      await extractPending(true);
+      const part = await writer.finish(deps.output);
+      writer = null;
+      check();
+      const input: PartInput = {
+        part_index: partIndex,
+        name: part.name,
+        first_task_index: partStart,
+        last_task_index: lastTask,
+        next_task_index: lastTask + 1,
+        samples: part.samples,
+        bytes: part.safetensors.bytes + part.index.bytes,
+        checksums: {
+          [`${part.name}.safetensors`]: part.safetensors.crc32c,
+          [`${part.name}.index.jsonl`]: part.index.crc32c,
+        },
+      };
+      await deps.ledger.commitPart(keeper.claim, input);
+      log.info('part committed', {
+        part: part.name,
+        tasks: `${partStart}-${lastTask}`,
+        samples: part.samples,
+        tokens: part.tokens,
+        bytes: input.bytes,
+      });
+      partIndex++;
+      progress.partsCommitted = partIndex;
+      partStart = lastTask + 1;
+      deps.onProgress?.(progress);
+    };
+
+    for await (const { taskIndex, task } of shardTasks(deps.dataset, meta, partStart)) {
+      check();
+      writer ??= new PartWriter({
+        shardId: claim.shard_id,
+        partIndex,
+        layers: info.layers,
+        hiddenSize: info.hiddenSize,
+        dtype: info.dtype,
+        metadata: deps.runMetadata,
+      });
+      const { samples, skipped } = buildSamples(
+        task,
+        taskIndex,
+        deps.sampleOptions,
+        deps.tokenizer,
+      );
+      writer.addSkipped(skipped);
+      pending.push(...samples);
+      await extractPending(false);
+      lastTask = taskIndex;
+      progress.tasksDone++;
+      deps.onProgress?.(progress);
+      if (writer.byteSize >= settings.partSizeBytes) {
+        await commit();
+      }
+    }
+    await commit();
+
+    // Every task is in a committed part: write the manifest, then complete.
+    check();
+    const parts = await deps.ledger.listParts(keeper.claim);
+    const manifest = await buildShardManifest(deps.output, {
+      datasetId: claim.dataset_id,
+      shardId: claim.shard_id,
+      firstTaskIndex: meta.first_task_index,
+      totalTasks: meta.total_tasks,
+      workerId: claim.worker_id,
+      epoch: claim.epoch,
+      parts,
+    });
+    const key = shardManifestKey(claim.shard_id);
+    await deps.output.writeAll(key, encodeManifest(manifest), { contentType: 'application/json' });
+    check();
+    const manifestUri = deps.output.uriOf(key);
+    await deps.ledger.complete(keeper.claim, {
+      parts: parts.length,
+      samples: manifest.samples,
+      bytes: manifest.bytes,
+      uri: manifestUri,
+    });
+    keeper.stop();
+    log.notice('shard completed', {
+      parts: parts.length,
+      samples: manifest.samples,
+      skipped: manifest.skipped,
+      tokens: manifest.tokens,
+    });
+    if (deps.messaging) {
+      await deps.messaging.publisher.publish(deps.messaging.eventsTopic, {
+        type: 'shard.completed',
+        version: MESSAGE_VERSION,
+        dataset_id: claim.dataset_id,
+        shard_id: claim.shard_id,
+        worker_id: claim.worker_id,
+        epoch: claim.epoch,
+        manifest_uri: manifestUri,
+        parts: parts.length,
+        samples: manifest.samples,
+        completed_at: isoTime(deps.clock.nowMs()),
+      });
+    }
+    return {
+      kind: 'completed',
+      claim: keeper.claim,
+      parts: parts.length,
+      samples: manifest.samples,
+      manifestUri,
+    };
+  } catch (e: unknown) {
+    keeper.stop();
+    if (isLeaseLost(e) || keeper.lost.aborted) {
+      const reason = toError(keeper.lost.aborted ? keeper.lost.reason : e).message;
+      log.warn('stopped: the lease is no longer ours; nothing more is written', { reason });
+      return { kind: 'lost', claim: keeper.claim, reason };
+    }
+    if (e instanceof Stop || deps.stop.aborted) return release(keeper.claim, deps, log);
+    return fail(keeper.claim, deps, log, e);
+  } finally {
+    keeper.stop();
+  }
+}
+
+/** Gives the shard back without an attempt penalty (shutdown), and rings its doorbell. */
+async function release(claim: Claim, deps: ShardJobDeps, log: Logger): Promise<ShardOutcome> {
+  try {
+    await deps.ledger.release(claim);
+  } catch (e: unknown) {
+    if (isLeaseLost(e)) return { kind: 'lost', claim, reason: toError(e).message };
+    throw e;
+  }
+  log.notice('shutting down: shard released (no attempt counted)');
+  if (deps.messaging) {
+    await ringDoorbells(
+      deps.messaging.publisher,
+      deps.messaging.workTopic,
+      deps.clock,
+      [{ dataset_id: claim.dataset_id, shard_id: claim.shard_id, dataset_uri: deps.datasetUri }],
+      'release',
+    ).catch((e: unknown) =>
+      log.warn('could not ring the doorbell of the released shard; polling workers will find it', {
+        error: e,
+      }),
+    );
+  }
+  return { kind: 'stopped', claim };
+}
+
+/** Records an infrastructure failure against the claim, so the shard is retried elsewhere. */
+async function fail(
+  claim: Claim,
+  deps: ShardJobDeps,
+  log: Logger,
+  e: unknown,
+): Promise<ShardOutcome> {
+  const err = toError(e);
+  const reason =
+    `${(err as { code?: unknown }).code ? `${String((err as { code?: unknown }).code)}: ` : ''}${err.message}`.slice(
+      0,
+      2000,
+    );
+  let final = false;
+  try {
+    const after = await deps.ledger.fail(claim, reason);
+    final = after.status === 'failed';
+  } catch (failError: unknown) {
+    if (isLeaseLost(failError)) return { kind: 'lost', claim, reason: toError(failError).message };
+    log.error('could not record the failure in the ledger; the lease will expire instead', {
+      error: failError,
+    });
+    return { kind: 'failed', claim, reason, final: false };
+  }
+  log.error(
+    final ? 'shard failed for good (max attempts)' : 'shard failed; it goes back to be retried',
+    { error: err, reason },
+  );
+  if (deps.messaging) {
+    const { publisher, eventsTopic, workTopic } = deps.messaging;
+    await publisher
+      .publish(eventsTopic, {
+        type: 'shard.failed',
+        version: MESSAGE_VERSION,
+        dataset_id: claim.dataset_id,
+        shard_id: claim.shard_id,
+        worker_id: claim.worker_id,
+        epoch: claim.epoch,
+        reason,
+        attempts: (await deps.ledger.getShard(claim.dataset_id, claim.shard_id))?.attempts ?? 0,
+        final,
+        failed_at: isoTime(deps.clock.nowMs()),
+      })
+      .catch((pe: unknown) => log.warn('could not publish shard.failed', { error: pe }));
+    if (!final) {
+      await ringDoorbells(
+        publisher,
+        workTopic,
+        deps.clock,
+        [{ dataset_id: claim.dataset_id, shard_id: claim.shard_id, dataset_uri: deps.datasetUri }],
+        'retry',
+      ).catch((pe: unknown) =>
+        log.warn('could not ring the doorbell of the failed shard', { error: pe }),
+      );
+    }
+  }
+  return { kind: 'failed', claim, reason, final };
+}

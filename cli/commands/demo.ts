@@ -1,32 +1,62 @@
 /**
- * `shardline demo` (what `npm start` runs): the pipeline on one machine with embedded
- * defaults, on generated sample data.
+ * `shardline demo` (what `npm start` runs): the whole pipeline on one machine with embedded
+ * defaults. Generates sample ARC puzzles and a small Qwen2-shaped model (random weights, the
+ * real Qwen tokenizer), creates a sharded dataset in a local folder, starts several worker
+ * processes on the SQLite ledger, shows live per-shard progress, and ends with the status
+ * table, where the outputs are, and the Python that reads them.
+ *
+ * Re-runnable: a finished demo is started again from a clean dataset (the model is reused); an
+ * interrupted one is resumed where its workers stopped.
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { Writable } from 'node:stream';
 
+import { LocalBlobStore } from '../../core/blob/local';
+import { LOCAL_LEDGER_FILE, MASTER_METADATA } from '../../core/dataset/paths';
+import { SqliteLedger } from '../../core/ledger/sqlite';
+import { MANIFEST_FILE } from '../../core/rollup/progress';
+import { generateQwen2Model } from '../../worker/extraction/synthetic/qwen2';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
 import { COMMON_FLAGS } from '../command';
 import { generateArcTasks } from '../demo/arc-puzzles';
 import { EXIT } from '../exit-codes';
+import { formatBytes, formatDuration } from '../format';
+import { watchStatus } from '../live-status';
 import { runCli } from '../main';
+import { renderStatus } from './status';
+
+/** The demo model: Qwen's real 151,936-token vocabulary, tiny everywhere else (random weights). */
+const DEMO_MODEL = {
+  vocabSize: 151936,
+  hiddenSize: 64,
+  numLayers: 4,
+  numHeads: 4,
+  numKvHeads: 2,
+  intermediateSize: 256,
+};
+
+function ensureModel(dir: string, say: (s: string) => void): string {
+  const file = path.join(dir, 'model.onnx');
+  const stamp = path.join(dir, 'shardline-demo.json');
+  const want = JSON.stringify({ shape: DEMO_MODEL, seed: 1 });
+  if (existsSync(file) && existsSync(stamp) && readFileSync(stamp, 'utf8') === want) {
+    say(`   reusing ${file}`);
+    return file;
+  }
+  rmSync(dir, { recursive: true, force: true });
+  generateQwen2Model({ dir, shape: DEMO_MODEL, seed: 1, lmHead: true, externalData: true });
+  writeFileSync(stamp, want);
+  return file;
+}
 
 async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const root = path.resolve(ctx.cwd, args.str('dir'));
-  if (args.bool('fresh') && existsSync(root)) rmSync(root, { recursive: true, force: true });
-  mkdirSync(root, { recursive: true });
-  const say = (line: string): void => void ctx.stdout.write(`${line}\n`);
-
-  const tasks = generateArcTasks(args.num('tasks'), args.num('seed'));
-  const input = path.join(root, 'arc_tasks.jsonl');
-  writeFileSync(input, tasks.map((t) => JSON.stringify(t)).join('\n') + '\n');
-  say(`1. Generated ${tasks.length} sample ARC puzzles in ${input}`);
-
   const datasetDir = path.join(root, 'dataset');
-  say(
-    `2. shardline create --input_file ${input} --output_dir ${datasetDir} --num_shards ${args.num('num_shards')}`,
-  );
+  const started = ctx.clock.nowMs();
+  const say = (line: string): void => void ctx.stdout.write(`${line}\n`);
   const io = {
     stdout: ctx.stdout,
     stderr: ctx.stderr,
@@ -34,6 +64,31 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     cwd: ctx.cwd,
     signal: ctx.signal,
   };
+
+  // A finished demo starts again from scratch; an interrupted one resumes.
+  const finished = existsSync(path.join(datasetDir, 'activations', MANIFEST_FILE));
+  if (args.bool('fresh') || finished) rmSync(datasetDir, { recursive: true, force: true });
+  else if (existsSync(path.join(datasetDir, MASTER_METADATA)))
+    say('(resuming the previous, unfinished demo run; --fresh starts over)');
+  mkdirSync(root, { recursive: true });
+
+  const numTasks = args.num('tasks');
+  const tasks = generateArcTasks(numTasks, args.num('seed'), 6);
+  const input = path.join(root, 'arc_tasks.jsonl');
+  writeFileSync(input, tasks.map((t) => JSON.stringify(t)).join('\n') + '\n');
+  say(
+    `1. Generated ${tasks.length} ARC puzzles (mirror, rotate, gravity, recolour...) -> ${input}`,
+  );
+
+  say(
+    `2. Generated a small Qwen2-shaped ONNX model (random weights, ${DEMO_MODEL.numLayers} layers, hidden ${DEMO_MODEL.hiddenSize}; the real Qwen tokenizer)`,
+  );
+  const model = ensureModel(path.join(root, 'model'), say);
+
+  const numShards = args.num('num_shards');
+  say(
+    `3. shardline create --input_file ${path.relative(ctx.cwd, input)} --output_dir ${path.relative(ctx.cwd, datasetDir)} --num_shards ${numShards}`,
+  );
   const created = await runCli(
     [
       'create',
@@ -42,21 +97,132 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       '--output_dir',
       datasetDir,
       '--num_shards',
-      String(args.num('num_shards')),
+      String(numShards),
       '--chunk_size_mb',
-      '0.01',
+      '0.02',
+      '--dataset_id',
+      'demo',
+      '--log_format',
+      'json',
     ],
-    io,
+    { ...io, stderr: devNull },
   );
-  return created === EXIT.OK ? EXIT.OK : created;
+  if (created !== EXIT.OK) return created;
+
+  const workers = args.num('workers');
+  const logs = path.join(root, 'logs');
+  mkdirSync(logs, { recursive: true });
+  const workArgs = [
+    'work',
+    '--sharded_dataset_dir',
+    datasetDir,
+    '--model_path',
+    model,
+    '--model_name',
+    'demo-qwen2-random',
+    '--predictions_per_task',
+    String(args.num('predictions_per_task')),
+    '--part_size_mb',
+    '8',
+    '--threads',
+    '1',
+    '--log_format',
+    'json',
+  ];
+  say(
+    `4. Starting ${workers} workers in parallel: shardline ${workArgs.slice(0, 5).join(' ')} ... (logs in ${path.relative(ctx.cwd, logs)}/)`,
+  );
+  const cli = path.resolve(__dirname, '..', 'main.js');
+  const children = Array.from({ length: workers }, (_, i) => {
+    const log = openSync(path.join(logs, `worker-${i + 1}.log`), 'w');
+    const child = spawn(
+      process.execPath,
+      [cli, ...workArgs, '--worker_id', `demo-worker-${i + 1}`],
+      { stdio: ['ignore', log, log], env: { ...ctx.env } },
+    );
+    // Ctrl-C reaches the children from the terminal too: they release their shards and exit.
+    return new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
+  });
+
+  const ledger = SqliteLedger.open(path.join(datasetDir, LOCAL_LEDGER_FILE), { clock: ctx.clock });
+  let exited = false;
+  const allExited = Promise.all(children).then((codes) => {
+    exited = true;
+    return codes;
+  });
+  try {
+    await watchStatus(ledger, 'demo', {
+      out: ctx.stdout,
+      clock: ctx.clock,
+      intervalMs: 500,
+      signal: ctx.signal,
+      until: () => exited,
+    });
+    const codes = await allExited;
+    const status = await ledger.status('demo');
+    say('');
+    say('5. Status (shardline status --dataset_dir ' + path.relative(ctx.cwd, datasetDir) + '):');
+    ctx.stdout.write(
+      renderStatus(
+        status,
+        `sqlite ${path.relative(ctx.cwd, path.join(datasetDir, LOCAL_LEDGER_FILE))}`,
+      ),
+    );
+    if (codes.some((c) => c !== 0) || status.totals.completed !== status.totals.shards) {
+      say(
+        `Some workers did not finish cleanly (exit codes ${codes.join(', ')}); see ${logs}. Run \`npm start\` again to resume.`,
+      );
+      return EXIT.FAILURE;
+    }
+    const out = new LocalBlobStore(path.join(datasetDir, 'activations'));
+    let bytes = 0;
+    let parts = 0;
+    for await (const f of out.list('')) {
+      bytes += f.size;
+      if (f.key.endsWith('.safetensors')) parts++;
+    }
+    const firstPart = path.join(datasetDir, 'activations', 'shard_000', 'part_00000.safetensors');
+    const rel = path.relative(ctx.cwd, firstPart);
+    say(
+      `6. Outputs: ${path.relative(ctx.cwd, out.root)}/ (${parts} parts, ${formatBytes(bytes)}; every shard's _MANIFEST.json and the dataset's _MANIFEST.json)`,
+    );
+    say(
+      `   ${status.totals.samples_committed} samples from ${status.totals.total_tasks} tasks, layers 0-${DEMO_MODEL.numLayers - 1} of the residual stream, in ${formatDuration(ctx.clock.nowMs() - started)}.`,
+    );
+    say('');
+    say('   Read a part in Python (numpy only):');
+    say(
+      `     import sys; sys.path.insert(0, "${path.relative(ctx.cwd, path.resolve(__dirname, '..', '..', '..', 'examples')) || 'examples'}"); from read_activations import load_part`,
+    );
+    say(`     part = load_part("${rel}")`);
+    say(
+      `     print(part.sample(0, layer=${DEMO_MODEL.numLayers - 1}).shape, part.index[0]["task_id"], part.index[0]["augmentation"])`,
+    );
+    return EXIT.OK;
+  } finally {
+    await ledger.close();
+  }
 }
+
+/** Swallows the nested `create` command's logs; the demo prints its own account. */
+const devNull = Object.assign(
+  new Writable({ write: (_chunk, _encoding, callback) => callback() }),
+  { isTTY: false },
+);
 
 /** The `demo` command. */
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'run the pipeline end to end on this machine, on generated sample data (npm start)',
-  usage: '[--dir DIR] [--tasks N] [--fresh]',
-  description: 'Generates sample ARC puzzles and shards them into a local dataset.',
+  summary:
+    'run the whole pipeline on this machine on generated data: create, parallel workers, outputs (npm start)',
+  usage: '[--dir DIR] [--tasks N] [--workers N] [--fresh]',
+  description: [
+    'Generates sample ARC puzzles and a small Qwen2-shaped ONNX model (random weights, the real Qwen',
+    'tokenizer), shards the puzzles into a local dataset, runs several `shardline work` processes in',
+    'parallel on the SQLite ledger with a live progress view, and prints the status table, where the',
+    'outputs are and how to read them from Python. A finished demo is run again from a clean dataset;',
+    'an interrupted one resumes.',
+  ].join('\n'),
   flags: [
     {
       name: 'dir',
@@ -84,16 +250,38 @@ export const demoCommand: Command = {
       description: 'shards to make',
     },
     {
+      name: 'workers',
+      type: 'int',
+      default: 3,
+      min: 1,
+      max: 64,
+      placeholder: 'N',
+      description: 'worker processes to run in parallel',
+    },
+    {
+      name: 'predictions_per_task',
+      type: 'int',
+      default: 4,
+      min: 1,
+      max: 64,
+      placeholder: 'N',
+      description: 'augmented prompts per puzzle',
+    },
+    {
       name: 'seed',
       type: 'int',
       default: 1,
       placeholder: 'N',
       description: 'seed of the sample puzzles',
     },
-    { name: 'fresh', type: 'boolean', description: 'delete the demo folder first and start clean' },
+    {
+      name: 'fresh',
+      type: 'boolean',
+      description: 'start over even if the last run was interrupted',
+    },
     COMMON_FLAGS.verbose,
     COMMON_FLAGS.log_format,
   ],
-  examples: ['shardline demo', 'shardline demo --tasks 1000 --fresh'],
+  examples: ['shardline demo', 'shardline demo --tasks 1000 --workers 2 --fresh'],
   run,
 };

@@ -12,6 +12,7 @@ import type { IngestRecord } from '../../core/ingest/records';
 import type { LedgerKind } from '../../core/ledger/ledger';
 import { resolveLedgerKind } from '../../core/ledger/open';
 import { INGESTS_COLLECTION_FLAG, describeIngest, ingestRecords } from '../ingest-view';
+import { watchStatus } from '../live-status';
 import {
   DATASET_DIR_FLAG,
   LEDGER_FLAGS,
@@ -103,7 +104,7 @@ export function renderStatus(status: LedgerStatus, ledgerWhere: string): string 
 export const statusCommand: Command = {
   name: 'status',
   summary: 'show every shard of a dataset: status, holder, progress, lease, attempts, errors',
-  usage: '--dataset_dir DIR [--json]',
+  usage: '--dataset_dir DIR [--watch] [--json]',
   description:
     'Reads the ledger (the source of truth), not the status fields of the metadata files, which ' +
     'are the creation-time snapshot. Registers the dataset in the ledger if it is not yet.',
@@ -111,6 +112,20 @@ export const statusCommand: Command = {
     DATASET_DIR_FLAG,
     ...Object.values(LEDGER_FLAGS),
     INGESTS_COLLECTION_FLAG,
+    {
+      name: 'watch',
+      type: 'boolean',
+      description:
+        'keep a live view (progress, holders, leases, throughput, ETA) until the dataset is done',
+    },
+    {
+      name: 'interval',
+      type: 'number',
+      default: 2,
+      min: 0.1,
+      placeholder: 'S',
+      description: 'refresh interval of --watch',
+    },
     COMMON_FLAGS.json,
     COMMON_FLAGS.verbose,
     COMMON_FLAGS.log_format,
@@ -118,6 +133,7 @@ export const statusCommand: Command = {
   examples: [
     'shardline status --dataset_dir ./sharded_dataset',
     'shardline status --dataset_dir gs://bucket/datasets/arc --json',
+    'shardline status --dataset_dir ./sharded_dataset --watch',
   ],
   async run(args, ctx) {
     const location = datasetLocation(args, ctx);
@@ -145,6 +161,16 @@ export const statusCommand: Command = {
     }
     const session = await openDatasetSession(args, ctx);
     try {
+      if (args.bool('watch')) {
+        // Live until every shard is completed or failed (or Ctrl-C), then the full table.
+        await watchStatus(session.ledger, session.master.dataset_id, {
+          out: ctx.stdout,
+          clock: ctx.clock,
+          intervalMs: args.num('interval') * 1000,
+          signal: ctx.signal,
+        });
+        ctx.stdout.write('\n');
+      }
       const status = await session.ledger.status(session.master.dataset_id);
       if (args.bool('json')) {
         ctx.stdout.write(

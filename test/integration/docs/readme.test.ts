@@ -1,0 +1,121 @@
+/**
+ * Every command the README shows is exercised: the local ones are run, in order, in a scratch
+ * folder (with a generated model where the README points at one), and must succeed; the cloud
+ * ones are parsed against the command's flags (no typo survives); the Python reader block runs
+ * on the demo's outputs when python3 with numpy is present.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+
+import { parseArgs } from '../../../cli/args';
+import { COMMANDS } from '../../../cli/commands';
+import { makeTempDir } from '../../support/tmp';
+import { CLI, arcJsonl } from '../../support/worker-fixtures';
+import { generateQwen2Model } from '../../../worker/extraction/synthetic/qwen2';
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+
+/** Fenced blocks of a language. */
+function blocks(lang: string): string[] {
+  return [...readme.matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))].map(
+    (m) => m[1]!,
+  );
+}
+
+/** Splits a shell line into words (double quotes kept together). */
+function words(line: string): string[] {
+  return [...line.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]!);
+}
+
+const commands = blocks('bash')
+  .flatMap((b) => b.split('\n'))
+  .map((l) => l.trim())
+  .filter((l) => l.startsWith('shardline '));
+const isCloud = (line: string): boolean =>
+  /gs:\/\/|--subscription|\bBUCKET\b|\bPROJECT\b/.test(line);
+
+test('the README shows every verb of the CLI, in the seed order first', () => {
+  const verbs = commands.map((c) => c.split(' ')[1]);
+  for (const c of COMMANDS) expect(verbs).toContain(c.name);
+  const seedOrder = ['create', 'claim', 'status', 'complete', 'reset', 'work'];
+  expect(seedOrder.map((v) => verbs.indexOf(v))).toEqual(
+    [...seedOrder.map((v) => verbs.indexOf(v))].sort((a, b) => a - b),
+  );
+});
+
+test('every README command uses real flags with valid values', () => {
+  for (const line of commands) {
+    const [, verb, ...rest] = words(line);
+    const cmd = COMMANDS.find((c) => c.name === verb);
+    expect({ line, known: cmd !== undefined }).toEqual({ line, known: true });
+    expect(() => parseArgs(rest, cmd!.flags, {})).not.toThrow();
+  }
+});
+
+test('the local README commands run, in order, and succeed; the Python reader reads the demo outputs', () => {
+  const { dir, cleanup } = makeTempDir('readme');
+  try {
+    writeFileSync(path.join(dir, 'tasks.jsonl'), arcJsonl(16));
+    // The README's model path, with the 24 layers its --layers 10-23 asks for (tiny otherwise).
+    const modelDir = path.join(dir, 'models/qwen2.5-0.5b/onnx');
+    mkdirSync(modelDir, { recursive: true });
+    generateQwen2Model({
+      dir: modelDir,
+      shape: {
+        vocabSize: 151936,
+        hiddenSize: 16,
+        numLayers: 24,
+        numHeads: 2,
+        numKvHeads: 1,
+        intermediateSize: 32,
+      },
+      seed: 3,
+      lmHead: false,
+      externalData: true,
+    });
+    symlinkSync(path.join(ROOT, 'examples'), path.join(dir, 'examples'));
+
+    const local = commands.filter((c) => !isCloud(c));
+    expect(local.map((c) => c.split(' ')[1])).toEqual(
+      expect.arrayContaining([
+        'create',
+        'claim',
+        'status',
+        'complete',
+        'reset',
+        'fail',
+        'work',
+        'demo',
+      ]),
+    );
+    for (const line of local) {
+      const [, ...args] = words(line);
+      const extra = args[0] === 'work' ? ['--predictions_per_task', '2', '--threads', '1'] : [];
+      const r = spawnSync(process.execPath, [CLI, ...args, ...extra], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, SHARDLINE_LOG_FORMAT: 'json' },
+        timeout: 600_000,
+      });
+      expect({ line, code: r.status, stderr: r.status === 0 ? '' : r.stderr.slice(-2000) }).toEqual(
+        { line, code: 0, stderr: '' },
+      );
+    }
+
+    const python = spawnSync('python3', ['-c', 'import numpy'], { encoding: 'utf8' });
+    if (python.status !== 0) {
+      process.stderr.write(
+        'python3 with numpy is not available: the README Python block was not run\n',
+      );
+      return;
+    }
+    for (const code of blocks('python')) {
+      const out = execFileSync('python3', ['-c', code], { cwd: dir, encoding: 'utf8' });
+      expect(out).toMatch(/^\(\d+, 64\) demo_\d{6}_[a-z0-9-]+ \{'index': 0,/);
+    }
+  } finally {
+    cleanup();
+  }
+});

@@ -32,7 +32,8 @@ test('the demo runs end to end, twice, and Python reads what it wrote', () => {
         { cwd: dir, encoding: 'utf8', timeout: 600_000 },
       );
     const first = run();
-    if (first.status !== 0) throw new Error(`demo failed (${first.status}): ${first.stderr.slice(-2000)}`);
+    if (first.status !== 0)
+      throw new Error(`demo failed (${first.status}): ${first.stderr.slice(-2000)}`);
     expect(first.stdout).toContain('3/3 shards done');
     expect(first.stdout).toContain('36 samples from 18 tasks');
     expect(first.stdout).toContain('Read a part in Python');

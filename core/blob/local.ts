@@ -187,10 +187,18 @@ class LocalWriter implements BlobWriter {
     this.pending = [];
     if (!this.opened) return;
     await this.flushing.catch(() => undefined);
+    let handle: FileHandle;
     try {
-      await (await this.opened).close();
+      handle = await this.opened;
     } catch {
-      // already closed, or never opened
+      // The temporary file was never created (its folder could not be made, say, because a
+      // file has that name): nothing to remove, and the caller reports the original error.
+      return;
+    }
+    try {
+      await handle.close();
+    } catch {
+      // already closed
     }
     await fsp.rm(this.tmp, { force: true });
   }

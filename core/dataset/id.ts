@@ -25,16 +25,28 @@ export function checkDatasetId(id: string): string {
  * replaced by `-`, extensions `.jsonl`/`.gz` dropped, cut to fit. Never empty.
  */
 export function slugDatasetId(name: string, maxLength = MAX_DATASET_ID): string {
-  const base = name
-    .normalize('NFKD')
-    .replace(/\.(jsonl|json|ndjson)(\.gz)?$/i, '')
-    .replace(/\.gz$/i, '')
-    .toLowerCase()
-    .replace(/[^a-z0-9._-]+/g, '-')
-    .replace(/\.{2,}/g, '.')
-    .replace(/^[^a-z0-9]+/, '')
-    .replace(/[^a-z0-9]+$/, '')
-    .slice(0, maxLength)
-    .replace(/[^a-z0-9]+$/, '');
+  const base = trimEndToAlnum(
+    trimEndToAlnum(
+      name
+        .normalize('NFKD')
+        .replace(/\.(jsonl|json|ndjson)(\.gz)?$/i, '')
+        .replace(/\.gz$/i, '')
+        .toLowerCase()
+        .replace(/[^a-z0-9._-]+/g, '-')
+        .replace(/\.{2,}/g, '.')
+        .replace(/^[^a-z0-9]+/, ''),
+    ).slice(0, maxLength),
+  );
   return base === '' ? 'dataset' : base;
+}
+
+/**
+ * Drops trailing characters other than `a-z0-9`. A loop, not `/[^a-z0-9]+$/`: that regex
+ * backtracks over every run of separators in the string, quadratic in the run's length
+ * (6 s for a 50 000-character name).
+ */
+function trimEndToAlnum(s: string): string {
+  let end = s.length;
+  while (end > 0 && !/[a-z0-9]/.test(s[end - 1]!)) end--;
+  return s.slice(0, end);
 }

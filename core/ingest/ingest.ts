@@ -58,6 +58,8 @@ import {
   classifyObject,
   datasetIdOf,
   ingestIdOf,
+  inputNameProblem,
+  inputPlaceOf,
 } from './object';
 import type { BadLine, IngestRecord, IngestRecords } from './records';
 
@@ -175,9 +177,10 @@ function heartbeat(deps: IngestDeps, id: string): () => void {
 /** Where the input, the dataset and the staging area of an ingest live. */
 function placesOf(deps: IngestDeps, record: IngestRecord) {
   const datasetPrefix = `${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${record.dataset_id}`;
+  const input = inputPlaceOf(record.object);
   return {
-    input: deps.store(record.bucket, ''),
-    inputKey: record.object,
+    input: deps.store(record.bucket, input.prefix),
+    inputKey: input.key,
     dataset: deps.store(record.bucket, datasetPrefix),
     staging: deps.store(
       record.bucket,
@@ -267,6 +270,9 @@ export async function handleObjectFinalized(
   if (begun.kind === 'takeover')
     rlog.warn('taking over a stalled ingest', { attempts: record.attempts, phase: record.phase });
   if (settingsError !== undefined) return failIngest(deps, record, settingsError, rlog);
+  const nameProblem = inputNameProblem(obj.name);
+  if (nameProblem !== null)
+    return failIngest(deps, record, new ShardlineError('INVALID_INPUT', nameProblem), rlog);
   rlog.info('ingest started', {
     mode: record.mode,
     size: record.size,

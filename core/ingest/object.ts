@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 
+import { checkKey } from '../blob/store';
 import { slugDatasetId } from '../dataset/id';
 
 /** The fields of a `google.cloud.storage.object.v1.finalized` event's data that we use. */
@@ -40,6 +41,28 @@ export function classifyObject(obj: StorageObject, incomingPrefix: string): Obje
     return { accept: false, reason: 'not a .jsonl or .jsonl.gz file' };
   }
   return { accept: true };
+}
+
+/**
+ * Where an input object is read from: a store rooted at its folder, and its file name as the
+ * key. Object names are not paths: `incoming/../x.jsonl` and `incoming//x.jsonl` each name one
+ * object, which a store rooted at the bucket would refuse as a key. Rooting the store at the
+ * folder reads exactly that object (the prefix is joined, never resolved); the file name must
+ * still be a valid key (no backslash or control character: `inputNameProblem`).
+ */
+export function inputPlaceOf(name: string): { prefix: string; key: string } {
+  const slash = name.lastIndexOf('/');
+  return { prefix: slash === -1 ? '' : name.slice(0, slash), key: name.slice(slash + 1) };
+}
+
+/** Why an accepted object's name cannot be read, or null when it can. */
+export function inputNameProblem(name: string): string | null {
+  try {
+    checkKey(inputPlaceOf(name).key);
+    return null;
+  } catch {
+    return `the file name of ${JSON.stringify(name)} has a backslash or a control character, which shardline does not read; rename the object`;
+  }
 }
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');

@@ -37,17 +37,36 @@ const isDigit = (c: number): boolean => c >= ZERO && c <= NINE;
 const isHex = (c: number): boolean =>
   (c >= ZERO && c <= NINE) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
 
-const KIND_OF_START: Record<number, string> = {
-  [OPEN_ARR]: 'an array',
-  [QUOTE]: 'a string',
-  0x74: 'true',
-  0x66: 'false',
-  0x6e: 'null',
-};
+function kindOf(first: number): string {
+  if (first === OPEN_ARR) return 'an array';
+  if (first === QUOTE) return 'a string';
+  if (first === 0x74) return 'true';
+  if (first === 0x66) return 'false';
+  if (first === 0x6e) return 'null';
+  return 'a number';
+}
 
-function describe(c: number | undefined): string {
-  if (c === undefined) return 'end of line';
+const isBomAt = (b: Uint8Array, i: number, end: number): boolean =>
+  i + 3 <= end && b[i] === 0xef && b[i + 1] === 0xbb && b[i + 2] === 0xbf;
+
+/**
+ * Names the byte at `i` for a message: printable ASCII as itself, a valid UTF-8 sequence as
+ * its code point (never the raw character: it may be invisible or reorder the text around
+ * it), anything else as a hex byte.
+ */
+function describe(b: Uint8Array, i: number, end: number): string {
+  if (i >= end) return 'end of line';
+  const c = b[i]!;
   if (c >= 0x21 && c < 0x7f) return `'${String.fromCharCode(c)}'`;
+  if (isBomAt(b, i, end)) return 'a byte-order mark (U+FEFF)';
+  const n = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 && c < 0xf0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+  if (n > 0 && i + n <= end) {
+    const text = Buffer.from(b.buffer, b.byteOffset + i, n).toString('utf8');
+    const cp = text.codePointAt(0)!;
+    if (cp !== 0xfffd && text.length === (cp > 0xffff ? 2 : 1)) {
+      return `character U+${cp.toString(16).toUpperCase().padStart(4, '0')}`;
+    }
+  }
   return `byte 0x${c.toString(16).padStart(2, '0')}`;
 }
 
@@ -57,19 +76,29 @@ const stack = new Uint8Array(MAX_JSON_DEPTH);
 /**
  * Checks that `b[start, end)` holds one JSON object with optional surrounding whitespace.
  * Returns null when it does, otherwise a reason naming the column (1-based byte offset).
+ * A line holding another JSON value is named as such ("the line is an array"); a line that
+ * is not JSON at all gets the column where it stops being JSON.
  */
 export function checkJsonObject(b: Uint8Array, start: number, end: number): string | null {
   let i = start;
   while (i < end && isWs(b[i]!)) i++;
   if (i === end) return 'empty line';
   const first = b[i]!;
-  if (first !== OPEN_OBJ) {
-    const kind =
-      KIND_OF_START[first] ?? (first === MINUS || isDigit(first) ? 'a number' : undefined);
-    return kind
-      ? `not a JSON object: the line is ${kind}`
-      : `invalid JSON at column ${i - start + 1}: unexpected ${describe(first)}`;
+  if (first === OPEN_OBJ) return checkValue(b, start, i, end);
+  if (isBomAt(b, i, end)) {
+    return fail(
+      i - start,
+      'the line starts with a byte-order mark (U+FEFF); only the first line of a file may (were files concatenated?)',
+    );
   }
+  // Checked in full: a line of prose starting with "n" is not "null".
+  const invalid = checkValue(b, start, i, end);
+  return invalid ?? `not a JSON object: the line is ${kindOf(first)}`;
+}
+
+/** Checks that `b[i, end)` is one JSON value followed by whitespace; `start` is the line's first byte. */
+function checkValue(b: Uint8Array, start: number, i: number, end: number): string | null {
+  const topIsObject = b[i] === OPEN_OBJ;
   let depth = 0;
   let state = EXPECT_VALUE;
 
@@ -120,7 +149,7 @@ export function checkJsonObject(b: Uint8Array, start: number, end: number): stri
           const j = scanNumber(b, i, end);
           if (j < 0) {
             i = -j;
-            return fail(i - start, `malformed number (unexpected ${describe(b[i])})`);
+            return fail(i - start, `malformed number (unexpected ${describe(b, i, end)})`);
           }
           i = j;
           state = EXPECT_COMMA_OR_CLOSE;
@@ -129,7 +158,7 @@ export function checkJsonObject(b: Uint8Array, start: number, end: number): stri
         if (c === 0x74 && lit(b, i, end, 'true')) i += 4;
         else if (c === 0x66 && lit(b, i, end, 'false')) i += 5;
         else if (c === 0x6e && lit(b, i, end, 'null')) i += 4;
-        else return fail(i - start, `expected a value, found ${describe(c)}`);
+        else return fail(i - start, `expected a value, found ${describe(b, i, end)}`);
         state = EXPECT_COMMA_OR_CLOSE;
         break;
       case EXPECT_KEY_OR_CLOSE:
@@ -150,9 +179,9 @@ export function checkJsonObject(b: Uint8Array, start: number, end: number): stri
           state = EXPECT_COMMA_OR_CLOSE;
           break;
         }
-        return fail(i - start, `expected a "key", found ${describe(c)}`);
+        return fail(i - start, `expected a "key", found ${describe(b, i, end)}`);
       case EXPECT_COLON:
-        if (c !== COLON) return fail(i - start, `expected ':', found ${describe(c)}`);
+        if (c !== COLON) return fail(i - start, `expected ':', found ${describe(b, i, end)}`);
         i++;
         state = EXPECT_VALUE;
         continue;
@@ -168,16 +197,24 @@ export function checkJsonObject(b: Uint8Array, start: number, end: number): stri
           i++;
           break;
         }
-        return fail(i - start, `expected ',' or '${top === 1 ? '}' : ']'}', found ${describe(c)}`);
+        return fail(
+          i - start,
+          `expected ',' or '${top === 1 ? '}' : ']'}', found ${describe(b, i, end)}`,
+        );
       }
     }
     if (depth === 0) {
-      // The top-level object closed: only whitespace may follow.
+      // The top-level value closed: only whitespace may follow.
       while (i < end && isWs(b[i]!)) i++;
-      return i === end ? null : fail(i - start, `unexpected ${describe(b[i])} after the object`);
+      if (i === end) return null;
+      return fail(
+        i - start,
+        `unexpected ${describe(b, i, end)} after the ${topIsObject ? 'object' : 'value'}`,
+      );
     }
   }
-  return `invalid JSON: the line ends inside ${depth > 1 ? 'nested values' : 'the object'} (truncated?)`;
+  const inside = depth > 1 ? 'nested values' : topIsObject ? 'the object' : 'the array';
+  return `invalid JSON: the line ends inside ${inside} (truncated?)`;
 }
 
 // Not a closure over the scanner's variables: a captured `i` would live on the heap and slow
@@ -232,7 +269,7 @@ function stringError(b: Uint8Array, i: number, end: number): string {
   const c = b[i]!;
   if (c === BACKSLASH) return 'invalid escape in string';
   if (c === 0) return 'NUL byte in string';
-  return `control character ${describe(c)} in string`;
+  return `control character ${describe(b, i, end)} in string`;
 }
 
 /** Scans a number; returns the index after it, or -(error index). */

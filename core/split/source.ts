@@ -60,9 +60,28 @@ function counted(stream: Readable, onBytes: (bytes: number) => void): Readable {
   return stream.pipe(counter);
 }
 
+/** The two bytes every gzip member starts with. */
+const GZIP_MAGIC = [0x1f, 0x8b] as const;
+
+/**
+ * Decompresses `raw`; errors become `INVALID_INPUT` messages that say what is wrong with the
+ * file. Whether it is gzip at all is decided by its first bytes, not by zlib's message: zlib
+ * says "incorrect header check" both for a file that is not gzip and for gzip data followed
+ * by other bytes. A zero-byte `.gz` is an empty input, like a zero-byte `.jsonl`.
+ */
 function gunzipped(raw: Readable, uri: string): Readable {
   const out = new PassThrough({ highWaterMark: 1 << 20 });
   const gunzip = createGunzip({ chunkSize: 1 << 20 });
+  const head: number[] = [];
+  let storedSeen = 0;
+  const sniff = new Transform({
+    readableHighWaterMark: 1 << 20,
+    transform(chunk: Buffer, _encoding, callback) {
+      for (let k = 0; head.length < 2 && k < chunk.length; k++) head.push(chunk[k]!);
+      storedSeen += chunk.length;
+      callback(null, chunk);
+    },
+  });
   const fail = (e: unknown): void => {
     if (e instanceof ShardlineError) {
       out.destroy(e);
@@ -70,11 +89,17 @@ function gunzipped(raw: Readable, uri: string): Readable {
     }
     const code = errorCode(e);
     const message = (e as Error).message;
-    const what =
-      code === 'Z_BUF_ERROR' || /unexpected end/i.test(message)
+    const isGzip = head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1];
+    if (storedSeen === 0 && code === 'Z_BUF_ERROR') {
+      out.end();
+      return;
+    }
+    const what = !isGzip
+      ? 'is not gzip data, though its name ends in .gz'
+      : code === 'Z_BUF_ERROR' || /unexpected end/i.test(message)
         ? 'is truncated: the gzip stream ends early'
-        : code === 'Z_DATA_ERROR' && /header/i.test(message)
-          ? 'is not gzip data, though its name ends in .gz'
+        : /incorrect header check/i.test(message)
+          ? 'has bytes after its gzip data that are not gzip (trailing garbage?)'
           : `could not be decompressed (${message})`;
     out.destroy(new ShardlineError('INVALID_INPUT', `${uri} ${what}`, { cause: e }));
   };
@@ -82,8 +107,9 @@ function gunzipped(raw: Readable, uri: string): Readable {
   gunzip.on('error', fail);
   out.on('close', () => {
     raw.destroy();
+    sniff.destroy();
     gunzip.destroy();
   });
-  raw.pipe(gunzip).pipe(out);
+  raw.pipe(sniff).pipe(gunzip).pipe(out);
   return out;
 }

@@ -11,11 +11,13 @@
  *
  * Transactions are pure: they read, write, and return a decision; the caller acts after.
  */
-import type { DocumentReference, Firestore, Transaction } from '@google-cloud/firestore';
+import type { DocumentReference, Firestore } from '@google-cloud/firestore';
 
 import type { Clock } from '../clock';
 import { isoTime } from '../clock';
 import { ShardlineError, toError } from '../errors';
+import type { TxLike } from '../ledger/optimistic';
+import { runOptimistic } from '../ledger/optimistic';
 import type { ByteSpan } from '../split/ranges';
 import type { WriteCursor } from '../split/write';
 import { objectKeyOf } from './object';
@@ -138,10 +140,11 @@ export class IngestRecords {
     return this.db.collection(this.collections.ingests).doc(id);
   }
 
-  private async tx<T>(what: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
+  private async tx<T>(what: string, fn: (tx: TxLike) => Promise<T>): Promise<T> {
     try {
-      // Emulator contention resolves in 2 s lock-timeout steps; allow for it (notes/emulators.md).
-      return await this.db.runTransaction(fn, { maxAttempts: 20 });
+      // Optimistic: parallel steps of one ingest update its record at once, and lock-based
+      // transactions starve each other under contention (core/ledger/optimistic.ts).
+      return await runOptimistic(this.db, fn, { maxAttempts: 20 });
     } catch (e: unknown) {
       if (e instanceof ShardlineError) throw e;
       throw new ShardlineError('LEDGER', `ingest records: ${what}: ${toError(e).message}`, {

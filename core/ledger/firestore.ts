@@ -15,7 +15,8 @@
  * every claimer on the whole collection. Candidates are read outside, tried in a per-worker
  * order, and each one is confirmed by a transaction that reads only its document
  * (notes/emulators.md "variant B"). Lost races move on to the next candidate, with jittered
- * backoff and a bound on rounds.
+ * backoff and a bound on rounds. Transactions that write are optimistic (conditional batch
+ * writes, no read locks: core/ledger/optimistic.ts explains the livelock they avoid).
  *
  * Times are Firestore Timestamps, taken from the injected clock (not server time): leases are
  * minutes long, so worker clock skew of a second does not matter.
@@ -26,7 +27,6 @@ import type {
   DocumentReference,
   Firestore,
   Query,
-  Transaction,
 } from '@google-cloud/firestore';
 import { z } from 'zod';
 
@@ -37,6 +37,8 @@ import { SHARD_STATUSES } from '../dataset/metadata';
 import { shardDirName } from '../dataset/paths';
 import { ShardlineError, isRetryable, toError } from '../errors';
 import { candidateOrder } from './candidates';
+import type { TxLike } from './optimistic';
+import { runOptimistic } from './optimistic';
 import type {
   Claim,
   ClaimOptions,
@@ -145,6 +147,8 @@ const ShardDocSchema = z.object({
   num_chunks: int,
   total_bytes: int,
   next_task_index: int,
+  // Absent in documents written before the progress rule.
+  claim_next_task_index: int.nullable().default(null),
   parts_committed: int,
   samples_committed: int,
   bytes_committed: int,
@@ -288,12 +292,19 @@ export class FirestoreLedger implements Ledger {
     return { ...p, committed_at: isoTime(p.committed_at) };
   }
 
-  /** Runs one transaction; our own errors pass through, client errors become `LEDGER` errors. */
-  private async tx<T>(fn: (tx: Transaction) => Promise<T>, readOnly = false): Promise<T> {
+  /**
+   * Runs one transaction: an optimistic one for verbs that write (core/ledger/optimistic.ts
+   * says why), a read-only snapshot for `status`. Our own errors pass through, client errors
+   * become `LEDGER` errors.
+   */
+  private async tx<T>(fn: (tx: TxLike) => Promise<T>, readOnly = false): Promise<T> {
     try {
       return readOnly
-        ? await this.db.runTransaction(fn, { readOnly: true })
-        : await this.db.runTransaction(fn, { maxAttempts: this.maxTxAttempts });
+        ? await this.db.runTransaction((t) => fn(t as unknown as TxLike), { readOnly: true })
+        : await runOptimistic(this.db, fn, {
+            maxAttempts: this.maxTxAttempts,
+            random: this.random,
+          });
     } catch (e: unknown) {
       throw this.wrap(e);
     }
@@ -400,7 +411,8 @@ export class FirestoreLedger implements Ledger {
   private async tryClaim(ref: ShardRef, workerId: string, leaseMs: number): Promise<Attempt> {
     const doc = this.shardRef(ref);
     try {
-      return await this.db.runTransaction(
+      return await runOptimistic(
+        this.db,
         async (tx): Promise<Attempt> => {
           const snap = await tx.get(doc);
           if (!snap.exists) return { kind: 'taken' };
@@ -413,10 +425,11 @@ export class FirestoreLedger implements Ledger {
           tx.set(doc, this.shardDoc(ref, next));
           return { kind: 'claimed', claim: claimOf(ref, next) };
         },
-        { maxAttempts: this.maxTxAttempts },
+        { maxAttempts: this.maxTxAttempts, random: this.random },
       );
     } catch (e: unknown) {
-      if (e instanceof ShardlineError || !isRetryable(e)) throw this.wrap(e);
+      const lostRaces = e instanceof ShardlineError && e.code === 'LEDGER';
+      if (!lostRaces && (e instanceof ShardlineError || !isRetryable(e))) throw this.wrap(e);
       return { kind: 'contended', error: e };
     }
   }

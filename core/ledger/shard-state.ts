@@ -44,6 +44,11 @@ export interface ShardState {
   num_chunks: number;
   total_bytes: number;
   next_task_index: number;
+  /**
+   * `next_task_index` when the current claim was granted (null when not held): an expired
+   * lease whose holder committed parts since counts no attempt (see `applyExpiry`).
+   */
+  claim_next_task_index: number | null;
   parts_committed: number;
   samples_committed: number;
   bytes_committed: number;
@@ -220,6 +225,7 @@ export function newShardState(
     num_chunks: entry.num_chunks,
     total_bytes: entry.total_bytes,
     next_task_index: entry.first_task_index,
+    claim_next_task_index: null,
     parts_committed: 0,
     samples_committed: 0,
     bytes_committed: 0,
@@ -255,8 +261,15 @@ export function leaseExpired(s: ShardState, nowMs: number): boolean {
  */
 export function claimability(s: ShardState, nowMs: number): 'claimable' | 'exhausted' | 'no' {
   if (s.status === 'available') return 'claimable';
-  if (leaseExpired(s, nowMs)) return s.attempts + 1 >= s.max_attempts ? 'exhausted' : 'claimable';
+  if (leaseExpired(s, nowMs)) {
+    return !progressed(s) && s.attempts + 1 >= s.max_attempts ? 'exhausted' : 'claimable';
+  }
   return 'no';
+}
+
+/** Whether the current holder committed parts since its claim. */
+function progressed(s: ShardState): boolean {
+  return s.claim_next_task_index !== null && s.next_task_index > s.claim_next_task_index;
 }
 
 function expiryReason(s: ShardState): string {
@@ -268,6 +281,7 @@ function released(s: ShardState, nowMs: number): ShardState {
   return {
     ...s,
     status: 'available',
+    claim_next_task_index: null,
     assigned_to: null,
     started_at: null,
     lease_expires_at: null,
@@ -286,6 +300,16 @@ function failedAttempt(s: ShardState, reason: string, nowMs: number): ShardState
 
 /** The holder's lease expired: a failed attempt (reaper, or a claim that finds it expired). */
 export function applyExpiry(s: ShardState, nowMs: number): ShardState {
+  // A holder that committed parts before its lease ran out was doing the work (killed,
+  // preempted): that is no evidence against the shard, so no attempt is counted. A shard that
+  // kills its workers (a task that runs out of memory) makes no progress and still ends
+  // `failed` after max attempts.
+  if (progressed(s)) {
+    return {
+      ...released(s, nowMs),
+      last_error: clip(`${expiryReason(s)} after committing parts; not counted as an attempt`),
+    };
+  }
   return failedAttempt(s, expiryReason(s), nowMs);
 }
 
@@ -306,6 +330,7 @@ export function applyClaim(
     lease_expires_at: nowMs + leaseMs,
     heartbeat_at: nowMs,
     lease_ms: leaseMs,
+    claim_next_task_index: base.next_task_index,
     epoch: s.epoch + 1,
     forced_action: null,
     forced_by: null,

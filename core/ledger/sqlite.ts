@@ -64,7 +64,7 @@ import {
 } from './shard-state';
 
 /** The schema this code writes (`PRAGMA user_version`). */
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 /** How long a verb waits for another process's write lock by default: 30 s. */
 export const DEFAULT_BUSY_TIMEOUT_MS = 30_000;
 
@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS shards (
   num_chunks INTEGER NOT NULL,
   total_bytes INTEGER NOT NULL,
   next_task_index INTEGER NOT NULL,
+  claim_next_task_index INTEGER,
   parts_committed INTEGER NOT NULL,
   samples_committed INTEGER NOT NULL,
   bytes_committed INTEGER NOT NULL,
@@ -166,6 +167,7 @@ const ShardRowSchema = z.object({
   num_chunks: int,
   total_bytes: int,
   next_task_index: int,
+  claim_next_task_index: optInt,
   parts_committed: int,
   samples_committed: int,
   bytes_committed: int,
@@ -339,6 +341,9 @@ export class SqliteLedger implements Ledger {
                 `${this.location} was written by a newer shardline (schema ${version}, this one knows ${SQLITE_SCHEMA_VERSION})`,
               );
             }
+            // Schema 1 (shardline 0.1.0 before the progress rule) lacks one column.
+            if (version === 1)
+              this.db.exec('ALTER TABLE shards ADD COLUMN claim_next_task_index INTEGER');
             this.db.exec(SCHEMA);
             if (version < SQLITE_SCHEMA_VERSION)
               this.db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);

@@ -394,6 +394,30 @@ export function ledgerContract(
       expect((await ledger.fail(c, 'once')).status).toBe('failed');
     });
 
+    test('an expired lease whose holder had committed parts counts no attempt; one without progress does', async () => {
+      await register(1); // shard 0 holds tasks 0-9
+      // Holder 1 commits a part, then dies: reaped, not counted (it was doing the work).
+      const c1 = await claimed('w1');
+      await ledger.commitPart(c1, part(0, 0, 4));
+      clock.advance(LEASE + 1);
+      const [r1] = await ledger.reapExpired();
+      expect(r1).toMatchObject({ status: 'available', attempts: 0 });
+      expect((await ledger.getShard(DS, 0))!.last_error).toContain('not counted');
+      // Holder 2 resumes, commits nothing, dies: counted. So does holder 3, found by a claim.
+      const c2 = await claimed('w2');
+      clock.advance(LEASE + 1);
+      expect((await ledger.reapExpired())[0]).toMatchObject({ attempts: 1 });
+      await claimed('w3');
+      clock.advance(LEASE + 1);
+      const c4 = await claimed('w4');
+      expect(c4.epoch).toBe(c2.epoch + 2);
+      expect(await ledger.getShard(DS, 0)).toMatchObject({
+        attempts: 2,
+        next_task_index: 4,
+        assigned_to: 'w4',
+      });
+    });
+
     test('release returns the shard without counting an attempt', async () => {
       await register(1);
       const c = await claimed('w1');

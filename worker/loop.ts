@@ -9,8 +9,10 @@
  */
 import type { BlobStore } from '../core/blob/store';
 import type { Clock } from '../core/clock';
+import { errorCode, isRetryable } from '../core/errors';
 import type { Claim, Ledger } from '../core/ledger/ledger';
 import type { Logger } from '../core/log';
+import { rollUpDataset } from '../core/rollup/progress';
 import type { DoorbellSource } from './doorbells';
 import type { ShardJobDeps, ShardJobSettings, ShardOutcome, ShardProgress } from './shard-job';
 import { processShard } from './shard-job';
@@ -98,13 +100,23 @@ export async function runWorker(
   const datasets = new Map(deps.datasets.map((d) => [d.datasetId, d]));
   const random = deps.random ?? Math.random;
   let preferred = settings.preferredShardId;
+  /** Datasets whose manifest is known written: not checked again. */
+  const rolledUp = new Set<string>();
   const log = deps.log.child({ worker_id: deps.workerId });
 
-  const claimIn = async (d: DatasetHandle, preferredShardId?: number): Promise<Claim | null> =>
-    d.ledger.claim(d.datasetId, deps.workerId, {
-      leaseMs: settings.leaseMs,
-      ...(preferredShardId === undefined ? {} : { preferredShardId }),
-    });
+  const claimIn = async (d: DatasetHandle, preferredShardId?: number): Promise<Claim | null> => {
+    try {
+      return await d.ledger.claim(d.datasetId, deps.workerId, {
+        leaseMs: settings.leaseMs,
+        ...(preferredShardId === undefined ? {} : { preferredShardId }),
+      });
+    } catch (e: unknown) {
+      // A busy or briefly unreachable ledger is not a reason to stop working: try again later.
+      if (errorCode(e) !== 'LEDGER' && !isRetryable(e)) throw e;
+      log.warn('claim failed; will try again', { dataset_id: d.datasetId, error: e });
+      return null;
+    }
+  };
 
   /** A claim in any known dataset, or null. */
   const claimAny = async (): Promise<{ claim: Claim; dataset: DatasetHandle } | null> => {
@@ -150,15 +162,33 @@ export async function runWorker(
       if (!next) continue; // a doorbell for a taken shard, or a timeout: look again
     }
     if (!next) {
+      // Nothing to claim: if a dataset is done, make sure its manifest exists (a completion
+      // event can be lost with a worker killed right after completing the last shard).
+      for (const d of datasets.values())
+        if (!rolledUp.has(d.datasetId) && (await rollUp(d, log))) rolledUp.add(d.datasetId);
       if (!settings.follow) break;
       await sleep(settings.pollMs * (0.75 + random() / 2), deps.stop);
       continue;
     }
-    summary.outcomes.push(await runJob(next.claim, next.dataset, deps, settings, log, summary));
+    const outcome = await runJob(next.claim, next.dataset, deps, settings, log, summary);
+    summary.outcomes.push(outcome);
+    if (outcome.kind === 'completed' && (await rollUp(next.dataset, log)))
+      rolledUp.add(next.dataset.datasetId);
     if (summary.forcedExit) break;
   }
   for (const o of summary.outcomes) summary[o.kind]++;
   return summary;
+}
+
+async function rollUp(d: DatasetHandle, log: Logger): Promise<void> {
+  try {
+    await rollUpDataset(d.ledger, d.datasetId, d.output, log.child({ dataset_id: d.datasetId }));
+  } catch (e: unknown) {
+    log.warn('could not check whether the dataset is complete', {
+      dataset_id: d.datasetId,
+      error: e,
+    });
+  }
 }
 
 async function runJob(

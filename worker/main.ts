@@ -18,8 +18,6 @@ import { ShardlineError, errorCode } from '../core/errors';
 import type { Ledger, LedgerKind } from '../core/ledger/ledger';
 import { openLedger, resolveLedgerKind } from '../core/ledger/open';
 import type { Logger } from '../core/log';
-import { datasetManifestOf, MANIFEST_FILE } from '../core/rollup/progress';
-import { encodeJson } from '../core/dataset/metadata';
 import { PubSubPublisher } from '../core/wakeup/publisher';
 import type { ActivationDtype } from './extraction/activations';
 import { ExtractionEngine } from './extraction/engine';
@@ -31,7 +29,7 @@ import type { DoorbellSource } from './doorbells';
 import { PubSubDoorbells } from './doorbells';
 import type { DatasetHandle, WorkerSummary } from './loop';
 import { runWorker } from './loop';
-import type { JobMessaging, ShardOutcome, ShardProgress } from './shard-job';
+import type { JobMessaging, ShardProgress } from './shard-job';
 
 /** Everything `shardline work` was told. */
 export interface WorkConfig {
@@ -283,38 +281,11 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
           : { preferredShardId: config.preferredShardId }),
       },
     );
-    // Without Pub/Sub there is no `progress` function: roll up the dataset here.
-    if (!messaging) for (const d of datasets) await rollUp(d, summary.outcomes, log);
     return summary;
   } finally {
     await messaging?.publisher.close().catch(() => undefined);
     await doorbells?.close().catch(() => undefined);
     await Promise.race([engine.close(), new Promise((r) => setTimeout(r, config.graceMs).unref())]);
     for (const l of ledgers) await l.close().catch(() => undefined);
-  }
-}
-
-/** Writes the dataset manifest when every shard is completed (write-once, as the `progress` function). */
-async function rollUp(
-  d: DatasetHandle,
-  outcomes: readonly ShardOutcome[],
-  log: Logger,
-): Promise<void> {
-  if (!outcomes.some((o) => o.kind === 'completed' && o.claim.dataset_id === d.datasetId)) return;
-  const status = await d.ledger.status(d.datasetId);
-  if (status.totals.completed < status.totals.shards) return;
-  if (await d.output.stat(MANIFEST_FILE)) return;
-  const root = d.output.uriOf(MANIFEST_FILE).slice(0, -MANIFEST_FILE.length - 1);
-  try {
-    await d.output.writeAll(MANIFEST_FILE, encodeJson(datasetManifestOf(status, root)), {
-      contentType: 'application/json',
-      createOnly: true,
-    });
-    log.notice('dataset completed: every shard done', {
-      dataset_id: d.datasetId,
-      manifest: d.output.uriOf(MANIFEST_FILE),
-    });
-  } catch (e: unknown) {
-    if (errorCode(e) !== 'ALREADY_EXISTS') throw e;
   }
 }

@@ -121,22 +121,44 @@ export async function onShardEvent(data: unknown, deps: ProgressDeps): Promise<P
     );
     return { kind: 'noted', event: event.type };
   }
-  const status = await deps.ledger.status(event.dataset_id);
+  const root = outputRootOf(event.manifest_uri);
+  return rollUpDataset(deps.ledger, event.dataset_id, deps.storeAt(root), log);
+}
+
+/** What `rollUpDataset` found. */
+export type RollUpOutcome = Extract<
+  ProgressOutcome,
+  { kind: 'in-progress' | 'dataset-completed' | 'already-completed' }
+>;
+
+/**
+ * Writes the dataset manifest into `output` (the folder of `shard_XXX/`) when every shard is
+ * completed; otherwise does nothing. Write-once and derived only from the ledger, so every
+ * caller may try it: the `progress` function on each completion event, and workers after they
+ * complete a shard or find nothing left to claim (which covers a completion event lost with a
+ * worker killed right after completing).
+ */
+export async function rollUpDataset(
+  ledger: Ledger,
+  datasetId: string,
+  output: BlobStore,
+  log: Logger,
+): Promise<RollUpOutcome> {
+  const status = await ledger.status(datasetId);
   const { completed, shards } = status.totals;
   if (completed < shards) {
     log.info('shard completed', { completed, shards });
     return { kind: 'in-progress', completed, shards };
   }
-  const root = outputRootOf(event.manifest_uri);
-  const store = deps.storeAt(root);
-  const manifestUri = store.uriOf(MANIFEST_FILE);
-  if (await store.stat(MANIFEST_FILE)) {
-    log.info('dataset already completed; nothing to do', { manifest: manifestUri });
+  const manifestUri = output.uriOf(MANIFEST_FILE);
+  if (await output.stat(MANIFEST_FILE)) {
+    log.debug('dataset already completed; nothing to do', { manifest: manifestUri });
     return { kind: 'already-completed', manifestUri };
   }
+  const root = manifestUri.slice(0, -MANIFEST_FILE.length - 1);
   const manifest = datasetManifestOf(status, root);
   try {
-    await store.writeAll(MANIFEST_FILE, encodeJson(manifest), {
+    await output.writeAll(MANIFEST_FILE, encodeJson(manifest), {
       contentType: 'application/json',
       createOnly: true,
     });

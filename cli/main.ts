@@ -91,9 +91,15 @@ export async function runCli(
     return EXIT.OK;
   }
   const verbose = rest.includes('--verbose') || rest.includes('-v');
-  const formatFlag = rest
-    .find((a) => a.startsWith('--log_format=') || a.startsWith('--log-format='))
-    ?.split('=')[1];
+  // The logger exists before the flags are parsed (parsing errors are logged), so these two
+  // are read here; parseArgs checks them like every other flag.
+  const at = rest.findIndex((a) => a === '--log_format' || a === '--log-format');
+  const formatFlag =
+    at !== -1
+      ? rest[at + 1]
+      : rest
+          .find((a) => a.startsWith('--log_format=') || a.startsWith('--log-format='))
+          ?.split('=')[1];
   const format = formatFlag ?? io.env.SHARDLINE_LOG_FORMAT ?? (io.stderr.isTTY ? 'text' : 'json');
   const log = createLogger({
     format: format === 'json' ? 'json' : 'text',

@@ -51,6 +51,7 @@ export function parseFunctionsConfig(env: Env): FunctionsConfig {
       // 540 s is the limit of an event-driven function; keep well inside it.
       stepBudgetMs: envNumber(env, 'SHARDLINE_STEP_BUDGET_SECONDS', 360, 0, 530) * 1000,
       directMaxBytes: Math.floor(envNumber(env, 'SHARDLINE_DIRECT_MAX_MB', 1024, 0, 1e6) * MB),
+      gzipMaxBytes: Math.floor(envNumber(env, 'SHARDLINE_GZIP_MAX_MB', 256, 0, 1e6) * MB),
       rangeBytes: Math.max(
         1,
         Math.floor(envNumber(env, 'SHARDLINE_RANGE_MB', 512, 0.000001, 1e5) * MB),

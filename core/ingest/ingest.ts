@@ -77,6 +77,11 @@ export interface IngestConfig {
   directMaxBytes: number;
   /** Bytes per scan step of a fanned-out ingest. */
   rangeBytes: number;
+  /**
+   * Largest `.jsonl.gz` accepted. Gzip can only be read from its start, so it is split in one
+   * invocation; a larger one could outlive it (and fail only after its retries).
+   */
+  gzipMaxBytes: number;
   /** Longest accepted line. */
   maxLineBytes: number;
   /** A running ingest without a heartbeat for this long is taken over. */
@@ -270,6 +275,19 @@ export async function handleObjectFinalized(
   if (begun.kind === 'takeover')
     rlog.warn('taking over a stalled ingest', { attempts: record.attempts, phase: record.phase });
   if (settingsError !== undefined) return failIngest(deps, record, settingsError, rlog);
+  if (gzip && record.size > deps.config.gzipMaxBytes) {
+    const mb = (n: number): string => `${Math.round(n / (1 << 20))} MiB`;
+    return failIngest(
+      deps,
+      record,
+      new ShardlineError(
+        'INVALID_INPUT',
+        `gs://${record.bucket}/${record.object} is a ${mb(record.size)} gzip file; compressed uploads are split in one function invocation and are limited to ${mb(deps.config.gzipMaxBytes)}. ` +
+          'Upload it uncompressed (it is then split in parallel), or run `shardline create` on a machine.',
+      ),
+      rlog,
+    );
+  }
   const nameProblem = inputNameProblem(obj.name);
   if (nameProblem !== null)
     return failIngest(deps, record, new ShardlineError('INVALID_INPUT', nameProblem), rlog);
@@ -550,7 +568,7 @@ async function planWrites(deps: IngestDeps, record: IngestRecord, log: Logger): 
     const error =
       whole.lines === 0
         ? `gs://${record.bucket}/${record.object} is empty: no task to shard`
-        : `gs://${record.bucket}/${record.object} holds no valid task (${whole.lines} lines: ${whole.blankLines} blank, ${whole.rejectedLines} rejected)`;
+        : `gs://${record.bucket}/${record.object} holds no valid task (${whole.lines} line${whole.lines === 1 ? '' : 's'}: ${whole.blankLines} blank, ${whole.rejectedLines} rejected)`;
     await removeDatasetEntries(places.dataset);
     await removeAll(places.staging);
     await failIngest(

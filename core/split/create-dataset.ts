@@ -204,7 +204,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
         'INVALID_INPUT',
         scan.lines === 0
           ? `${source.uri} is empty: no task to shard`
-          : `${source.uri} holds no valid task (${scan.lines} lines: ${scan.blankLines} blank, ${scan.rejectedLines} rejected` +
+          : `${source.uri} holds no valid task (${scan.lines} line${scan.lines === 1 ? '' : 's'}: ${scan.blankLines} blank, ${scan.rejectedLines} rejected` +
               (first ? `; first rejected: line ${first.line}: ${first.reason})` : ')'),
         { details: { rejected: rejectedSample.slice(0, 5) } },
       );

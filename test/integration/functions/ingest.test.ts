@@ -370,3 +370,19 @@ test('a malformed ingest step is acknowledged, not retried forever', async () =>
   };
   await deliver('ingestStep', projectId, world.topics.ingest, JSON.stringify(unknown), 'x2');
 });
+
+test('a gzip upload too large for one invocation is refused with what to do instead', async () => {
+  world = await makeWorld(projectId, pubsub, { SHARDLINE_GZIP_MAX_MB: '0.0005' });
+  const { gzipSync } = await import('node:zlib');
+  const big = await upload(
+    'incoming/big.jsonl.gz',
+    gzipSync(generateJsonl(26, { lines: 200 }).input),
+  );
+  await postFinalized(big, 'evt-gz');
+  const [r] = await recordsOf(big.name);
+  expect(r).toMatchObject({
+    state: 'failed',
+    error: expect.stringContaining('Upload it uncompressed') as unknown,
+  });
+  expect(await pullAll(projectId, world.subs.work)).toEqual([]);
+});

@@ -445,3 +445,37 @@ test('create registers the new dataset in the SQLite ledger beside it: every sha
     ledger: { kind: 'sqlite', newly_registered: false },
   });
 });
+
+test('--log_format is honoured written with a space as well as with =', async () => {
+  writeFileSync(path.join(dir, 'in.jsonl'), '{"a":1}\n');
+  const spaced = await cli(
+    [
+      'create',
+      '--input_file',
+      'in.jsonl',
+      '--output_dir',
+      'a',
+      '--log_format',
+      'text',
+      '--verbose',
+    ],
+    { cwd: dir },
+  );
+  const joined = await cli(
+    ['create', '--input_file', 'in.jsonl', '--output_dir', 'b', '--log_format=json', '--verbose'],
+    { cwd: dir },
+  );
+  expect(spaced.code).toBe(0);
+  expect(
+    spaced.stderr
+      .split('\n')
+      .filter(Boolean)
+      .every((l) => !l.startsWith('{')),
+  ).toBe(true);
+  expect(
+    joined.stderr
+      .split('\n')
+      .filter(Boolean)
+      .every((l) => l.startsWith('{')),
+  ).toBe(true);
+});

@@ -21,6 +21,7 @@ import type { Message } from '@google-cloud/pubsub';
 import { generateArcTasks } from '../../cli/demo/arc-puzzles';
 import { ingestIdOf } from '../../core/ingest/object';
 import { MESSAGE_VERSION, encodeMessage } from '../../core/messages';
+import { seededRandom } from '../../core/random';
 import { createDeps, useDepsForTesting } from '../../functions/deps';
 import { ingest } from '../../functions/ingest';
 import { progress } from '../../functions/progress';
@@ -93,17 +94,6 @@ const CLI = __filename.endsWith('.ts')
   ? path.resolve(__dirname, '..', '..', 'dist', 'cli', 'main.js')
   : path.resolve(__dirname, '..', '..', 'cli', 'main.js');
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function pubsubEvent(
@@ -124,7 +114,7 @@ function pubsubEvent(
 /** Runs the soak; resolves with the report (it does not throw on a failed check: read the report). */
 export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const started = Date.now();
-  const random = rng(o.seed);
+  const random = seededRandom(o.seed);
   const ns = `soak-${Date.now().toString(36)}`;
   const bucket = ns;
   const pubsub = new PubSub({ projectId: o.projectId });

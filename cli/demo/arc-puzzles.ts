@@ -3,6 +3,7 @@
  * grid transformation (mirror, rotate, recolour, gravity, scale, outline) shown by three
  * train pairs, with one test input. Deterministic for a seed.
  */
+import { seededRandom } from '../../core/random';
 
 /** A grid of colours 0-9. */
 export type Grid = number[][];
@@ -12,17 +13,6 @@ export interface ArcTask {
   task_id: string;
   train: Array<{ input: Grid; output: Grid }>;
   test: Array<{ input: Grid }>;
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 type Rule = { name: string; apply: (g: Grid) => Grid };
@@ -85,7 +75,7 @@ function randomGrid(r: () => number, maxSide: number, density: number, colours: 
 
 /** `count` puzzles from `seed`; grids up to `maxSide` cells a side. */
 export function generateArcTasks(count: number, seed: number, maxSide = 8): ArcTask[] {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const tasks: ArcTask[] = [];
   for (let i = 0; i < count; i++) {
     const colours = Array.from({ length: 1 + Math.floor(r() * 3) }, () => 1 + Math.floor(r() * 9));

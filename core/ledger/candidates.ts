@@ -5,6 +5,7 @@
  * ascending scan made double claims likely). Deterministic: the same worker and round always
  * give the same order, which keeps tests reproducible without injecting randomness here.
  */
+import { seededRandom } from '../random';
 
 /** FNV-1a, 32 bits: a small, well-spread hash of a string. */
 export function fnv1a32(text: string): number {
@@ -14,18 +15,6 @@ export function fnv1a32(text: string): number {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h >>> 0;
-}
-
-/** mulberry32: a tiny seeded generator of floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

@@ -277,7 +277,7 @@ function build(
     expect: {
       kind: 'refused',
       message: new RegExp(
-        `holds no valid task \\(${lines.length} lines: ${blankCount} blank, ${rejected.length} rejected`,
+        `holds no valid task \\(${lines.length} line${lines.length === 1 ? '' : 's'}: ${blankCount} blank, ${rejected.length} rejected`,
       ),
       badLine: rejected[0] ?? null,
     },

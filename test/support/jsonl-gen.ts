@@ -3,18 +3,10 @@
  * lines are tasks is decided here with `JSON.parse` and a fatal `TextDecoder`, not with the
  * splitter's own scanner.
  */
+import { seededRandom } from '../../core/random';
 
 /** A small seeded PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom as rng } from '../../core/random';
 
 /** The oracle: is this line (without `\n`) a task? */
 export function isTaskLine(line: Uint8Array): boolean {
@@ -116,7 +108,7 @@ export interface GenOptions {
 
 /** A generated input and, from the oracle, the task lines it holds (normalised, without `\n`). */
 export function generateJsonl(seed: number, o: GenOptions): { input: Buffer; tasks: Buffer[] } {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   const parts: Buffer[] = [];
   const tasks: Buffer[] = [];
   for (let i = 0; i < o.lines; i++) {

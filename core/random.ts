@@ -1,0 +1,17 @@
+/**
+ * Seeded randomness, for what must be repeatable: the order a worker tries shards in, the demo's
+ * sample puzzles, test inputs, the soak's chaos. (Augmentation has its own keyed generator in
+ * worker/extraction/prng.ts.)
+ */
+
+/** mulberry32: a tiny seeded generator of floats in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

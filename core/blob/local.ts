@@ -14,10 +14,10 @@ import { checkKey } from './store';
 
 /** Suffix of in-progress writes; `list` never shows them. */
 const TMP_MARK = '.shardline-tmp-';
-/** Bytes per read from disk. 1 MiB keeps syscalls rare without holding much memory. */
-const READ_BYTES = 1 << 20;
-/** Bytes gathered before one `writev` to disk. */
-const WRITE_BATCH_BYTES = 1 << 20;
+/** Bytes per read from disk. 2 MiB keeps syscalls rare without holding much memory. */
+const READ_BYTES = 2 << 20;
+/** Bytes gathered before one `writev` to disk (at most two batches are held). */
+const WRITE_BATCH_BYTES = 2 << 20;
 
 function notFound(key: string, cause: unknown): ShardlineError {
   return new ShardlineError('NOT_FOUND', `no such object: ${key}`, { cause });
@@ -122,7 +122,13 @@ class LocalWriter implements BlobWriter {
     if (data.byteLength === 0) return;
     this.pending.push(data);
     this.pendingBytes += data.byteLength;
-    if (this.pendingBytes >= WRITE_BATCH_BYTES) await this.flush();
+    if (this.pendingBytes >= WRITE_BATCH_BYTES) {
+      // One batch on its way to disk while the caller fills the next: wait only for the
+      // batch before this one (back-pressure), not for this one.
+      const previous = this.flushing;
+      this.flush().catch(() => undefined); // the error surfaces at the next wait, or close()
+      await previous;
+    }
   }
 
   private flush(): Promise<void> {

@@ -44,7 +44,10 @@ export interface WriteOptions {
 
 /** A streaming write of one object; nothing is visible under the key until `close()`. */
 export interface BlobWriter {
-  /** Appends bytes. Resolves when the writer can take more (back-pressure). */
+  /**
+   * Appends bytes. Resolves when the writer can take more (back-pressure); the bytes may be
+   * written later, so the caller must not change them afterwards.
+   */
   write(data: Uint8Array): Promise<void>;
   /** Finishes the object and makes it visible; resolves with what was stored. */
   close(): Promise<BlobInfo>;

@@ -28,7 +28,8 @@ import { ShardlineError } from '../errors';
 import type { Logger } from '../log';
 import { crc32cBase64 } from '../checksum';
 import { planShards } from './plan';
-import type { ScanResult } from './scan';
+import { scanFileParallel, scanThreads } from './parallel-scan';
+import type { ScanOptions, ScanResult } from './scan';
 import { scanLines } from './scan';
 import type { Source } from './source';
 import { writeShards } from './write';
@@ -121,7 +122,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     const diffs = parameterDiffs(existing, options);
     if (diffs.length === 0) {
       const rejectedSample: RejectedLine[] = [];
-      const scan = await scanLines(source.open(progress('scan')), {
+      const scan = await scanSource(source, progress('scan'), {
         maxLineBytes,
         strict: options.strict,
         onRejected: (r) => void (rejectedSample.length < 20 && rejectedSample.push(r)),
@@ -174,7 +175,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     let rejectedCount = 0;
     let scan: ScanResult;
     try {
-      scan = await scanLines(source.open(progress('scan')), {
+      scan = await scanSource(source, progress('scan'), {
         maxLineBytes,
         strict: options.strict,
         onRejected: async (r) => {
@@ -253,6 +254,26 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     );
     throw e;
   }
+}
+
+/**
+ * Phase 1 over a source: on threads for a large local file (parallel-scan.ts), else on this
+ * thread. Both give the same result.
+ */
+async function scanSource(
+  source: Source,
+  onProgress: (bytes: number) => void,
+  options: ScanOptions,
+): Promise<ScanResult> {
+  const threads = source.localPath ? scanThreads(source.storedBytes) : 1;
+  if (source.localPath && threads > 1) {
+    const scan = await scanFileParallel(source.localPath, source.storedBytes, threads, {
+      ...options,
+      onProgress,
+    });
+    if (scan) return scan;
+  }
+  return scanLines(source.open(onProgress), options);
 }
 
 /** What `master_metadata.json` says about a finished split; shared by every path that makes one. */

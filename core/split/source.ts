@@ -5,6 +5,7 @@
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 
+import { LocalBlobStore } from '../blob/local';
 import type { BlobStore } from '../blob/store';
 import { ShardlineError, errorCode } from '../errors';
 
@@ -18,6 +19,8 @@ export interface Source {
   storedBytes: number;
   /** Whether the stored object is gzip-compressed (name ends in `.gz`). */
   gzip: boolean;
+  /** The file's path when it is a local, uncompressed file (phase 1 may then use threads). */
+  localPath: string | null;
   /**
    * A new stream of the decompressed bytes. `onStoredBytes` receives the running count of
    * stored bytes consumed, for progress against `storedBytes`.
@@ -36,6 +39,7 @@ export async function sourceFromStore(store: BlobStore, key: string): Promise<So
     generation: uri.startsWith('gs://') ? info.generation : null,
     storedBytes: info.size,
     gzip,
+    localPath: store instanceof LocalBlobStore && !gzip ? store.pathOf(key) : null,
     open(onStoredBytes) {
       const stored = store.read(key);
       const raw = onStoredBytes ? counted(stored, onStoredBytes) : stored;

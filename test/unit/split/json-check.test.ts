@@ -18,6 +18,9 @@ test.each([
   '{"unicode":"日本語 🧩"}',
   '{"a":1}\r',
   '{"":{"":{}}}',
+  // ARC grids take a fast path; the shapes around its edges:
+  '{"g":[[1,2,3],[4,5,6]],"h":[[0]],"e":[[]],"m":[[1,2],[3,10]],"x":[1,2,3],"y":[]}',
+  '{"g":[[1, 2],[3,4]],"h":[[1,2],[3,-4]],"i":[[1,2],[[3]]],"j":[[1,2],{"k":1}]}',
 ])('accepts %s', (text) => {
   expect(check(text)).toBeNull();
 });
@@ -41,12 +44,26 @@ test.each([
   ['{"a":"unterminated}', 'unterminated string'],
   ['{"a":[1,2}', "expected ',' or ']'"],
   ['   ', 'empty line'],
+  ['{"g":[[1,2],[3,4]}', "expected ',' or ']'"],
+  ['{"g":[[1,2,],[3]]}', 'expected a value'],
+  ['{"g":[[1,2],[3,x]]}', 'expected a value'],
+  ['{"g":[[01,2]]}', 'malformed number'],
+  ['{"g":[[1,2],[3,4]]', 'truncated'],
+  ['{"g":[[1,2],[3,4', 'truncated'],
+  ['{"g":[[1,2],]}', 'expected a value'],
 ])('rejects %s', (text, reason) => {
   expect(check(text)).toContain(reason);
 });
 
 test('reports the column of the error', () => {
   expect(check('{"a":1,,}')).toBe('invalid JSON at column 8: expected a "key", found \',\'');
+});
+
+test('an error inside an ARC grid is reported at its own column', () => {
+  const text = '{"g":[[1,2],[3,4],[5,6,7,8,9,x,1]]}';
+  expect(check(text)).toBe(
+    `invalid JSON at column ${text.indexOf('x') + 1}: expected a value, found 'x'`,
+  );
 });
 
 test('NUL bytes are rejected', () => {

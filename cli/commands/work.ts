@@ -88,6 +88,9 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
   };
 }
 
+/** How long past --grace_seconds a shutdown may take before the process exits regardless. */
+const BACKSTOP_MARGIN_MS = 15_000;
+
 function progressPrinter(ctx: CommandContext): (p: ShardProgress) => void {
   if (!ctx.stderr.isTTY) return () => undefined;
   const started = new Map<number, number>();
@@ -116,16 +119,40 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     dataset: config.datasetDir ?? null,
     subscription: config.subscription ?? null,
   });
-  const summary = await runWork(config, {
-    cwd: ctx.cwd,
-    env: ctx.env,
-    clock: ctx.clock,
-    log: ctx.log.child({ worker_id: config.workerId }),
-    stop: ctx.signal,
-    openStore: (loc) => openStore(loc, ctx.env),
-    firestore: () => firestoreClient(args, ctx),
-    onProgress: progressPrinter(ctx),
-  });
+  // The backstop behind the shutdown promise: the worker releases its lease and returns within
+  // --grace_seconds, but closing clients of an unreachable ledger or Pub/Sub can wait on their
+  // own retry deadlines, and their channels can keep the process alive after the command has
+  // returned. Past grace + 15 s the process exits anyway (an unreleased lease then expires).
+  let backstop: NodeJS.Timeout | undefined;
+  const armBackstop = (): void => {
+    backstop = setTimeout(() => {
+      ctx.log.error('the worker did not exit in time after the signal; exiting now', {
+        waited_ms: config.graceMs + BACKSTOP_MARGIN_MS,
+        hint: 'is the ledger (Firestore) or Pub/Sub reachable?',
+      });
+      process.exit(typeof process.exitCode === 'number' ? process.exitCode : EXIT.INTERRUPTED);
+    }, config.graceMs + BACKSTOP_MARGIN_MS);
+    backstop.unref();
+  };
+  if (ctx.signal.aborted) armBackstop();
+  else ctx.signal.addEventListener('abort', armBackstop, { once: true });
+  let summary: Awaited<ReturnType<typeof runWork>>;
+  try {
+    summary = await runWork(config, {
+      cwd: ctx.cwd,
+      env: ctx.env,
+      clock: ctx.clock,
+      log: ctx.log.child({ worker_id: config.workerId }),
+      stop: ctx.signal,
+      openStore: (loc) => openStore(loc, ctx.env),
+      firestore: () => firestoreClient(args, ctx),
+      onProgress: progressPrinter(ctx),
+    });
+  } finally {
+    // After a signal the backstop stays armed (unref'd: it never keeps the process alive).
+    if (!ctx.signal.aborted) clearTimeout(backstop);
+    ctx.signal.removeEventListener('abort', armBackstop);
+  }
   const line = `${summary.completed} completed, ${summary.stopped} released at shutdown, ${summary.failed} failed, ${summary.lost} lost to another worker`;
   if (args.bool('json'))
     ctx.stdout.write(`${JSON.stringify({ worker_id: config.workerId, ...summary }, null, 2)}\n`);
@@ -144,7 +171,8 @@ export const workCommand: Command = {
     "shard's _MANIFEST.json and completes it; then the next shard, until none is left (or forever with",
     '--follow). A worker that claims a shard with committed parts resumes after the last one. The',
     'lease is renewed every third of --lease_seconds. On SIGTERM it finishes the batch in hand,',
-    'releases the shard (no attempt counted) and exits 0; a second signal exits at once.',
+    'releases the shard (no attempt counted) and exits 0; a second signal exits at once. If the',
+    'ledger or Pub/Sub is unreachable it exits 130 anyway, 15 s after --grace_seconds.',
     '',
     'With --subscription it also wakes on doorbells (Pub/Sub shard.available), serving any announced',
     'dataset when --sharded_dataset_dir is not given, and publishes shard.completed / shard.failed.',

@@ -236,6 +236,33 @@ test('a worker killed with SIGKILL mid-shard: another takes over after the lease
   }
 });
 
+test('SIGTERM while the ledger is unreachable: the process still exits soon after the grace period, saying why', async () => {
+  const ds = await localDataset('unreachable', 4, 1);
+  // Nothing listens on port 9: every Firestore call retries until its own deadline.
+  const w = spawnWorker(
+    [
+      '--sharded_dataset_dir',
+      ds,
+      '--ledger',
+      'firestore',
+      ...common(),
+      '--follow',
+      '--grace_seconds',
+      '1',
+      '--worker_id',
+      'cut-off',
+    ],
+    { ...env, FIRESTORE_EMULATOR_HOST: '127.0.0.1:9' },
+    dir,
+  );
+  await waitFor('the worker to start', () =>
+    Promise.resolve(w.stderr().includes('tokenizer loaded')),
+  );
+  w.child.kill('SIGTERM');
+  expect(await w.exited).toBe(130);
+  expect(w.stderr()).toContain('the worker did not exit in time after the signal');
+});
+
 test('SIGTERM: the worker releases its shard at once (no attempt counted) and exits 0', async () => {
   const ds = await localDataset('sigterm', 40, 1);
   const ledger = SqliteLedger.open(path.join(ds, 'ledger.sqlite'), { clock: systemClock });

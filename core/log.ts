@@ -49,6 +49,8 @@ export const MAX_LOG_DEPTH = 4;
 const SECRET_KEY =
   /(pass(word)?|secret|token|credential|private[_-]?key|authorization|api[_-]?key|access[_-]?key|cookie)/i;
 const REDACTED = '[redacted]';
+/** Model-token counts (`tokens`, `prompt_tokens`): numbers under these keys are not secrets. */
+const COUNT_KEY = /tokens/i;
 
 /**
  * Credentials that show up inside strings (an error message quoting a request, a URL, a
@@ -99,7 +101,8 @@ function redactString(value: string): string {
  * `MAX_LOG_DEPTH`; errors are flattened to name, message, code and (redacted) cause.
  */
 export function redact(value: unknown, key = '', depth = 0): unknown {
-  if (key && SECRET_KEY.test(key)) return REDACTED;
+  if (key && SECRET_KEY.test(key) && !(typeof value === 'number' && COUNT_KEY.test(key)))
+    return REDACTED;
   if (typeof value === 'string') return redactString(value);
   if (typeof value === 'bigint') return value.toString();
   if (value === null || typeof value !== 'object') return value;

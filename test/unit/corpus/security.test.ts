@@ -506,6 +506,16 @@ describe('logs never print credentials or whole task payloads', () => {
 });
 
 describe('redact', () => {
+  test('token counts are numbers and stay; token strings are hidden', () => {
+    expect(redact({ tokens: 1234, max_tokens: 512, token: 'p1', tokens_text: 'p2' })).toEqual({
+      tokens: 1234,
+      max_tokens: 512,
+      token: '[redacted]',
+      tokens_text: '[redacted]',
+    });
+    expect(redact({ token: 1234 })).toEqual({ token: '[redacted]' });
+  });
+
   test('values under keys that look secret are hidden, at any depth that is logged', () => {
     const out = JSON.stringify(
       redact({

@@ -1,6 +1,6 @@
 /**
  * `npm run soak`: the full soak run on the emulators; prints the report and exits non-zero when
- * a check fails. Flags: --tasks 320 --shards 16 --workers 4 --chaos_seconds 150 --kills 12 --predictions_per_task 4.
+ * a check fails. Flags: --tasks 320 --shards 16 --workers 4 --chaos_seconds 150 --kills 12 --max_attempts 10 --predictions_per_task 4.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,9 @@ function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i !== -1 ? Number(process.argv[i + 1]) : fallback;
 }
+
+// Ctrl-C or a kill: exit through process.exit, so the soak's exit hook stops its workers.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
 async function main(): Promise<void> {
   const projectId = process.env.GCLOUD_PROJECT;
@@ -26,6 +29,7 @@ async function main(): Promise<void> {
     chaosMs: flag('chaos_seconds', 150) * 1000,
     minKills: flag('kills', 12),
     leaseSeconds: flag('lease_seconds', 4),
+    maxAttempts: flag('max_attempts', 10),
     predictionsPerTask: flag('predictions_per_task', 4),
     seed: flag('seed', 1),
     timeoutMs: 20 * 60_000,

@@ -41,6 +41,8 @@ export interface SoakOptions {
   chaosMs: number;
   minKills: number;
   leaseSeconds: number;
+  /** Attempts a shard may fail (killed holders with no committed part) before it is `failed`. */
+  maxAttempts: number;
   predictionsPerTask: number;
   seed: number;
   /** Progress lines. */
@@ -70,6 +72,8 @@ export interface SoakReport {
   ingestReplays: number;
   /** Replayed ingest events that changed nothing. */
   duplicateIngestsSuppressed: number;
+  /** Failed attempts counted over all shards (holders killed before committing a part). */
+  attemptsCounted: number;
   /** Claims beyond the first, over all shards (each is a reclaim after a kill, release or failure). */
   reclaims: number;
   /** Committed parts kept from an earlier holder and resumed after (not redone). */
@@ -133,6 +137,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     SHARDLINE_INGESTS_COLLECTION: `${ns}-ingests`,
     SHARDLINE_INGEST_OBJECTS_COLLECTION: `${ns}-objects`,
     SHARDLINE_CHUNK_SIZE_MB: '0.004',
+    // The chaos SIGKILLs a worker every few seconds, far more often than any real fleet loses
+    // machines; a holder killed before its first committed part costs its shard an attempt
+    // (the rule that stops a shard that kills every worker). The default budget (5) is sized
+    // for real fleets; here the soak tests that nothing is lost or duplicated, not the budget.
+    SHARDLINE_INGEST_MAX_ATTEMPTS: String(o.maxAttempts),
     SHARDLINE_LOG_LEVEL: 'ERROR',
   });
   useDepsForTesting(deps);
@@ -153,6 +162,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     ingestReplays: 0,
     duplicateIngestsSuppressed: 0,
     reclaims: 0,
+    attemptsCounted: 0,
     resumedParts: 0,
     reclaimAfterKillMs: { count: 0, median: 0, max: 0 },
     progressEvents: 0,
@@ -160,6 +170,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     wallMs: 0,
   };
   const workers: Worker[] = [];
+  // Whatever ends this process (an error, a signal the caller turns into exit) ends its workers.
+  const killWorkers = (): void => {
+    for (const w of workers) if (w.alive) w.child.kill('SIGKILL');
+  };
+  process.on('exit', killWorkers);
   const eventsSub = pubsub.subscription(`${topics.events}-sub`);
   let reaper: NodeJS.Timeout | undefined;
   try {
@@ -378,6 +393,14 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         .storeAt(`${record.dataset_uri}/activations`)
         .stat('_MANIFEST.json');
       if (status.totals.completed === status.totals.shards && manifest) break;
+      const failed = status.shards.filter((x) => x.status === 'failed');
+      if (failed.length > 0) {
+        // Nothing will change without a `shardline reset`: stop, and let the checks fail.
+        o.say(
+          `shard ${failed.map((x) => x.shard_id).join(', ')} failed after ${failed[0]!.attempts} attempts (${failed[0]!.last_error ?? 'no error'}); stopping`,
+        );
+        break;
+      }
       if (Date.now() > deadline) {
         o.say(`timed out: ${status.totals.completed}/${status.totals.shards} shards completed`);
         break;
@@ -391,6 +414,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const status = await status0();
     report.shardsCompleted = status.totals.completed;
     report.leasesHeld = status.totals.in_use;
+    report.attemptsCounted = status.totals.attempts;
     report.reclaims = status.shards.reduce((n, s) => n + Math.max(0, s.epoch - 1), 0);
     const out = deps.storeAt(`${record.dataset_uri}/activations`);
     report.datasetManifest = (await out.stat('_MANIFEST.json')) !== null;
@@ -427,7 +451,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     return report;
   } finally {
     clearInterval(reaper);
-    for (const w of workers) if (w.alive) w.child.kill('SIGKILL');
+    killWorkers();
+    process.off('exit', killWorkers);
     await eventsSub.close().catch(() => undefined);
     await pubsub.close().catch(() => undefined);
     useDepsForTesting(undefined);
@@ -445,6 +470,7 @@ export function formatReport(r: SoakReport): string {
     ['dataset manifest written', String(r.datasetManifest)],
     ['SIGKILLs / SIGTERMs / restarts', `${r.kills} / ${r.sigterms} / ${r.restarts}`],
     ['reclaims (claims beyond the first)', String(r.reclaims)],
+    ['attempts counted (holder killed before its first part)', String(r.attemptsCounted)],
     ['parts resumed from an earlier holder', String(r.resumedParts)],
     [
       'time to reclaim after a kill (median / max, n)',

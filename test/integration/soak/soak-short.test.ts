@@ -21,6 +21,7 @@ test('chaos loses nothing and duplicates nothing', async () => {
       chaosMs: 30_000,
       minKills: 10,
       leaseSeconds: 4,
+      maxAttempts: 10,
       predictionsPerTask: 4,
       seed: 7,
       timeoutMs: 8 * 60_000,

@@ -43,26 +43,15 @@ Precedence: flags, then the environment, then the env file, then the defaults.
 EOF
 }
 
-# SHARDLINE_ENV_FILE names the settings file too (cloudbuild.yaml passes it that way).
-ENV_FILE=$(abs_path "${SHARDLINE_ENV_FILE:-$HERE/shardline.env}")
-ENV_EXPLICIT=0
-if [ -n "${SHARDLINE_ENV_FILE:-}" ]; then ENV_EXPLICIT=1; fi
+init_common_flags "$HERE"
 ONLY=""
 while [ "$#" -gt 0 ]; do
+  common_flag "$@"
+  if [ "$FLAG_WORDS" -gt 0 ]; then
+    shift "$FLAG_WORDS"
+    continue
+  fi
   case "$1" in
-    --dry-run) DRY_RUN=1 ;;
-    --env-file) ENV_FILE=$(abs_path "${2:?--env-file needs a value}"); ENV_EXPLICIT=1; shift ;;
-    --env-file=*) ENV_FILE=$(abs_path "${1#*=}"); ENV_EXPLICIT=1 ;;
-    --project) SHARDLINE_PROJECT=${2:?--project needs a value}; shift ;;
-    --project=*) SHARDLINE_PROJECT=${1#*=} ;;
-    --region) SHARDLINE_REGION=${2:?--region needs a value}; shift ;;
-    --region=*) SHARDLINE_REGION=${1#*=} ;;
-    --bucket) SHARDLINE_BUCKET=${2:?--bucket needs a value}; shift ;;
-    --bucket=*) SHARDLINE_BUCKET=${1#*=} ;;
-    --database) SHARDLINE_FIRESTORE_DATABASE=${2:?--database needs a value}; shift ;;
-    --database=*) SHARDLINE_FIRESTORE_DATABASE=${1#*=} ;;
-    --set) set_assignment "${2:?--set needs NAME=VALUE}"; shift ;;
-    --set=*) set_assignment "${1#*=}" ;;
     --only) ONLY=${2:?--only needs a value}; shift ;;
     --only=*) ONLY=${1#*=} ;;
     -h | --help) usage; exit 0 ;;

@@ -303,3 +303,32 @@ load_config() {
   WORKER_IMAGE="${REGION}-docker.pkg.dev/${PROJECT}/${SHARDLINE_AR_REPOSITORY}/worker"
   DEAD_LETTER_SUFFIX=$SHARDLINE_DEAD_LETTER_SUFFIX
 }
+
+# The settings file and the flags deploy.sh and teardown.sh share. SHARDLINE_ENV_FILE names
+# the settings file too (cloudbuild.yaml passes it that way).
+init_common_flags() { # HERE
+  ENV_FILE=$(abs_path "${SHARDLINE_ENV_FILE:-$1/shardline.env}")
+  ENV_EXPLICIT=0
+  if [ -n "${SHARDLINE_ENV_FILE:-}" ]; then ENV_EXPLICIT=1; fi
+}
+
+# Takes one shared flag from "$@"; sets FLAG_WORDS to the words it used (0: not a shared flag).
+common_flag() {
+  FLAG_WORDS=1
+  case "$1" in
+    --dry-run) DRY_RUN=1 ;;
+    --env-file) ENV_FILE=$(abs_path "${2:?--env-file needs a value}"); ENV_EXPLICIT=1; FLAG_WORDS=2 ;;
+    --env-file=*) ENV_FILE=$(abs_path "${1#*=}"); ENV_EXPLICIT=1 ;;
+    --project) SHARDLINE_PROJECT=${2:?--project needs a value}; FLAG_WORDS=2 ;;
+    --project=*) SHARDLINE_PROJECT=${1#*=} ;;
+    --region) SHARDLINE_REGION=${2:?--region needs a value}; FLAG_WORDS=2 ;;
+    --region=*) SHARDLINE_REGION=${1#*=} ;;
+    --bucket) SHARDLINE_BUCKET=${2:?--bucket needs a value}; FLAG_WORDS=2 ;;
+    --bucket=*) SHARDLINE_BUCKET=${1#*=} ;;
+    --database) SHARDLINE_FIRESTORE_DATABASE=${2:?--database needs a value}; FLAG_WORDS=2 ;;
+    --database=*) SHARDLINE_FIRESTORE_DATABASE=${1#*=} ;;
+    --set) set_assignment "${2:?--set needs NAME=VALUE}"; FLAG_WORDS=2 ;;
+    --set=*) set_assignment "${1#*=}" ;;
+    *) FLAG_WORDS=0 ;;
+  esac
+}

@@ -10,7 +10,7 @@ import { formatFlags, parseArgs } from './args';
 import type { Command, CommandContext } from './command';
 import { COMMANDS } from './commands';
 import { EXIT, EXIT_CODE_HELP } from './exit-codes';
-import { SHARDLINE_VERSION } from './version';
+import { SHARDLINE_VERSION } from '../core/version';
 
 /** `shardline --help`. */
 export function topLevelHelp(): string {

@@ -22,7 +22,7 @@ import type { Logger } from '../core/log';
 import { createLogger } from '../core/log';
 import type { Publisher } from '../core/wakeup/publisher';
 import { PubSubPublisher } from '../core/wakeup/publisher';
-import { SHARDLINE_VERSION } from '../cli/version';
+import { SHARDLINE_VERSION } from '../core/version';
 import type { FunctionsConfig } from './config';
 import { parseFunctionsConfig } from './config';
 

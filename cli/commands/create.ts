@@ -21,7 +21,7 @@ import { formatBytes, formatDuration, formatTable } from '../format';
 import { ProgressBar } from '../progress';
 import { openStore } from '../stores';
 import { LEDGER_FLAGS, openLedgerFor } from '../wiring';
-import { SHARDLINE_VERSION } from '../version';
+import { SHARDLINE_VERSION } from '../../core/version';
 
 /**
  * The dataset id when `--dataset_id` is not given: the output folder's name. A Firestore

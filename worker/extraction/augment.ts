@@ -9,7 +9,7 @@
  * probability 0.9 and shuffles all ten colours otherwise, as the original did. The train
  * pairs are shuffled after the colour map.
  */
-import { Prng } from './prng';
+import { Prng } from '../../core/random';
 import type { GridTransform } from './grid';
 
 /** What one sample's augmentation was; written to the part index as `augmentation`. */

@@ -21,8 +21,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { ConfigError } from '../../../core/errors';
-import { Prng } from '../prng';
+import { ConfigError } from '../core/errors';
+import { Prng } from '../core/random';
 import { ElemType, GraphBuilder, attr } from './graph-builder';
 
 /** Shape of a Qwen2 model, in Hugging Face `config.json` terms. */

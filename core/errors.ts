@@ -84,6 +84,15 @@ export function isLeaseLost(e: unknown): boolean {
   return errorCode(e) === 'LEASE_LOST';
 }
 
+/**
+ * True when no retry can fix the error: the input or its settings are wrong (a bad line under
+ * `--strict`, invalid metadata, a dataset id taken by other content). Retrying wastes work.
+ */
+export function isInputError(e: unknown): boolean {
+  const code = errorCode(e);
+  return code === 'INVALID_INPUT' || code === 'INVALID_ARGUMENT' || code === 'DATASET_CONFLICT';
+}
+
 // gRPC status codes that a retry can fix: CANCELLED, UNKNOWN, DEADLINE_EXCEEDED,
 // RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE.
 const RETRYABLE_GRPC = new Set([1, 2, 4, 8, 10, 13, 14]);

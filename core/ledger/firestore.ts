@@ -36,6 +36,7 @@ import type { MasterMetadata, MasterShardEntry } from '../dataset/metadata';
 import { SHARD_STATUSES } from '../dataset/metadata';
 import { shardDirName } from '../dataset/paths';
 import { ShardlineError, isRetryable, toError } from '../errors';
+import { checkDatasetId } from '../dataset/id';
 import { candidateOrder } from './candidates';
 import type { TxLike } from './optimistic';
 import { runOptimistic } from './optimistic';
@@ -70,7 +71,6 @@ import {
   applyRelease,
   applyReset,
   buildStatus,
-  checkDatasetId,
   checkLeaseMs,
   checkMasterForRegistration,
   checkMaxAttempts,
@@ -85,6 +85,9 @@ import {
   sameShardShape,
   toShardRecord,
 } from './shard-state';
+
+/** The client type, for modules that pass a client along without using the SDK themselves. */
+export type { Firestore };
 
 /** The datasets collection when none is configured. */
 export const DEFAULT_FIRESTORE_ROOT = 'datasets';

@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 
 import type { MasterMetadata, MasterShardEntry, ShardStatus } from '../dataset/metadata';
+import { checkDatasetId } from '../dataset/id';
 import { ConfigError, LeaseLostError, ShardlineError } from '../errors';
 import { isoTime } from '../clock';
 import type {
@@ -65,21 +66,6 @@ export interface ShardState {
 export const MAX_ERROR_CHARS = 2000;
 /** Longest worker id or operator name accepted. */
 export const MAX_WORKER_ID_CHARS = 128;
-
-/** Refuses a dataset id that cannot be a key in both ledgers (a Firestore document id). */
-export function checkDatasetId(datasetId: string): string {
-  if (
-    datasetId === '' ||
-    datasetId.length > 256 ||
-    datasetId === '.' ||
-    datasetId === '..' ||
-    /^__.*__$/.test(datasetId) ||
-    /[/\u0000-\u001f\u007f]/.test(datasetId)
-  ) {
-    throw new ShardlineError('INVALID_ARGUMENT', `invalid dataset id ${JSON.stringify(datasetId)}`);
-  }
-  return datasetId;
-}
 
 /** Refuses an empty, overlong or non-printable worker id (or operator name). */
 export function checkWorkerId(workerId: string, what = 'worker id'): string {

@@ -15,6 +15,7 @@ import type { Clock } from '../clock';
 import type { MasterMetadata } from '../dataset/metadata';
 import { SHARD_STATUSES } from '../dataset/metadata';
 import { ShardlineError, errorCode, toError } from '../errors';
+import { checkDatasetId } from '../dataset/id';
 import { candidateOrder } from './candidates';
 import type {
   Claim,
@@ -47,7 +48,6 @@ import {
   applyRelease,
   applyReset,
   buildStatus,
-  checkDatasetId,
   checkLeaseMs,
   checkMasterForRegistration,
   checkMaxAttempts,

@@ -4,7 +4,7 @@
  * event; then every shard completed, every expected sample exactly once, no lease held.
  * `npm run soak` runs the long one (bench/soak/README.md).
  */
-import { formatReport, runSoak } from '../../../bench/soak/soak';
+import { formatReport, runSoak } from '../../soak/soak';
 import { emulatorEnv } from '../../support/emulators';
 import { makeTempDir } from '../../support/tmp';
 

@@ -93,7 +93,7 @@ interface Worker {
   alive: boolean;
 }
 
-// The built CLI, from dist/bench/soak (npm run soak) or from the sources (the test).
+// The built CLI, from dist/test/soak (npm run soak) or from the sources (the test).
 const CLI = __filename.endsWith('.ts')
   ? path.resolve(__dirname, '..', '..', 'dist', 'cli', 'main.js')
   : path.resolve(__dirname, '..', '..', 'cli', 'main.js');

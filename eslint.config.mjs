@@ -46,6 +46,8 @@ export default tseslint.config(
     },
     plugins: { 'import-x': importX },
     settings: {
+      // Which files import-x parses when it follows an import (the default is .js alone).
+      'import-x/extensions': ['.ts'],
       'import-x/resolver-next': [
         importX.createNodeResolver({ extensions: ['.ts', '.js', '.json'] }),
       ],

@@ -1,7 +1,7 @@
 /**
  * The upload-triggered ingest: a finalized `incoming/NAME.jsonl[.gz]` becomes a dataset in
  * `datasets/DATASET/`, registered in the ledger and announced to the workers
- * (docs/architecture.md#the-cloud-path). Three modules, cut along the ingest's seams:
+ * (docs/architecture.md#the-cloud-flow). Three modules, cut along the ingest's seams:
  *
  * - core/ingest/admission.ts: the event's admission (is it an input, which settings, the
  *   idempotency record) and the direct path: small inputs (and gzip ones, which can only be

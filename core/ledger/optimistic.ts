@@ -189,6 +189,6 @@ export async function runOptimistic<T>(
   throw new ShardlineError(
     'LEDGER',
     `gave up after ${options.maxAttempts} attempts lost to concurrent updates`,
-    { cause: lastError },
+    { cause: lastError, details: { contended: true } },
   );
 }

@@ -1,7 +1,7 @@
 /**
  * ARC augmentation: the 8 flips/rotations, a colour permutation and a train-pair order, chosen
  * per (run seed, task content, augmentation index) and recorded with every sample
- * (DESIGN.md, Extraction; notes/original-system.md §4.3).
+ * (docs/architecture.md#samples; docs/notes/original-system.md §4.3).
  *
  * Geometry is not random: augmentation `a` uses variant `a % 8` in the original's order
  * (no flip, 0..3 quarter turns, then flip, 0..3), so 8 predictions cover all 8 variants and

@@ -286,7 +286,7 @@ def step_model(s: State) -> dict[str, Any]:
         rope["rope_theta"] = ROPE_THETA
     with torch.device("cuda"):
         model = Qwen2ForCausalLM(config).float()
-    # Weights like the synthetic model's (worker/extraction/synthetic/qwen2.ts): variance 1/fan_in,
+    # Weights like the synthetic model's (synthetic/qwen2.ts): variance 1/fan_in,
     # so every layer moves the residual stream by O(1) and a wrong mask or rotation shows.
     g = torch.Generator(device="cuda").manual_seed(0)
     with torch.no_grad():

@@ -164,6 +164,13 @@ def classify(e: BaseException) -> ExtractorError:
     return ExtractorError("INTERNAL", text)
 
 
+def _logged(request_id: int, e: Exception) -> ExtractorError:
+    """Classifies a request's failure and logs it (with the traceback when it is a bug)."""
+    err = classify(e)
+    log.warning("request %d: %s %s", request_id, err.code, err.message, exc_info=err.code == "INTERNAL")
+    return err
+
+
 def _error_out(request_id: int | None, e: ExtractorError) -> Outgoing:
     return error_header(request_id, e.code, e.message, is_retryable(e.code)), []
 
@@ -238,8 +245,7 @@ def serve_requests(stdin: BinaryIO, stdout: BinaryIO, extractor: Extractor) -> i
         try:
             wait = extractor.submit(frame.arrays)
         except Exception as e:
-            err = classify(e)
-            log.warning("request %d: %s %s", rid, err.code, err.message)
+            err = _logged(rid, e)
             inflight.append(lambda: _error_out(rid, err))
             return
 
@@ -247,9 +253,7 @@ def serve_requests(stdin: BinaryIO, stdout: BinaryIO, extractor: Extractor) -> i
             try:
                 out = _result_out(rid, extractor, wait())
             except Exception as e:
-                err = classify(e)
-                log.warning("request %d: %s %s", rid, err.code, err.message)
-                return _error_out(rid, err)
+                return _error_out(rid, _logged(rid, e))
             log.debug("request %d answered in %.3f s", rid, time.perf_counter() - began)
             return out
 

@@ -209,3 +209,21 @@ write_frame(out, {"type": "bye"})
     assert frame is not None and frame.type == "bye"
     assert len(done.stdout) == 16 + len(b'{"type":"bye"}')
     assert b"stray print" in done.stderr and b"stray write to fd 1" in done.stderr
+
+
+def test_failures_are_classified_into_protocol_codes() -> None:
+    from shardline_jax.errors import ExtractorError
+    from shardline_jax.server import classify
+
+    xla_oom = RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2.00GiB")
+    for e, code, retryable in (
+        (MemoryError(), "RESOURCE_EXHAUSTED", True),
+        (xla_oom, "RESOURCE_EXHAUSTED", True),
+        (RuntimeError("CUDA error: out of memory"), "RESOURCE_EXHAUSTED", True),
+        (ValueError("a bug"), "INTERNAL", True),
+        (ExtractorError("INVALID_INPUT", "bad"), "INVALID_INPUT", False),
+        (ExtractorError("MODEL", "bad"), "MODEL", False),
+    ):
+        got = classify(e)
+        assert (got.code, got.retryable) == (code, retryable), e
+    assert "Out of memory while trying to allocate 2.00GiB" in classify(xla_oom).message

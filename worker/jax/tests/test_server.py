@@ -9,7 +9,8 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any
+from contextlib import contextmanager
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -28,9 +29,15 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def start(tmp_path: Path, log: str = "stderr.log") -> tuple[ExtractorProcess, IO[Any]]:
-    stderr = (tmp_path / log).open("w+")
-    return ExtractorProcess(COMMAND, env=child_env(), stderr=stderr), stderr
+@contextmanager
+def running(tmp_path: Path, log: str = "stderr.log") -> Iterator[tuple[ExtractorProcess, IO[Any]]]:
+    """A numpy child whose stderr goes to `tmp_path/log`; killed on the way out if still running."""
+    with (tmp_path / log).open("w+") as stderr:
+        child = ExtractorProcess(COMMAND, env=child_env(), stderr=stderr)
+        try:
+            yield child, stderr
+        finally:
+            child.close()
 
 
 def make_model(tmp_path: Path, **overrides: Any) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]]:
@@ -45,8 +52,7 @@ def rms(x: np.ndarray) -> float:
 
 def test_init_ready_extract_with_and_without_positions_and_shutdown(tmp_path: Path) -> None:
     folder, config, weights = make_model(tmp_path)
-    child, _ = start(tmp_path)
-    try:
+    with running(tmp_path) as (child, _):
         ready = child.init(str(folder), layers=[2, 0], output_dtype="float32", max_batch_size=4, max_seq_length=64)
         assert ready is not None and ready.type == "ready", ready and ready.header
         h = ready.header
@@ -92,14 +98,11 @@ def test_init_ready_extract_with_and_without_positions_and_shutdown(tmp_path: Pa
 
         bye, status = child.shutdown()
         assert bye is not None and bye.type == "bye" and status == 0
-    finally:
-        child.close()
 
 
 def test_pipelined_requests_are_answered_in_order_and_a_bad_one_does_not_stop_the_server(tmp_path: Path) -> None:
     folder, _, _ = make_model(tmp_path)
-    child, _ = start(tmp_path)
-    try:
+    with running(tmp_path) as (child, _):
         ready = child.init(str(folder), layers=None, output_dtype="float16", max_batch_size=3, max_batch_tokens=16, max_seq_length=20)
         assert ready is not None and ready.type == "ready" and ready.header["layers"] == [0, 1, 2]
         child.send_extract(1, [[5, 6, 7]])
@@ -125,21 +128,16 @@ def test_pipelined_requests_are_answered_in_order_and_a_bad_one_does_not_stop_th
         child.stdin.close()  # EOF: exit 0 without bye
         assert child.receive() is None
         assert child.proc.wait(timeout=60) == 0
-    finally:
-        child.close()
 
 
 def test_a_version_it_does_not_speak_is_refused_with_exit_2(tmp_path: Path) -> None:
     folder, _, _ = make_model(tmp_path)
-    child, _ = start(tmp_path)
-    try:
+    with running(tmp_path) as (child, _):
         answer = child.init(str(folder), versions=[2, 3])
         assert answer is not None and answer.type == "error"
         assert answer.header["id"] is None and answer.header["code"] == "UNSUPPORTED_VERSION"
         assert answer.header["retryable"] is False and "version 1" in answer.header["message"]
         assert child.proc.wait(timeout=60) == 2
-    finally:
-        child.close()
 
 
 def test_garbage_on_stdin_makes_the_child_exit_non_zero_with_a_message(tmp_path: Path) -> None:
@@ -148,8 +146,7 @@ def test_garbage_on_stdin_makes_the_child_exit_non_zero_with_a_message(tmp_path:
         "before-init": b"hello, this is not a frame at all\n",
         "after-init": b"SLXF" + struct.pack("<IQ", 1 << 30, 0),
     }.items():
-        child, stderr = start(tmp_path, f"{case}.log")
-        try:
+        with running(tmp_path, f"{case}.log") as (child, stderr):
             if case == "after-init":
                 ready = child.init(str(folder))
                 assert ready is not None and ready.type == "ready"
@@ -159,8 +156,6 @@ def test_garbage_on_stdin_makes_the_child_exit_non_zero_with_a_message(tmp_path:
             assert status == 3, case
             stderr.seek(0)
             assert "stdin is not the protocol" in stderr.read(), case
-        finally:
-            child.close()
 
 
 def test_start_failures_answer_an_error_and_exit_non_zero(tmp_path: Path) -> None:
@@ -180,15 +175,12 @@ def test_start_failures_answer_an_error_and_exit_non_zero(tmp_path: Path) -> Non
         (str(folder), {"max_batch_size": 0}, "INVALID_INPUT", "max_batch_size must be a positive integer"),
     ]
     for path, extra, code, words in cases:
-        child, _ = start(tmp_path)
-        try:
+        with running(tmp_path) as (child, _):
             answer = child.init(path, **extra)
             assert answer is not None and answer.type == "error", (path, extra)
             assert answer.header["id"] is None and answer.header["code"] == code, answer.header
             assert words in answer.header["message"], answer.header["message"]
             assert child.proc.wait(timeout=60) == 1
-        finally:
-            child.close()
 
 
 def test_stdout_carries_frames_only(tmp_path: Path) -> None:

@@ -96,6 +96,11 @@ def test_init_ready_extract_with_and_without_positions_and_shutdown(tmp_path: Pa
         full = result.arrays["resid_post.2"]
         assert np.array_equal(picked.arrays["resid_post.2"], full[[0, 6, 9]])
 
+        child.send_extract(12, [])  # no sequences: an empty answer
+        empty = child.receive()
+        assert empty is not None and empty.type == "result" and empty.header["id"] == 12
+        assert empty.arrays["row_counts"].shape == (0,) and empty.arrays["resid_post.2"].shape == (0, 32)
+
         bye, status = child.shutdown()
         assert bye is not None and bye.type == "bye" and status == 0
 

@@ -65,7 +65,7 @@ interface Problem {
 function check(from: string, ref: string, anchor: string | undefined, problems: Problem[]): void {
   // Paths inside generated or per-run places are not files of the repository.
   if (/^(\.\.\/)*(bench\/out|test\/unit\/lint\/fixtures)\//.test(ref)) return;
-  // A compiled module's path (`../../cli/main.js` from dist/) stands for its source.
+  // A compiled module's path (main.js, from a folder of dist/) stands for its source (main.ts).
   const target =
     resolve(from, ref) ?? (ref.endsWith('.js') ? resolve(from, ref.replace(/\.js$/, '.ts')) : null);
   if (!target) return void problems.push({ at: from, ref, why: 'no such file' });

@@ -57,6 +57,8 @@ export interface WorkConfig {
   executionProviders: string[];
   partSizeBytes: number;
   leaseMs: number;
+  /** How long a shard rides through an outage before it is released (`--outage_seconds`). */
+  outageBudgetMs: number;
   pollMs: number;
   graceMs: number;
   follow: boolean;
@@ -280,6 +282,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
       },
       {
         leaseMs: config.leaseMs,
+        outageBudgetMs: config.outageBudgetMs,
         partSizeBytes: config.partSizeBytes,
         batch: { maxBatchSize: config.batchSize, maxBatchTokens: config.maxBatchTokens },
         follow: config.follow,

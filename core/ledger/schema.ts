@@ -46,6 +46,17 @@ export const SHARD_FIELDS = {
   max_attempts: { kind: 'int' },
   /** Why the last attempt failed. */
   last_error: { kind: 'text', nullable: true },
+  /**
+   * Backoff after a failed attempt: the shard is not claimable before this time (null: at
+   * once). Grows with the attempts (shard-state.ts `retryDelayMs`).
+   */
+  retry_at: { kind: 'ms', nullable: true },
+  /**
+   * When the last holder lost without notice (its lease expired) went silent: its last
+   * heartbeat. Other holders silent at the same time make it a fleet-wide loss, which counts
+   * no attempt (shard-state.ts `applyExpiry`).
+   */
+  lost_at: { kind: 'ms', nullable: true },
   total_tasks: { kind: 'int' },
   first_task_index: { kind: 'int' },
   num_chunks: { kind: 'int' },

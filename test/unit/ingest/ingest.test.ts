@@ -11,7 +11,11 @@ import { handleObjectFinalized } from '../../../core/ingest/admission';
 import { handleIngestStep, redriveStalled } from '../../../core/ingest/fanout';
 import type { IngestConfig, IngestDeps, IngestOutcome } from '../../../core/ingest/ingest';
 import { MemoryIngestRecords } from '../../../core/ingest/memory-records';
-import { METADATA_NUM_SHARDS, ingestIdOf } from '../../../core/ingest/object';
+import {
+  METADATA_MAX_ATTEMPTS,
+  METADATA_NUM_SHARDS,
+  ingestIdOf,
+} from '../../../core/ingest/object';
 import type { IngestRecord } from '../../../core/ingest/records';
 import { SqliteLedger } from '../../../core/ledger/sqlite';
 import { silentLogger } from '../../../core/log';
@@ -74,6 +78,7 @@ function makeWorld(config: Partial<IngestConfig> = {}): World {
       datasetsPrefix: 'datasets/',
       defaultNumShards: 4,
       defaultChunkSizeMb: 0.01,
+      defaultMaxAttempts: 3,
       stepBudgetMs: 60_000,
       directMaxBytes: 1 << 30,
       rangeBytes: 512 << 20,
@@ -172,6 +177,24 @@ describe('admission', () => {
     expect(record!.error).toMatch(/shardline-num-shards="many" must be a whole number/);
     expect(w.publisher.sent).toEqual([]);
     expect(await w.ledger.getDataset(record!.dataset_id)).toBeNull();
+  });
+
+  test("the shards' attempt budget comes from the upload's metadata, else the deployment's", async () => {
+    const w = world({ defaultMaxAttempts: 4 });
+    const withBudget = await upload(w, 'incoming/a.jsonl', input.input, {
+      [METADATA_MAX_ATTEMPTS]: '10',
+    });
+    await handleObjectFinalized(withBudget, 'e1', w.deps);
+    const plain = await upload(w, 'incoming/b.jsonl', input.input);
+    await handleObjectFinalized(plain, 'e2', w.deps);
+    const a = (await w.records.get(ingestIdOf(withBudget)))!;
+    const b = (await w.records.get(ingestIdOf(plain)))!;
+    expect((await w.ledger.getDataset(a.dataset_id))!.max_attempts).toBe(10);
+    expect((await w.ledger.getShard(a.dataset_id, 0))!.max_attempts).toBe(10);
+    expect((await w.ledger.getDataset(b.dataset_id))!.max_attempts).toBe(4);
+    const bad = await upload(w, 'incoming/c.jsonl', input.input, { [METADATA_MAX_ATTEMPTS]: '0' });
+    expect(await handleObjectFinalized(bad, 'e3', w.deps)).toMatchObject({ kind: 'failed' });
+    expect((await w.records.get(ingestIdOf(bad)))!.error).toMatch(/shardline-max-attempts="0"/);
   });
 
   test('a gzip upload over the limit fails with what to do instead', async () => {

@@ -2,10 +2,13 @@
  * The shard job with a fake model: parts cut deterministically, resume after the last committed
  * part, and a zombie (a worker whose lease was taken) never commits or completes.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
 
 import { LocalBlobStore } from '../../../core/blob/local';
 import { systemClock } from '../../../core/clock';
+import { ShardlineError } from '../../../core/errors';
 import type { Claim, Ledger } from '../../../core/ledger/ledger';
 import { SqliteLedger } from '../../../core/ledger/sqlite';
 import { silentLogger } from '../../../core/log';
@@ -286,6 +289,123 @@ test('an infrastructure error fails the claim with the reason (retried elsewhere
       attempts: 1,
       last_error: expect.stringContaining('CUDA out of memory') as unknown,
     });
+  } finally {
+    await ledger.close();
+  }
+});
+
+/** A dataset store whose first `failures` reads fail the way an unavailable service does. */
+function flakyStore(root: string, failures: number): LocalBlobStore & { failed: number } {
+  const store = new LocalBlobStore(root) as LocalBlobStore & { failed: number };
+  store.failed = 0;
+  const read = store.read.bind(store);
+  store.read = (key, range) => {
+    if (store.failed >= failures) return read(key, range);
+    store.failed++;
+    const s = new PassThrough();
+    const unavailable = Object.assign(new Error('503 Service Unavailable'), { code: 503 });
+    setImmediate(() =>
+      s.destroy(
+        new ShardlineError('STORAGE', `reading ${key}: unavailable`, { cause: unavailable }),
+      ),
+    );
+    return s;
+  };
+  return store;
+}
+
+const quickRetry = (over: Partial<ShardJobSettings> = {}): ShardJobSettings => ({
+  ...settings(),
+  retry: { baseMs: 1, capMs: 5 },
+  ...over,
+});
+
+test('reads that fail while Storage is unavailable are retried: the shard completes, no attempt counted', async () => {
+  const { ledger, root } = await dataset(6);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const store = flakyStore(root, 3);
+    const outcome = await processShard(
+      claim,
+      { ...deps(ledger, root, new FakeExtractor()), dataset: store },
+      quickRetry(),
+    );
+    expect(store.failed).toBe(3);
+    expect(outcome).toMatchObject({ kind: 'completed', samples: 12 });
+    expect(await ledger.getShard('ds', 0)).toMatchObject({
+      status: 'completed',
+      attempts: 0,
+      epoch: claim.epoch,
+    });
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('an outage longer than the budget releases the shard, with no attempt counted', async () => {
+  const { ledger, root } = await dataset(4);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const outcome = await processShard(
+      claim,
+      { ...deps(ledger, root, new FakeExtractor()), dataset: flakyStore(root, 1_000_000) },
+      quickRetry({ outageBudgetMs: 30 }),
+    );
+    expect(outcome).toMatchObject({ kind: 'released' });
+    expect((outcome as { reason: string }).reason).toMatch(/unavailable for \d+ s/);
+    expect(await ledger.getShard('ds', 0)).toMatchObject({
+      status: 'available',
+      attempts: 0,
+      assigned_to: null,
+    });
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('a chunk that fails its checksum fails the shard at once, after one attempt, with the reason', async () => {
+  const { ledger, root } = await dataset(6);
+  try {
+    // Change one byte of a chunk after create (same length: only the CRC32C can tell).
+    const chunk = path.join(root, 'shard_000', 'chunk_0000.jsonl');
+    const bytes = readFileSync(chunk);
+    const at = bytes.indexOf('"train"');
+    bytes.write('"trian"', at);
+    writeFileSync(chunk, bytes);
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const outcome = await processShard(
+      claim,
+      deps(ledger, root, new FakeExtractor()),
+      quickRetry(),
+    );
+    expect(outcome).toMatchObject({ kind: 'failed', final: true });
+    const shard = (await ledger.getShard('ds', 0))!;
+    expect(shard).toMatchObject({ status: 'failed', attempts: 1, max_attempts: 3 });
+    expect(shard.last_error).toMatch(/^CORRUPT: chunk .*chunk_0000\.jsonl is corrupt: .*crc32c/);
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('a ledger that is briefly unreachable at commit is retried, keeping the claim and the attempts', async () => {
+  const { ledger, root } = await dataset(6);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    let refusals = 2;
+    const flaky: Ledger = Object.create(ledger) as Ledger;
+    flaky.commitPart = (c, p) => {
+      if (refusals-- > 0)
+        return Promise.reject(
+          new ShardlineError('LEDGER', 'Firestore: unavailable', {
+            cause: Object.assign(new Error('14 UNAVAILABLE'), { code: 14 }),
+          }),
+        );
+      return ledger.commitPart(c, p);
+    };
+    const outcome = await processShard(claim, deps(flaky, root, new FakeExtractor()), quickRetry());
+    expect(outcome.kind).toBe('completed');
+    expect(refusals).toBeLessThan(0);
+    expect(await ledger.getShard('ds', 0)).toMatchObject({ status: 'completed', attempts: 0 });
   } finally {
     await ledger.close();
   }

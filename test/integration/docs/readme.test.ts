@@ -14,7 +14,7 @@ import { COMMANDS } from '../../../cli/commands';
 import { pythonTest, runPython } from '../../support/python';
 import { makeTempDir } from '../../support/tmp';
 import { CLI, arcJsonl } from '../../support/worker-fixtures';
-import { generateQwen2Model } from '../../../worker/extraction/synthetic/qwen2';
+import { generateQwen2Model } from '../../../synthetic/qwen2';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');

@@ -63,24 +63,24 @@ export async function pullAll(
   });
   let seen = false;
   sub.on('message', (m: Message) => {
+    const mark = m.attributes[MARKER_ATTRIBUTE];
     if (seen) {
       m.nack(); // published after the marker: left for the next pull
-      return;
-    }
-    m.ack();
-    const mark = m.attributes[MARKER_ATTRIBUTE];
-    if (mark === marker) {
+    } else if (mark === marker) {
+      m.ack();
       seen = true;
       done();
-      return;
+    } else if (mark !== undefined) {
+      m.ack(); // an earlier call's marker, delivered again
+    } else {
+      m.ack();
+      out.push({
+        data: m.data,
+        attributes: m.attributes,
+        messageId: m.id,
+        json: m.data.length > 0 ? (JSON.parse(m.data.toString('utf8')) as unknown) : null,
+      });
     }
-    if (mark !== undefined) return; // an earlier call's marker, delivered again
-    out.push({
-      data: m.data,
-      attributes: m.attributes,
-      messageId: m.id,
-      json: m.data.length > 0 ? (JSON.parse(m.data.toString('utf8')) as unknown) : null,
-    });
   });
   sub.on('error', (e: unknown) => fail(toError(e)));
   let timer: NodeJS.Timeout | undefined;

@@ -103,23 +103,21 @@ export function pythonTest(
   const modules = options.modules ?? DEFAULT_PYTHON_MODULES;
   const probe = probePython(modules);
   const verdict = pythonVerdict(probe, pythonRequired());
+  const reason = probe.available ? '' : probe.reason;
   if (verdict === 'run') {
     test(name, fn, options.timeoutMs);
-    return;
-  }
-  const reason = probe.available ? '' : probe.reason;
-  if (verdict === 'fail') {
+  } else if (verdict === 'fail') {
     test(name, () => {
       throw new Error(
         `SHARDLINE_REQUIRE_PYTHON is set but ${reason}: install python3 with ${modules.join(', ')} (Debian: apt-get install python3-numpy)`,
       );
     });
-    return;
+  } else {
+    console.warn(
+      `${reason}: skipping "${name}" (install python3 with ${modules.join(', ')}; set SHARDLINE_REQUIRE_PYTHON=1 to make this a failure)`,
+    );
+    test.skip(`${name} (skipped: ${reason})`, () => undefined);
   }
-  console.warn(
-    `${reason}: skipping "${name}" (install python3 with ${modules.join(', ')}; set SHARDLINE_REQUIRE_PYTHON=1 to make this a failure)`,
-  );
-  test.skip(`${name} (skipped: ${reason})`, () => undefined);
 }
 
 /**

@@ -355,7 +355,9 @@ test('doorbells: an idle worker wakes on a shard.available message; a lost doorb
       assigned_to: 'sleeper',
     });
     expect(await ledger.getShard('ds', 0)).toMatchObject({ status: 'available' });
-    const completed = (await pullAll(projectId, events.subscription)).map((m) => m.json);
+    const completed = (await pullAll(projectId, events.topic, events.subscription)).map(
+      (m) => m.json,
+    );
     expect(completed).toEqual([
       expect.objectContaining({
         type: 'shard.completed',

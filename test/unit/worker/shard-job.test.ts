@@ -11,6 +11,7 @@ import { systemClock } from '../../../core/clock';
 import { ShardlineError } from '../../../core/errors';
 import type { Claim, Ledger } from '../../../core/ledger/ledger';
 import { SqliteLedger } from '../../../core/ledger/sqlite';
+import { ShardlineError, errorCode, isRetryable } from '../../../core/errors';
 import { silentLogger } from '../../../core/log';
 import { createDataset } from '../../../core/split/create-dataset';
 import { sourceFromStore } from '../../../core/split/source';
@@ -22,6 +23,8 @@ import type { PromptTokenizer } from '../../../worker/extraction/tokenizer';
 import { loadTokenizer } from '../../../worker/extraction/tokenizer';
 import type { ShardJobDeps, ShardJobSettings } from '../../../worker/shard-job';
 import { processShard } from '../../../worker/shard-job';
+import { FakeTimers } from '../../support/fake-timers';
+import { FakeClock } from '../../support/ledger-fixtures';
 import { makeTempDir } from '../../support/tmp';
 import { arcJsonl } from '../../support/worker-fixtures';
 
@@ -52,6 +55,9 @@ class FakeExtractor implements Extractor {
   calls = 0;
   private gate: Promise<void> | null = null;
   private open: (() => void) | null = null;
+  private onHeld: () => void = () => undefined;
+  /** Resolves when a call first waits at the gate that `hold()` closes. */
+  readonly held = new Promise<void>((r) => (this.onHeld = r));
   hold(): void {
     this.gate = new Promise((r) => (this.open = r));
   }
@@ -61,7 +67,10 @@ class FakeExtractor implements Extractor {
   }
   async extract(sequences: ReadonlyArray<ArrayLike<number>>): Promise<ExtractedBatch> {
     this.calls++;
-    if (this.gate) await this.gate;
+    if (this.gate) {
+      this.onHeld();
+      await this.gate;
+    }
     const counts = sequences.map((s) => s.length);
     const rows = new Float32Array(counts.reduce((a, b) => a + b, 0) * 4);
     let r = 0;
@@ -197,33 +206,57 @@ test('a resumed shard makes the same parts, byte for byte, as an uninterrupted r
   }
 });
 
-test('a zombie whose shard was taken commits nothing and stops; the new holder finishes it', async () => {
+/** Ledger verbs a job calls, in order, with how each ended (`ok` or the error's code). */
+type Call = { verb: string; worker: string; outcome: string };
+
+/** `ledger` with every verb that writes for a holder recorded into `calls`. */
+function recording(ledger: Ledger, calls: Call[]): Ledger {
+  const spying = Object.create(ledger) as Ledger;
+  for (const verb of ['heartbeat', 'commitPart', 'complete', 'fail', 'release'] as const) {
+    const real = (ledger[verb] as (c: Claim, ...rest: unknown[]) => Promise<unknown>).bind(ledger);
+    (spying as unknown as Record<string, unknown>)[verb] = async (c: Claim, ...rest: unknown[]) => {
+      try {
+        const out = await real(c, ...rest);
+        calls.push({ verb, worker: c.worker_id, outcome: 'ok' });
+        return out;
+      } catch (e: unknown) {
+        calls.push({ verb, worker: c.worker_id, outcome: errorCode(e) ?? 'error' });
+        throw e;
+      }
+    };
+  }
+  return spying;
+}
+
+test('a zombie whose shard was taken learns it at its next heartbeat, commits nothing and stops; the new holder finishes it', async () => {
   const { ledger, root } = await dataset(8);
   try {
+    const clock = new FakeClock();
+    const timers = new FakeTimers(clock);
     const zombieClaim: Claim = (await ledger.claim('ds', 'zombie', { leaseMs: 600 }))!;
     const slow = new FakeExtractor();
     slow.hold();
-    const commits: string[] = [];
-    const spying: Ledger = Object.create(ledger) as Ledger;
-    spying.commitPart = (c, p) => {
-      commits.push(c.worker_id);
-      return ledger.commitPart(c, p);
-    };
-    spying.complete = (c, m) => {
-      commits.push(`complete:${c.worker_id}`);
-      return ledger.complete(c, m);
-    };
-    const zombie = processShard(zombieClaim, deps(spying, root, slow), settings(600));
-    await new Promise((r) => setTimeout(r, 50));
+    const calls: Call[] = [];
+    const zombie = processShard(
+      zombieClaim,
+      { ...deps(recording(ledger, calls), root, slow), clock, timers },
+      settings(600),
+    );
+    await slow.held; // the zombie is inside its first batch
     // An operator resets the shard and another worker claims it (a newer epoch).
     await ledger.reset('ds', 0, 'operator');
     const fresh = (await ledger.claim('ds', 'fresh'))!;
     expect(fresh.epoch).toBeGreaterThan(zombieClaim.epoch);
-    await new Promise((r) => setTimeout(r, 400)); // the zombie's heartbeat finds out
+    expect(await timers.fireNext()).toBe(clock.nowMs()); // the zombie's heartbeat finds out
     slow.release();
     const outcome = await zombie;
-    expect(outcome.kind).toBe('lost');
-    expect(commits).toEqual([]); // nothing committed, nothing completed by the zombie
+    expect(outcome).toMatchObject({
+      kind: 'lost',
+      reason: expect.stringMatching(/^the lease was taken/) as unknown,
+    });
+    // Its one ledger call was the refused heartbeat: nothing committed, nothing completed.
+    expect(calls).toEqual([{ verb: 'heartbeat', worker: 'zombie', outcome: 'LEASE_LOST' }]);
+    expect(timers.count).toBe(0);
 
     const done = await processShard(fresh, deps(ledger, root, new FakeExtractor()), settings());
     expect(done.kind).toBe('completed');
@@ -240,16 +273,108 @@ test('a zombie that reaches commitPart is refused by the ledger (fenced by epoch
     const zombieClaim = (await ledger.claim('ds', 'zombie', { leaseMs: 60_000 }))!;
     const slow = new FakeExtractor();
     slow.hold();
-    const zombie = processShard(zombieClaim, deps(ledger, root, slow), settings(60_000));
-    await new Promise((r) => setTimeout(r, 50));
+    const calls: Call[] = [];
+    // Timers that never fire: no heartbeat can warn the zombie, only commitPart's fence.
+    const timers = new FakeTimers(new FakeClock());
+    const zombie = processShard(
+      zombieClaim,
+      { ...deps(recording(ledger, calls), root, slow), timers },
+      settings(60_000),
+    );
+    await slow.held;
     await ledger.reset('ds', 0, 'operator');
     const fresh = (await ledger.claim('ds', 'fresh'))!;
-    slow.release(); // the heartbeat has not run yet: the zombie gets as far as committing
-    expect((await zombie).kind).toBe('lost');
+    slow.release();
+    expect(await zombie).toMatchObject({
+      kind: 'lost',
+      reason: expect.stringMatching(
+        /^commitPart: zombie \(epoch 1\) no longer holds shard 0 of dataset ds: it is held by fresh at epoch 2$/,
+      ) as unknown,
+    });
+    // It got as far as committing its first part, and the ledger refused it.
+    expect(calls).toEqual([{ verb: 'commitPart', worker: 'zombie', outcome: 'LEASE_LOST' }]);
     expect(await ledger.listParts({ dataset_id: 'ds', shard_id: 0 })).toEqual([]);
     expect((await ledger.getShard('ds', 0))!.assigned_to).toBe(fresh.worker_id);
   } finally {
     await ledger.close();
+  }
+});
+
+test('renewals that fail until the lease runs out stop the job, which commits nothing more', async () => {
+  const clock = new FakeClock();
+  const timers = new FakeTimers(clock);
+  const { ledger, root } = await dataset(8);
+  const fenced = SqliteLedger.open(path.join(root, 'ledger.sqlite'), { clock });
+  await ledger.close();
+  try {
+    const claim = (await fenced.claim('ds', 'w1', { leaseMs: 30_000 }))!;
+    const calls: Call[] = [];
+    const spying = recording(fenced, calls);
+    // The ledger stops answering heartbeats (a transient error, retried), nothing else.
+    const outage = new ShardlineError('LEDGER', 'the ledger did not answer', {
+      cause: Object.assign(new Error('14 UNAVAILABLE'), { code: 14 }),
+    });
+    expect(isRetryable(outage)).toBe(true);
+    spying.heartbeat = (c) => {
+      calls.push({ verb: 'heartbeat', worker: c.worker_id, outcome: 'LEDGER' });
+      return Promise.reject(outage);
+    };
+    const extractor = new FakeExtractor();
+    // Every task closes a part; once the first part is committed, the next batch is held.
+    const realCommit = spying.commitPart.bind(spying);
+    spying.commitPart = async (c, p) => {
+      const out = await realCommit(c, p);
+      if (p.part_index === 0) extractor.hold();
+      return out;
+    };
+    const job = processShard(
+      claim,
+      { ...deps(spying, root, extractor), clock, timers },
+      { ...settings(30_000), partSizeBytes: 1 },
+    );
+    await extractor.held;
+    expect(calls).toEqual([{ verb: 'commitPart', worker: 'w1', outcome: 'ok' }]);
+
+    // Time passes only through the keeper's timers: each renewal fails, until the lease's end.
+    const expiresMs = Date.parse(claim.lease_expires_at);
+    for (let i = 0; i < 1000 && timers.count > 0; i++) await timers.fireNext();
+    expect(timers.count).toBe(0);
+    expect(clock.nowMs()).toBeGreaterThanOrEqual(expiresMs);
+    const beats = calls.filter((c) => c.verb === 'heartbeat');
+    expect(beats.length).toBeGreaterThan(5);
+
+    extractor.release();
+    const outcome = await job;
+    expect(outcome).toMatchObject({
+      kind: 'lost',
+      reason: `could not renew the lease before it expired (${beats.length} failed heartbeats; last: the ledger did not answer)`,
+    });
+    // After the loss: no commit, no complete, no fail, no release; one part stays committed.
+    expect(calls.filter((c) => c.verb !== 'heartbeat')).toEqual([
+      { verb: 'commitPart', worker: 'w1', outcome: 'ok' },
+    ]);
+    expect((await fenced.listParts(claim)).map((p) => p.part_index)).toEqual([0]);
+    expect(await fenced.getShard('ds', 0)).toMatchObject({
+      status: 'in_use',
+      assigned_to: 'w1',
+      parts_committed: 1,
+    });
+    // No part was started after the loss: the output holds the committed part and at most the
+    // one that was in hand (written, never committed; a resumer rewrites it, same name and bytes).
+    const out = new LocalBlobStore(path.join(root, 'activations'));
+    const written: string[] = [];
+    for await (const f of out.list('shard_000/')) written.push(f.key);
+    expect(written).toEqual(
+      expect.arrayContaining([
+        'shard_000/part_00000.index.jsonl',
+        'shard_000/part_00000.safetensors',
+      ]),
+    );
+    expect(written.filter((k) => !/\/part_0000[01]\.(index\.jsonl|safetensors)$/.test(k))).toEqual(
+      [],
+    );
+  } finally {
+    await fenced.close();
   }
 });
 
@@ -261,7 +386,7 @@ test('a stop request releases the shard after the batch in hand, without an atte
     slow.hold();
     const stop = new AbortController();
     const job = processShard(claim, deps(ledger, root, slow, stop.signal), settings());
-    await new Promise((r) => setTimeout(r, 50));
+    await slow.held; // the batch in hand
     stop.abort();
     slow.release();
     expect((await job).kind).toBe('stopped');

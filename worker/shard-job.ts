@@ -284,6 +284,7 @@ async function extractShard(
   const commit = async (): Promise<void> => {
     if (!writer) return;
     await extractPending(true);
+    check(); // a job that lost its lease writes nothing more, not even the part in hand
     const part = await writer.finish(deps.output);
     writer = null;
     check();

@@ -8,7 +8,6 @@ import { PassThrough } from 'node:stream';
 
 import { LocalBlobStore } from '../../../core/blob/local';
 import { systemClock } from '../../../core/clock';
-import { ShardlineError } from '../../../core/errors';
 import type { Claim, Ledger } from '../../../core/ledger/ledger';
 import { SqliteLedger } from '../../../core/ledger/sqlite';
 import { ShardlineError, errorCode, isRetryable } from '../../../core/errors';

@@ -70,6 +70,8 @@ export interface WorkConfig {
   projectId?: string;
   /** Firestore database id; default `(default)`. */
   firestoreDatabase?: string;
+  /** Retries per Cloud Storage request (`SHARDLINE_STORAGE_RETRIES`). */
+  storageRetries?: number;
   /** The ledger's datasets collection in Firestore. */
   firestoreRoot: string;
   /** Pub/Sub: `projects/P/subscriptions/S` or `S`. */
@@ -141,6 +143,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     ...(config.firestoreDatabase === undefined
       ? {}
       : { firestoreDatabase: config.firestoreDatabase }),
+    ...(config.storageRetries === undefined ? {} : { storageRetries: config.storageRetries }),
   });
   const openStore = (loc: Location): BlobStore => cloud.openStore(loc);
 

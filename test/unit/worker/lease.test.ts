@@ -151,3 +151,16 @@ test('stop() cancels the pending renewal', async () => {
   expect(beats).toEqual([]);
   expect(keeper.lost.aborted).toBe(false);
 });
+
+test('a renewal that never answers (a frozen ledger) stops the keeper when the lease runs out', async () => {
+  const { timers, beats, keeper, runOut } = keeperWith(() => new Promise<Claim>(() => undefined));
+  const fired = await runOut();
+  // One renewal at a third of the lease, hanging; the watchdog fires at the lease's end.
+  expect(beats).toEqual([T0 + LEASE_MS / 3]);
+  expect(fired.map((f) => f.atMs)).toEqual([T0 + LEASE_MS / 3, T0 + LEASE_MS]);
+  expect(fired.map((f) => f.lost)).toEqual([false, true]);
+  expect((keeper.lost.reason as Error).message).toBe(
+    'the lease ran out while its renewal was still waiting for the ledger (20 s)',
+  );
+  expect(timers.count).toBe(0);
+});

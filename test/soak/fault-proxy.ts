@@ -50,15 +50,16 @@ export class FaultProxy {
 
   /** Listens on an ephemeral loopback port and forwards to `127.0.0.1:targetPort`. */
   static async start(targetPort: number, random: () => number): Promise<FaultProxy> {
-    let proxy: FaultProxy | undefined;
-    const server = net.createServer((client) => proxy?.accept(client));
+    // The server exists before the proxy that handles its connections.
+    const ref: { proxy?: FaultProxy } = {};
+    const server = net.createServer((client) => ref.proxy?.accept(client));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(0, '127.0.0.1', () => resolve());
     });
     const port = (server.address() as net.AddressInfo).port;
-    proxy = new FaultProxy(server, port, targetPort, random);
-    return proxy;
+    ref.proxy = new FaultProxy(server, port, targetPort, random);
+    return ref.proxy;
   }
 
   /** Sets the fault from now on (`{ kind: 'none' }` to heal). */

@@ -27,8 +27,8 @@ import type {
 } from './ledger';
 import { DEFAULT_LEASE_MS, MAX_LEASE_MS } from './ledger';
 import { withIsoTimes } from './record-schema';
-import type { ShardState } from './schema';
-import { SHARD_FIELDS } from './schema';
+import type { ShardEvent, ShardState } from './schema';
+import { MAX_SHARD_HISTORY, SHARD_FIELDS } from './schema';
 
 export type { ShardState };
 
@@ -162,9 +162,35 @@ export function checkSameDataset(existing: DatasetRecord, master: MasterMetadata
 const EMPTY_SHARD: ShardState = Object.fromEntries(
   Object.entries(SHARD_FIELDS).map(([k, spec]) => [
     k,
-    'nullable' in spec && spec.nullable ? null : spec.kind === 'enum' ? spec.values[0] : 0,
+    'absent' in spec
+      ? spec.absent
+      : 'nullable' in spec && spec.nullable
+        ? null
+        : spec.kind === 'enum'
+          ? spec.values[0]
+          : 0,
   ]),
-) as ShardState;
+) as unknown as ShardState;
+
+/** `s` with `event` appended to its history (the oldest dropped past `MAX_SHARD_HISTORY`). */
+function logged(
+  s: ShardState,
+  event: Omit<ShardEvent, 'worker' | 'epoch'> & Partial<Pick<ShardEvent, 'worker' | 'epoch'>>,
+): ShardState {
+  const e: ShardEvent = {
+    ...event,
+    worker: event.worker ?? s.assigned_to,
+    epoch: event.epoch ?? s.epoch,
+    ...(event.note === undefined ? {} : { note: event.note.slice(0, 200) }),
+  };
+  const history = [...s.history, e];
+  const drop = Math.max(0, history.length - MAX_SHARD_HISTORY);
+  return {
+    ...s,
+    history: drop > 0 ? history.slice(drop) : history,
+    history_dropped: s.history_dropped + drop,
+  };
+}
 
 /** A newly registered shard: available, epoch 0, nothing committed. */
 export function newShardState(
@@ -330,13 +356,25 @@ export function applyExpiry(s: ShardState, nowMs: number, peersLost = 0): ShardS
     const why = progressed(s)
       ? 'after committing parts'
       : `with ${peersLost} other holder${peersLost === 1 ? '' : 's'} at the same time`;
-    return {
-      ...released(s, nowMs),
-      ...lost,
-      last_error: clip(`${expiryReason(s)} ${why}; not counted as an attempt`),
-    };
+    return logged(
+      {
+        ...released(s, nowMs),
+        ...lost,
+        last_error: clip(`${expiryReason(s)} ${why}; not counted as an attempt`),
+      },
+      { at: nowMs, kind: 'expire', worker: s.assigned_to, note: why },
+    );
   }
-  return { ...failedAttempt(s, expiryReason(s), nowMs), ...lost };
+  return logged(
+    { ...failedAttempt(s, expiryReason(s), nowMs), ...lost },
+    {
+      at: nowMs,
+      kind: 'expire',
+      worker: s.assigned_to,
+      attempt: true,
+      note: 'alone, before any part',
+    },
+  );
 }
 
 /** Grants the shard to `workerId`: epoch + 1, `in_use`, a fresh lease. Check `claimability` first. */
@@ -348,24 +386,27 @@ export function applyClaim(
   peersLost = 0,
 ): ShardState {
   const base = s.status === 'in_use' ? applyExpiry(s, nowMs, peersLost) : s;
-  return {
-    ...base,
-    status: 'in_use',
-    assigned_to: workerId,
-    started_at: nowMs,
-    completed_at: null,
-    lease_expires_at: nowMs + leaseMs,
-    heartbeat_at: nowMs,
-    lease_ms: leaseMs,
-    claim_next_task_index: base.next_task_index,
-    retry_at: null,
-    epoch: s.epoch + 1,
-    forced_action: null,
-    forced_by: null,
-    forced_at: null,
-    manifest: null,
-    updated_at: nowMs,
-  };
+  return logged(
+    {
+      ...base,
+      status: 'in_use',
+      assigned_to: workerId,
+      started_at: nowMs,
+      completed_at: null,
+      lease_expires_at: nowMs + leaseMs,
+      heartbeat_at: nowMs,
+      lease_ms: leaseMs,
+      claim_next_task_index: base.next_task_index,
+      retry_at: null,
+      epoch: s.epoch + 1,
+      forced_action: null,
+      forced_by: null,
+      forced_at: null,
+      manifest: null,
+      updated_at: nowMs,
+    },
+    { at: nowMs, kind: 'claim', worker: workerId, epoch: s.epoch + 1 },
+  );
 }
 
 /** The claim a granted state represents. */
@@ -577,14 +618,17 @@ export function applyComplete(
     return null;
   const held = requireHolder(s, claim, 'complete');
   checkManifest(held, manifest, claim.shard_id);
-  return {
-    ...held,
-    status: 'completed',
-    completed_at: nowMs,
-    lease_expires_at: null,
-    manifest: cleanManifest(manifest),
-    updated_at: nowMs,
-  };
+  return logged(
+    {
+      ...held,
+      status: 'completed',
+      completed_at: nowMs,
+      lease_expires_at: null,
+      manifest: cleanManifest(manifest),
+      updated_at: nowMs,
+    },
+    { at: nowMs, kind: 'complete' },
+  );
 }
 
 /**
@@ -599,12 +643,25 @@ export function applyFail(
   nowMs: number,
   final = false,
 ): ShardState {
-  return failedAttempt(requireHolder(s, claim, 'fail'), reason, nowMs, { final, backoff: true });
+  const held = requireHolder(s, claim, 'fail');
+  return logged(failedAttempt(held, reason, nowMs, { final, backoff: true }), {
+    at: nowMs,
+    kind: 'fail',
+    worker: claim.worker_id,
+    epoch: claim.epoch,
+    attempt: true,
+    note: reason,
+  });
 }
 
 /** `release` by the holder: available, no attempt counted. */
 export function applyRelease(s: ShardState | null, claim: Claim, nowMs: number): ShardState {
-  return released(requireHolder(s, claim, 'release'), nowMs);
+  return logged(released(requireHolder(s, claim, 'release'), nowMs), {
+    at: nowMs,
+    kind: 'release',
+    worker: claim.worker_id,
+    epoch: claim.epoch,
+  });
 }
 
 function forced(
@@ -625,16 +682,19 @@ export function applyForceComplete(
 ): ShardState | null {
   if (s.status === 'completed') return null;
   checkManifest(s, manifest, shardId);
-  return {
-    ...s,
-    status: 'completed',
-    assigned_to: s.status === 'in_use' ? s.assigned_to : by,
-    completed_at: nowMs,
-    lease_expires_at: null,
-    manifest: cleanManifest(manifest),
-    ...forced('complete', by, nowMs),
-    updated_at: nowMs,
-  };
+  return logged(
+    {
+      ...s,
+      status: 'completed',
+      assigned_to: s.status === 'in_use' ? s.assigned_to : by,
+      completed_at: nowMs,
+      lease_expires_at: null,
+      manifest: cleanManifest(manifest),
+      ...forced('complete', by, nowMs),
+      updated_at: nowMs,
+    },
+    { at: nowMs, kind: 'force-complete', worker: by },
+  );
 }
 
 /** An operator fails the shard whoever holds it (a counted attempt); refused when completed. */
@@ -649,7 +709,10 @@ export function applyForceFail(
       'INVALID_ARGUMENT',
       'the shard is completed; reset it to run it again',
     );
-  return { ...failedAttempt(s, reason, nowMs, { backoff: true }), ...forced('fail', by, nowMs) };
+  return logged(
+    { ...failedAttempt(s, reason, nowMs, { backoff: true }), ...forced('fail', by, nowMs) },
+    { at: nowMs, kind: 'force-fail', worker: by, attempt: true, note: reason },
+  );
 }
 
 /** An operator reset: available, no holder, fresh attempts; optionally forget committed parts. */
@@ -659,26 +722,29 @@ export function applyReset(
   nowMs: number,
   discardParts: boolean,
 ): ShardState {
-  return {
-    ...released(s, nowMs),
-    completed_at: null,
-    attempts: 0,
-    last_error: null,
-    forced_action: null,
-    forced_by: null,
-    forced_at: null,
-    manifest: null,
-    reset_by: by,
-    reset_at: nowMs,
-    ...(discardParts
-      ? {
-          next_task_index: s.first_task_index,
-          parts_committed: 0,
-          samples_committed: 0,
-          bytes_committed: 0,
-        }
-      : {}),
-  };
+  return logged(
+    {
+      ...released(s, nowMs),
+      completed_at: null,
+      attempts: 0,
+      last_error: null,
+      forced_action: null,
+      forced_by: null,
+      forced_at: null,
+      manifest: null,
+      reset_by: by,
+      reset_at: nowMs,
+      ...(discardParts
+        ? {
+            next_task_index: s.first_task_index,
+            parts_committed: 0,
+            samples_committed: 0,
+            bytes_committed: 0,
+          }
+        : {}),
+    },
+    { at: nowMs, kind: 'reset', worker: by, ...(discardParts ? { note: 'parts discarded' } : {}) },
+  );
 }
 
 /** The record callers see: times as ISO strings, `forced` as one object. */

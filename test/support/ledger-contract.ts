@@ -8,6 +8,7 @@ import type { Clock } from '../../core/clock';
 import { errorCode } from '../../core/errors';
 import type { Claim, Ledger, PartInput } from '../../core/ledger/ledger';
 import { DEFAULT_LEASE_MS } from '../../core/ledger/ledger';
+import { MAX_SHARD_HISTORY } from '../../core/ledger/schema';
 import { retryDelayMs } from '../../core/ledger/shard-state';
 import { FakeClock, T0, makeDataset } from './ledger-fixtures';
 
@@ -490,6 +491,42 @@ export function ledgerContract(
         [1, 0],
         [2, 1],
       ]);
+    });
+
+    test('a shard keeps its history: claims, releases, expiries, failures, completion, bounded', async () => {
+      await register(1);
+      const a = await claimed('a');
+      await ledger.release(a);
+      const b = await claimed('b');
+      clock.advance(LEASE + 1);
+      const c = await claimed('c'); // finds b expired
+      await ledger.fail(c, 'boom');
+      clock.advance(retryDelayMs(2, LEASE));
+      const d = await claimed('d');
+      await ledger.commitPart(d, part(0, 0, 10));
+      await ledger.complete(d);
+      const shard = (await ledger.getShard(DS, 0))!;
+      expect(shard.history.map((e) => [e.kind, e.worker, e.epoch, e.attempt ?? false])).toEqual([
+        ['claim', 'a', a.epoch, false],
+        ['release', 'a', a.epoch, false],
+        ['claim', 'b', b.epoch, false],
+        ['expire', 'b', b.epoch, true],
+        ['claim', 'c', c.epoch, false],
+        ['fail', 'c', c.epoch, true],
+        ['claim', 'd', d.epoch, false],
+        ['complete', 'd', d.epoch, false],
+      ]);
+      expect(shard.history[5]!.note).toBe('boom');
+      expect(shard.history_dropped).toBe(0);
+      // Bounded: the oldest go, and are counted.
+      for (let i = 0; i < MAX_SHARD_HISTORY; i++) await ledger.reset(DS, 0, `op${i}`);
+      const after = (await ledger.getShard(DS, 0))!;
+      expect(after.history).toHaveLength(MAX_SHARD_HISTORY);
+      expect(after.history_dropped).toBe(8);
+      expect(after.history.at(-1)).toMatchObject({
+        kind: 'reset',
+        worker: `op${MAX_SHARD_HISTORY - 1}`,
+      });
     });
 
     test('max attempts is per dataset', async () => {

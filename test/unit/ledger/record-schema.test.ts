@@ -82,6 +82,11 @@ const full: ShardState = {
   reset_by: null,
   reset_at: null,
   manifest: { parts: 1, samples: 40, bytes: 5000, uri: 'gs://b/m.json' },
+  history: [
+    { at: T0, kind: 'claim', worker: 'w0', epoch: 2 },
+    { at: T0 + 1, kind: 'expire', worker: 'w0', epoch: 2, attempt: true, note: 'alone' },
+  ],
+  history_dropped: 3,
   updated_at: T0 + 7,
 };
 
@@ -121,7 +126,13 @@ test('an SQLite ledger of schema 1 (before claim_next_task_index, retry_at, lost
   await current.registerDataset(master, { datasetUri: '/data/old' });
   await current.close();
   const db = new Database(file);
-  for (const column of ['claim_next_task_index', 'retry_at', 'lost_at'])
+  for (const column of [
+    'claim_next_task_index',
+    'retry_at',
+    'lost_at',
+    'history',
+    'history_dropped',
+  ])
     db.exec(`ALTER TABLE shards DROP COLUMN ${column}`);
   db.pragma('user_version = 1');
   db.close();

@@ -70,6 +70,8 @@ export interface WorkerSummary {
   stopped: number;
   /** Shards given back after an outage outlasted the retry budget. */
   released: number;
+  /** Shards refused for another run's settings (the worker then left their dataset). */
+  refused: number;
   /** True when shutdown outran the grace period and the lease was released from the loop. */
   forcedExit: boolean;
   /**
@@ -103,6 +105,7 @@ export async function runWorker(
     lost: 0,
     stopped: 0,
     released: 0,
+    refused: 0,
     forcedExit: false,
     failedShards: [],
     outcomes: [],
@@ -185,6 +188,13 @@ export async function runWorker(
     }
     const outcome = await runJob(next.claim, next.dataset, deps, settings, log, summary);
     summary.outcomes.push(outcome);
+    if (outcome.kind === 'refused') {
+      log.error('leaving the dataset: its parts were extracted with other settings', {
+        dataset_id: next.dataset.datasetId,
+        reason: outcome.reason,
+      });
+      datasets.delete(next.dataset.datasetId);
+    }
     if (outcome.kind === 'failed') {
       const ids = failedHere.get(outcome.claim.dataset_id) ?? [];
       failedHere.set(outcome.claim.dataset_id, [...ids.slice(-63), outcome.claim.shard_id]);

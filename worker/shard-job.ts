@@ -14,21 +14,23 @@ import type { Clock } from '../core/clock';
 import { isoTime } from '../core/clock';
 import { ShardMetadataSchema, decodeJson } from '../core/dataset/metadata';
 import { shardMetadataKey } from '../core/dataset/paths';
-import { ShardlineError, failureKind, isLeaseLost, toError } from '../core/errors';
-import type { Claim, Ledger, PartInput } from '../core/ledger/ledger';
+import { ShardlineError, errorCode, failureKind, isLeaseLost, toError } from '../core/errors';
+import type { Claim, Ledger } from '../core/ledger/ledger';
 import type { Logger } from '../core/log';
 import { MESSAGE_VERSION } from '../core/messages';
 import { ringDoorbells } from '../core/wakeup/doorbell';
 import type { Publisher } from '../core/wakeup/publisher';
 import type { BatchLimits } from './extraction/batch';
 import type { Extractor } from './extraction/engine';
-import { PartWriter, extractInto } from './extraction/part-writer';
-import type { Sample, SampleOptions } from './extraction/samples';
+import type { PositionSpec } from './extraction/positions';
+import type { SampleOptions } from './extraction/samples';
 import { buildSamples } from './extraction/samples';
 import type { PromptTokenizer } from './extraction/tokenizer';
 import type { Timers } from './lease';
 import { LeaseKeeper, realTimers } from './lease';
-import { buildShardManifest, encodeManifest, shardManifestKey } from './manifest';
+import { encodeManifest, shardManifestKey } from '../core/rollup/manifests';
+import { buildShardManifest } from './manifest';
+import { PartPipeline } from './part-pipeline';
 import { shardTasks } from './tasks';
 
 /** Pub/Sub, when the worker runs with it. */
@@ -65,6 +67,10 @@ export interface ShardJobDeps {
   sampleOptions: SampleOptions;
   /** Run-level part metadata (model, tokenizer, options; see runMetadata). */
   runMetadata: Record<string, string>;
+  /** Which token positions are stored (`--positions`). */
+  positions: PositionSpec;
+  /** The run's fingerprint (`runFingerprint` of the run metadata), carried by every part. */
+  fingerprint: string;
   clock: Clock;
   log: Logger;
   messaging?: JobMessaging;
@@ -109,6 +115,11 @@ export type ShardOutcome =
    * worker to take up once the services are back.
    */
   | { kind: 'released'; claim: Claim; reason: string }
+  /**
+   * The shard's committed parts were extracted with other settings (another run fingerprint):
+   * released without an attempt, and the worker stops serving the dataset.
+   */
+  | { kind: 'refused'; claim: Claim; reason: string }
   /**
    * The claim was failed with the reason: attempts + 1 (`unknown` failures), or failed for good
    * at once (`permanent` ones); `final` when the shard is now `failed`.
@@ -198,6 +209,14 @@ export async function processShard(
     }
     if (e instanceof Stop || deps.stop.aborted) return release(keeper.claim, deps, log);
     if (e instanceof OutageTooLong) return releaseAfterOutage(keeper.claim, deps, log, e);
+    if (errorCode(e) === 'FINGERPRINT_MISMATCH') {
+      const reason = toError(e).message;
+      log.error('this run cannot commit into the shard: its parts were made with other settings', {
+        reason,
+      });
+      const out = await release(keeper.claim, deps, log);
+      return out.kind === 'stopped' ? { kind: 'refused', claim: keeper.claim, reason } : out;
+    }
     return fail(keeper.claim, deps, log, e, failureKind(e) === 'permanent');
   } finally {
     keeper.stop();
@@ -247,97 +266,75 @@ async function extractShard(
     );
   const committed = await deps.ledger.listParts(claim);
   const end = meta.first_task_index + meta.total_tasks;
-  let partIndex = committed.length;
-  let partStart = record.next_task_index;
+  const start = { task: record.next_task_index, sample: record.next_sample };
   if (committed.length > 0)
     log.info('resuming after the last committed part', {
       parts: committed.length,
-      next_task_index: partStart,
+      next_task_index: start.task,
+      next_sample: start.sample,
     });
 
   const progress: ShardProgress = {
     shardId: claim.shard_id,
     tasksDone: 0,
-    tasksToDo: end - partStart,
+    tasksToDo: end - start.task,
     samples: 0,
     tokens: 0,
-    partsCommitted: partIndex,
+    partsCommitted: committed.length,
   };
-  const { info } = deps.extractor;
-  let writer: PartWriter | null = null;
-  let pending: Sample[] = [];
-  let lastTask = partStart - 1;
-
-  const extractPending = async (all: boolean): Promise<void> => {
-    while (
-      writer &&
-      (pending.length >= settings.batch.maxBatchSize || (all && pending.length > 0))
-    ) {
+  const pipeline = new PartPipeline({
+    shardId: claim.shard_id,
+    extractor: deps.extractor,
+    output: deps.output,
+    positions: deps.positions,
+    metadata: deps.runMetadata,
+    partSizeBytes: settings.partSizeBytes,
+    batch: settings.batch,
+    firstPartIndex: committed.length,
+    start,
+    fingerprint: deps.fingerprint,
+    check,
+    log,
+    commit: async (input, result) => {
+      await deps.ledger.commitPart(keeper.claim, input);
+      progressed();
+      log.info('part committed', {
+        part: result.name,
+        tasks: `${input.first_task_index}-${input.last_task_index}`,
+        samples: result.samples,
+        rows: result.rows,
+        tokens: result.tokens,
+        bytes: input.bytes,
+      });
+      progress.partsCommitted = input.part_index + 1;
+      deps.onProgress?.(progress);
+    },
+  });
+  try {
+    for await (const { taskIndex, task } of shardTasks(deps.dataset, meta, start.task)) {
       check();
-      const batch = pending.slice(0, settings.batch.maxBatchSize);
-      pending = pending.slice(batch.length);
-      await extractInto(deps.extractor, batch, writer, settings.batch);
-      progress.samples += batch.length;
-      progress.tokens += batch.reduce((n, s) => n + s.tokenIds.length, 0);
+      const { samples, skipped } = buildSamples(
+        task,
+        taskIndex,
+        deps.sampleOptions,
+        deps.tokenizer,
+      );
+      await pipeline.addTask(
+        taskIndex,
+        samples,
+        skipped,
+        taskIndex === start.task ? start.sample : 0,
+      );
+      progress.tasksDone++;
+      progress.samples = pipeline.counts.samples;
+      progress.tokens = pipeline.counts.tokens;
+      deps.onProgress?.(progress);
     }
-  };
-  const commit = async (): Promise<void> => {
-    if (!writer) return;
-    await extractPending(true);
-    check(); // a job that lost its lease writes nothing more, not even the part in hand
-    const part = await writer.finish(deps.output);
-    writer = null;
-    check();
-    const input: PartInput = {
-      part_index: partIndex,
-      name: part.name,
-      first_task_index: partStart,
-      last_task_index: lastTask,
-      next_task_index: lastTask + 1,
-      samples: part.samples,
-      bytes: part.safetensors.bytes + part.index.bytes,
-      checksums: {
-        [`${part.name}.safetensors`]: part.safetensors.crc32c,
-        [`${part.name}.index.jsonl`]: part.index.crc32c,
-      },
-    };
-    await deps.ledger.commitPart(keeper.claim, input);
-    progressed();
-    log.info('part committed', {
-      part: part.name,
-      tasks: `${partStart}-${lastTask}`,
-      samples: part.samples,
-      tokens: part.tokens,
-      bytes: input.bytes,
-    });
-    partIndex++;
-    progress.partsCommitted = partIndex;
-    partStart = lastTask + 1;
-    deps.onProgress?.(progress);
-  };
-
-  for await (const { taskIndex, task } of shardTasks(deps.dataset, meta, partStart)) {
-    check();
-    writer ??= new PartWriter({
-      shardId: claim.shard_id,
-      partIndex,
-      layers: info.layers,
-      hiddenSize: info.hiddenSize,
-      dtype: info.dtype,
-      metadata: deps.runMetadata,
-    });
-    const { samples, skipped } = buildSamples(task, taskIndex, deps.sampleOptions, deps.tokenizer);
-    writer.addSkipped(skipped);
-    pending.push(...samples);
-    await extractPending(false);
-    lastTask = taskIndex;
-    progress.tasksDone++;
-    deps.onProgress?.(progress);
-    if (writer.byteSize >= settings.partSizeBytes) {
-      await commit();
-    }
+    await pipeline.finish({ task: end, sample: 0 });
+  } catch (e: unknown) {
+    await pipeline.abandon();
+    throw e;
   }
-  await commit();
 
   // Every task is in a committed part: write the manifest, then complete.
   check();

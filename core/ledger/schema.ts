@@ -97,6 +97,18 @@ export const SHARD_FIELDS = {
   /** Where the next holder resumes: the last committed part's `next_task_index`. */
   next_task_index: { kind: 'int' },
   /**
+   * And the sample within that task to resume at: parts are cut by size, so a task's samples
+   * may span two parts (0 when the last part ended at a task boundary).
+   */
+  next_sample: { kind: 'int', absent: 0 },
+  /**
+   * What the shard's committed parts were extracted with (a hash of the model, tokenizer,
+   * template, layers, dtype, positions and prompt settings), fixed by its first part: a worker
+   * with other settings cannot commit into it. Null before the first part, and after a reset
+   * that discards the parts.
+   */
+  run_fingerprint: { kind: 'text', nullable: true },
+  /**
    * `next_task_index` when the current claim was granted (null when not held): an expired
    * lease whose holder committed parts since counts no attempt (shard-state.ts `applyExpiry`).
    */
@@ -135,16 +147,24 @@ export const PART_FIELDS = {
   name: { kind: 'text' },
   /** Global index of the first task the part covers (= the shard's `next_task_index`). */
   first_task_index: { kind: 'int' },
-  /** Global index of the last task the part covers (`next_task_index - 1`). */
+  /** The first sample of that task in the part (= the shard's `next_sample`; 0 at a task start). */
+  first_sample: { kind: 'int', absent: 0 },
+  /** Global index of the last task the part has samples of. */
   last_task_index: { kind: 'int' },
-  /** Where the worker resumes after this part: one past `last_task_index`. */
+  /**
+   * Where the worker resumes after this part: the task, and the sample within it
+   * (`next_sample`, 0 when the part ends at a task boundary, one past `last_task_index`).
+   */
   next_task_index: { kind: 'int' },
+  next_sample: { kind: 'int', absent: 0 },
   /** Samples (prompts) written in the part. */
   samples: { kind: 'int' },
   /** Bytes of the part's files together. */
   bytes: { kind: 'int' },
   /** File name -> checksum (e.g. CRC32C base64) of each file of the part. */
   checksums: { kind: 'json', schema: z.record(z.string(), z.string()) },
+  /** The run fingerprint the part was extracted with (see the shard's `run_fingerprint`). */
+  fingerprint: { kind: 'text', absent: '' },
   /** The claim that committed it. */
   worker_id: { kind: 'text' },
   epoch: { kind: 'int' },

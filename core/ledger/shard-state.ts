@@ -474,17 +474,27 @@ export function checkPartInput(part: PartInput): void {
   const counts: Array<[string, number]> = [
     ['part_index', part.part_index],
     ['first_task_index', part.first_task_index],
+    ['first_sample', part.first_sample],
     ['next_task_index', part.next_task_index],
+    ['next_sample', part.next_sample],
     ['samples', part.samples],
     ['bytes', part.bytes],
   ];
   for (const [name, v] of counts) {
     if (!Number.isSafeInteger(v) || v < 0) bad(`${name} must be a whole number >= 0, got ${v}`);
   }
-  if (part.next_task_index <= part.first_task_index)
-    bad(`covers no task (first ${part.first_task_index}, next ${part.next_task_index})`);
-  if (part.last_task_index !== part.next_task_index - 1)
-    bad(`last_task_index ${part.last_task_index} must be next_task_index - 1`);
+  const empty =
+    part.next_task_index < part.first_task_index ||
+    (part.next_task_index === part.first_task_index && part.next_sample <= part.first_sample);
+  if (empty)
+    bad(
+      `covers nothing (from task ${part.first_task_index} sample ${part.first_sample} to task ${part.next_task_index} sample ${part.next_sample})`,
+    );
+  const last = part.next_sample > 0 ? part.next_task_index : part.next_task_index - 1;
+  if (part.last_task_index !== last)
+    bad(
+      `last_task_index ${part.last_task_index} must be ${last} (next_task_index ${part.next_task_index}, next_sample ${part.next_sample})`,
+    );
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(part.name))
     bad(`invalid name ${JSON.stringify(part.name)}`);
   for (const [file, sum] of Object.entries(part.checksums)) {
@@ -500,8 +510,11 @@ function samePart(a: PartInput, b: PartInput): boolean {
     a.part_index === b.part_index &&
     a.name === b.name &&
     a.first_task_index === b.first_task_index &&
+    a.first_sample === b.first_sample &&
     a.last_task_index === b.last_task_index &&
     a.next_task_index === b.next_task_index &&
+    a.next_sample === b.next_sample &&
+    a.fingerprint === b.fingerprint &&
     a.samples === b.samples &&
     a.bytes === b.bytes &&
     sums(a) === sums(b)
@@ -535,28 +548,28 @@ export function applyCommitPart(
       'INVALID_ARGUMENT',
       `part ${part.part_index} of shard ${claim.shard_id} skips ahead: ${s.parts_committed} parts are committed`,
     );
-  if (part.first_task_index !== s.next_task_index)
+  if (part.first_task_index !== s.next_task_index || part.first_sample !== s.next_sample)
     throw new ShardlineError(
       'INVALID_ARGUMENT',
-      `part ${part.part_index} starts at task ${part.first_task_index}, the shard resumes at ${s.next_task_index}`,
+      `part ${part.part_index} starts at task ${part.first_task_index} sample ${part.first_sample}, the shard resumes at task ${s.next_task_index} sample ${s.next_sample}`,
     );
   const end = s.first_task_index + s.total_tasks;
-  if (part.next_task_index > end)
+  if (part.next_task_index > end || (part.next_task_index === end && part.next_sample > 0))
     throw new ShardlineError(
       'INVALID_ARGUMENT',
-      `part ${part.part_index} ends at task ${part.next_task_index - 1}, past the shard's last task ${end - 1}`,
+      `part ${part.part_index} ends at task ${part.last_task_index}, past the shard's last task ${end - 1}`,
+    );
+  if (s.run_fingerprint !== null && part.fingerprint !== s.run_fingerprint)
+    throw new ShardlineError(
+      'FINGERPRINT_MISMATCH',
+      `part ${part.part_index} of shard ${claim.shard_id} was extracted with other settings (fingerprint ${part.fingerprint || 'none'}) than the shard's committed parts (${s.run_fingerprint})`,
+      { details: { shard_fingerprint: s.run_fingerprint, part_fingerprint: part.fingerprint } },
     );
   const record: PartRecord = {
+    ...part,
+    checksums: { ...part.checksums },
     dataset_id: claim.dataset_id,
     shard_id: claim.shard_id,
-    part_index: part.part_index,
-    name: part.name,
-    first_task_index: part.first_task_index,
-    last_task_index: part.last_task_index,
-    next_task_index: part.next_task_index,
-    samples: part.samples,
-    bytes: part.bytes,
-    checksums: { ...part.checksums },
     worker_id: claim.worker_id,
     epoch: claim.epoch,
     committed_at: isoTime(nowMs),
@@ -564,7 +577,9 @@ export function applyCommitPart(
   return {
     state: {
       ...renewed,
+      run_fingerprint: s.run_fingerprint ?? (part.fingerprint === '' ? null : part.fingerprint),
       next_task_index: part.next_task_index,
+      next_sample: part.next_sample,
       parts_committed: s.parts_committed + 1,
       samples_committed: s.samples_committed + part.samples,
       bytes_committed: s.bytes_committed + part.bytes,

@@ -32,7 +32,7 @@ import { progress } from '../../functions/progress';
 import { reap } from '../../functions/reap';
 import { generateArcTasks } from '../../synthetic/arc-puzzles';
 import { generateQwen2Model } from '../../synthetic/qwen2';
-import type { ShardManifest } from '../../worker/manifest';
+import type { ShardManifest } from '../../core/rollup/manifests';
 import type { Fault } from './fault-proxy';
 import { FaultProxy } from './fault-proxy';
 import type { FaultAction, FaultStep, Service } from './schedule';

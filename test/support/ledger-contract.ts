@@ -54,6 +54,9 @@ function part(index: number, first: number, next: number): PartInput {
     samples: (next - first) * 8,
     bytes: 1000 * (index + 1),
     checksums: { [`part_${index}.safetensors`]: `crc-${index}` },
+    first_sample: 0,
+    next_sample: 0,
+    fingerprint: 'run-a',
   };
 }
 

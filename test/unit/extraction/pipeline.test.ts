@@ -7,7 +7,6 @@
 import * as path from 'node:path';
 
 import { LocalBlobStore } from '../../../core/blob/local';
-import type { ExtractedBatch } from '../../../worker/extraction/activations';
 import { ExtractionEngine } from '../../../worker/extraction/engine';
 import { f16BitsToNumber } from '../../../worker/extraction/fp16';
 import { PartWriter, extractInto, runMetadata } from '../../../worker/extraction/part-writer';
@@ -19,6 +18,11 @@ import { generateQwen2Model } from '../../../synthetic/qwen2';
 import { loadTokenizer } from '../../../worker/extraction/tokenizer';
 import { pythonTest, runPython } from '../../support/python';
 import { makeTempDir } from '../../support/tmp';
+import { packedRows } from '../../../worker/extraction/activations';
+import type { ExtractedBatch, Rows } from '../../../worker/extraction/activations';
+
+/** Every layer's rows of a batch, packed in sequence order. */
+const packed = (b: ExtractedBatch): Rows[] => b.layers.map((_, l) => packedRows(b, l));
 
 const READER = path.resolve(__dirname, '../../../examples/read_activations.py');
 
@@ -115,6 +119,8 @@ describe('extraction pipeline', () => {
         engine: engine.info,
         tokenizer: tokenizer.info,
         samples: options,
+        stored: { layers: engine.info.layers, dtype: engine.info.dtype, positions: 'all' },
+        backend: engine.info.backend,
       }),
     });
     const batches: ExtractedBatch[] = [];
@@ -165,7 +171,7 @@ describe('extraction pipeline', () => {
     const read = JSON.parse(out.stdout) as {
       metadata: Record<string, string>;
       index: Array<Record<string, unknown>>;
-      samples: Array<{ tokens: number[]; layers: Record<string, number[][]> }>;
+      samples: Array<{ tokens: number[]; positions: number[]; layers: Record<string, number[][]> }>;
     };
     expect(read.metadata).toMatchObject({
       dtype: 'float16',
@@ -180,15 +186,15 @@ describe('extraction pipeline', () => {
     let k = 0;
     for (const batch of batches) {
       let row = 0;
-      for (const n of batch.tokenCounts) {
+      for (const n of batch.rowCounts) {
         expect(read.samples[k]!.tokens).toEqual(Array.from(samples[k]!.tokenIds));
+        expect(read.samples[k]!.positions).toEqual(Array.from({ length: n }, (_, i) => i));
         batch.layers.forEach((layer, l) => {
           const want: number[][] = [];
           for (let r = 0; r < n; r++) {
             want.push(
-              Array.from(
-                batch.activations[l]!.subarray((row + r) * 16, (row + r + 1) * 16),
-                (bits) => f16BitsToNumber(bits),
+              Array.from(packed(batch)[l]!.subarray((row + r) * 16, (row + r + 1) * 16), (bits) =>
+                f16BitsToNumber(bits),
               ),
             );
           }

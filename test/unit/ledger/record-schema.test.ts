@@ -72,6 +72,8 @@ const full: ShardState = {
   num_chunks: 2,
   total_bytes: 999,
   next_task_index: 25,
+  next_sample: 3,
+  run_fingerprint: 'abc',
   claim_next_task_index: 20,
   parts_committed: 1,
   samples_committed: 40,

@@ -39,6 +39,7 @@ afterEach(() => cleanup());
 /** A model stand-in: row values derived from the token ids; optionally held until released. */
 class FakeExtractor implements Extractor {
   readonly info: EngineInfo = {
+    backend: 'fake',
     modelPath: 'fake.onnx',
     modelSha256: '0'.repeat(64),
     preparedModelPath: 'fake.onnx',
@@ -64,23 +65,28 @@ class FakeExtractor implements Extractor {
     this.open?.();
     this.gate = null;
   }
-  async extract(sequences: ReadonlyArray<ArrayLike<number>>): Promise<ExtractedBatch> {
+  async extract(
+    sequences: ReadonlyArray<ArrayLike<number>>,
+    positions?: ReadonlyArray<ArrayLike<number>>,
+  ): Promise<ExtractedBatch> {
     this.calls++;
     if (this.gate) {
       this.onHeld();
       await this.gate;
     }
-    const counts = sequences.map((s) => s.length);
-    const rows = new Float32Array(counts.reduce((a, b) => a + b, 0) * 4);
-    let r = 0;
-    for (const s of sequences)
-      for (let i = 0; i < s.length; i++, r++) rows.fill(s[i]! / 1000, r * 4, r * 4 + 4);
+    // Row values derived from the token ids (and positions), so the test can check placement.
+    const perSequence = sequences.map((s, k) => {
+      const at = positions?.[k] ?? Array.from({ length: s.length }, (_, i) => i);
+      const rows = new Float32Array(at.length * 4);
+      for (let r = 0; r < at.length; r++) rows.fill(s[at[r]!]! / 1000, r * 4, r * 4 + 4);
+      return rows;
+    });
     return {
       dtype: 'float32',
       hiddenSize: 4,
       layers: [1],
-      tokenCounts: counts,
-      activations: [rows],
+      rowCounts: perSequence.map((r) => r.length / 4),
+      rows: [perSequence],
     };
   }
   close(): Promise<void> {
@@ -128,6 +134,8 @@ function deps(
       maxSeqLength: 4096,
     }),
     runMetadata: { model: 'fake' },
+    positions: { kind: 'all' },
+    fingerprint: 'fake-run',
     clock: systemClock,
     log: silentLogger,
     stop,

@@ -13,7 +13,7 @@ import { createDataset } from '../split/create-dataset';
 import { sourceFromStore } from '../split/source';
 import { startOrRedriveFanout } from './fanout';
 import type { IngestConfig, IngestDeps, IngestOutcome } from './ingest';
-import { failIngest, heartbeat, placesOf, registerAndAnnounce } from './ingest';
+import { dataBucketOf, failIngest, heartbeat, placesOf, registerAndAnnounce } from './ingest';
 import type { StorageObject } from './object';
 import {
   METADATA_CHUNK_SIZE_MB,
@@ -105,7 +105,7 @@ export async function handleObjectFinalized(
         const datasetId = datasetIdOf(obj, version);
         return {
           dataset_id: datasetId,
-          dataset_uri: `gs://${obj.bucket}/${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${datasetId}`,
+          dataset_uri: `gs://${dataBucketOf(deps.config, obj.bucket)}/${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${datasetId}`,
         };
       },
     },

@@ -195,7 +195,7 @@ describe('cloudbuild.yaml', () => {
       'google-cloud-cli-firestore-emulator',
       'google-cloud-cli-pubsub-emulator',
       'shellcheck',
-      'FROM node:20',
+      'FROM node:22',
     ])
       expect(dockerfile).toContain(needed);
   });
@@ -205,7 +205,8 @@ describe('cloudbuild.yaml', () => {
       const waits = before(id);
       for (const t of tests) expect(waits).toContain(t);
     }
-    expect(byId.get('worker-image')!.text).toMatch(/docker build -f worker\/Dockerfile/);
+    expect(byId.get('worker-image')!.text).toMatch(/docker build -f worker\/Dockerfile --target/);
+    expect(read('cloudbuild.yaml')).toMatch(/^  _WORKER_TARGETS: cpu,tpu$/m);
     expect(byId.get('deploy-functions')!.text).toMatch(
       /args: \[infra\/deploy\.sh, --only, functions\]/,
     );

@@ -76,8 +76,9 @@ export async function handleObjectFinalized(
   });
   const verdict = classifyObject(obj, deps.config.incomingPrefix);
   if (!verdict.accept) {
-    // Storage triggers cannot filter by prefix: every chunk and part written to the bucket
-    // lands here too. Those are expected; only surprises are worth an INFO line.
+    // Storage triggers cannot filter by prefix: in a single-bucket deployment (no data
+    // bucket) every chunk and part written to the bucket lands here too. Those are expected;
+    // only surprises are worth an INFO line.
     const ours = obj.name.startsWith(deps.config.datasetsPrefix);
     log[ours ? 'debug' : 'info']('object ignored', { reason: verdict.reason });
     return { kind: 'ignored', reason: verdict.reason };

@@ -110,14 +110,14 @@ retry() {
 PROPAGATION_ERRORS='it may take a few minutes before all necessary permissions are propagated|Permission denied while using the Eventarc Service Agent|unable to publish to Cloud Pub/Sub topics in the specified project'
 
 # retry_propagation CMD...: like run, but a real run tries again, up to 8 times with backoff
-# (30 s doubling to 120 s, about 11 minutes in all), while CMD fails with one of
-# PROPAGATION_ERRORS. Any other failure fails at once.
+# (SHARDLINE_PROPAGATION_RETRY_SECONDS, default 30 s, doubling to 120 s: about 11 minutes in
+# all), while CMD fails with one of PROPAGATION_ERRORS. Any other failure fails at once.
 retry_propagation() {
   if dry; then
     run "$@"
     return
   fi
-  local attempt=1 max=8 delay=30 err
+  local attempt=1 max=8 delay=${SHARDLINE_PROPAGATION_RETRY_SECONDS:-30} err
   err=$(mktemp)
   printf '+ %s\n' "$(quote_cmd "$@")" >&2
   until "$@" 2>"$err"; do

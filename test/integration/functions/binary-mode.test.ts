@@ -4,17 +4,13 @@
  * no `data` at all (a message may carry only attributes), in both modes. A single-bucket
  * deployment (no data bucket set) still ingests into the upload's own bucket.
  */
-import { Firestore } from '@google-cloud/firestore';
 import { getTestServer } from '@google-cloud/functions-framework/testing';
-import { PubSub } from '@google-cloud/pubsub';
-import { Storage } from '@google-cloud/storage';
 import request from 'supertest';
 
 import '../../../functions/index';
 import { GcsBlobStore } from '../../../core/blob/gcs';
 import type { IngestRecord } from '../../../core/ingest/records';
 import { MESSAGE_VERSION } from '../../../core/messages';
-import { emulatorEnv } from '../../support/emulators';
 import type { World } from '../../support/functions-world';
 import { closeWorld, makeWorld } from '../../support/functions-world';
 import { generateJsonl } from '../../support/jsonl-gen';
@@ -22,15 +18,9 @@ import { makeDataset } from '../../support/ledger-fixtures';
 import { finalizedCloudEvent, pubsubCloudEvent, pullAll } from '../../support/pubsub';
 import type { StructuredEvent } from './cloudevents';
 import { postBinary } from './cloudevents';
+import { emulatorClients } from './clients';
 
-const { projectId } = emulatorEnv();
-const storage = new Storage({ projectId });
-const pubsub = new PubSub({ projectId });
-const firestore = new Firestore({ projectId });
-afterAll(async () => {
-  await pubsub.close();
-  await firestore.terminate();
-});
+const { projectId, storage, pubsub, firestore } = emulatorClients();
 
 let world: World;
 afterEach(() => closeWorld(world));

@@ -18,30 +18,21 @@
  * Pub/Sub transport, authentication, 429 back-pressure and retry timing), Cloud Storage's
  * notifications (the events are made here, the objects are real), and IAM.
  */
-import { Firestore } from '@google-cloud/firestore';
-import { PubSub } from '@google-cloud/pubsub';
-import { Storage } from '@google-cloud/storage';
 
 import '../../../functions/index';
 import { GcsBlobStore } from '../../../core/blob/gcs';
 import type { IngestRecord } from '../../../core/ingest/records';
 import { readAndCheckDataset } from '../../support/dataset-check';
-import { emulatorEnv, uniqueName } from '../../support/emulators';
+import { uniqueName } from '../../support/emulators';
 import type { World } from '../../support/functions-world';
 import { closeWorld, makeWorld } from '../../support/functions-world';
 import { generateJsonl } from '../../support/jsonl-gen';
 import { finalizedCloudEvent, pullAll } from '../../support/pubsub';
 import { flag, flags, parsePlan, runScript, startsWith } from '../../unit/infra/plan';
 import { postBinary } from './cloudevents';
+import { emulatorClients } from './clients';
 
-const { projectId } = emulatorEnv();
-const storage = new Storage({ projectId });
-const pubsub = new PubSub({ projectId });
-const firestore = new Firestore({ projectId });
-afterAll(async () => {
-  await pubsub.close();
-  await firestore.terminate();
-});
+const { projectId, storage, pubsub, firestore } = emulatorClients();
 
 let world: World;
 afterEach(() => closeWorld(world));

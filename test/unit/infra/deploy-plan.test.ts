@@ -684,7 +684,7 @@ describe('infra/teardown.sh --dry-run', () => {
       expect(c.guard).toBeDefined();
   });
 
-  test('--delete-data also removes the bucket and the database', () => {
+  test('--delete-data also removes both buckets and the database', () => {
     const all = runScript('infra/teardown.sh', [
       '--dry-run',
       '--project',
@@ -692,7 +692,12 @@ describe('infra/teardown.sh --dry-run', () => {
       '--delete-data',
     ]);
     expect(all.status).toBe(0);
-    expect(all.stdout).toContain(`gcloud storage rm --recursive gs://${PROJECT}-shardline`);
+    expect(all.stdout).toContain(
+      `gcloud storage rm --recursive gs://${PROJECT}-shardline-uploads --project=${PROJECT}`,
+    );
+    expect(all.stdout).toContain(
+      `gcloud storage rm --recursive gs://${PROJECT}-shardline --project=${PROJECT}`,
+    );
     expect(all.stdout).toContain('gcloud firestore databases delete');
   });
 });

@@ -98,20 +98,27 @@ test('the build stage copies every folder that tsconfig.build.json compiles, or 
 
 test('each target runs the built CLI as a non-root user, with its templates', () => {
   for (const name of ['tpu', 'gpu', 'cpu']) {
+    // What a target inherits from the stages it is built FROM counts: USER, ENTRYPOINT and CMD
+    // carry over to a child stage.
     const all = withBases(name);
-    const own = byName.get(name)!.lines;
     for (const what of ['node_modules', 'dist', 'worker/extraction/templates'])
       expect({
         name,
         what,
         copied: all.some((l) => l.startsWith(`COPY --from=build /app/${what} `)),
       }).toEqual({ name, what, copied: true });
-    expect(own).toContain('ENTRYPOINT ["node", "/app/dist/cli/main.js"]');
-    const user = own.findIndex((l) => /^USER\s+1000:1000$/.test(l));
-    expect({
+    expect({ name, entry: all.filter((l) => l.startsWith('ENTRYPOINT')).at(-1) }).toEqual({
       name,
-      user: user >= 0 && user < own.findIndex((l) => l.startsWith('ENTRYPOINT')),
-    }).toEqual({ name, user: true });
+      entry: 'ENTRYPOINT ["node", "/app/dist/cli/main.js"]',
+    });
+    // The effective user is the last USER, and nothing runs as root after it.
+    const own = byName.get(name)!.lines;
+    const user = own.map((l) => /^USER\s/.test(l)).lastIndexOf(true);
+    expect({ name, user: own[user] }).toEqual({ name, user: 'USER 1000:1000' });
+    expect({ name, after: own.slice(user + 1).filter((l) => /^RUN\s/.test(l)) }).toEqual({
+      name,
+      after: [],
+    });
   }
 });
 

@@ -2,7 +2,7 @@
  * The ingest trigger sits on the uploads bucket alone, so the project's own writes never wake
  * `ingest`: 200 chunk and part objects written into the data bucket in one burst with a real
  * upload, and only the upload reaches the function, which ingests it exactly once, into the
- * data bucket.
+ * data bucket; a fanned-out ingest keeps its staging area there too.
  *
  * What this simulates: Eventarc's side. There is no Eventarc here, so the delivery is built
  * from the real deploy plan: the ingest trigger's event filters (`type`, `bucket`) and its
@@ -25,7 +25,7 @@ import type { IngestRecord } from '../../../core/ingest/records';
 import { readAndCheckDataset } from '../../support/dataset-check';
 import { uniqueName } from '../../support/emulators';
 import type { World } from '../../support/functions-world';
-import { closeWorld, makeWorld } from '../../support/functions-world';
+import { closeWorld, deliver, makeWorld } from '../../support/functions-world';
 import { generateJsonl } from '../../support/jsonl-gen';
 import { finalizedCloudEvent, pullAll } from '../../support/pubsub';
 import { flag, flags, parsePlan, runScript, startsWith } from '../../unit/infra/plan';
@@ -173,4 +173,57 @@ test('200 chunks and parts written to the data bucket wake nothing; the upload i
     shards: 4,
     available: 4,
   });
+});
+
+test('a fanned-out ingest stages and writes in the data bucket and leaves nothing behind in either bucket', async () => {
+  // Everything fans out: 3 KB scan ranges, and every shard write stops at each chunk boundary.
+  const dataBucket = uniqueName('data');
+  world = await makeWorld(projectId, pubsub, {
+    SHARDLINE_DATA_BUCKET: dataBucket,
+    SHARDLINE_DIRECT_MAX_MB: '0',
+    SHARDLINE_RANGE_MB: '0.003',
+    SHARDLINE_STEP_BUDGET_SECONDS: '0',
+  });
+  const uploadsBucket = world.bucket;
+  const { input, tasks } = generateJsonl(32, { lines: 200, blankRate: 0.05 });
+  const info = await new GcsBlobStore(storage, uploadsBucket, '').writeAll(
+    'incoming/fan.jsonl',
+    input,
+  );
+  const event = finalizedCloudEvent(
+    {
+      bucket: uploadsBucket,
+      name: 'incoming/fan.jsonl',
+      generation: info.generation,
+      size: info.size,
+    },
+    'fan-1',
+  );
+  expect(await postBinary('ingest', event)).toBe(204);
+  // The steps, delivered to ingestStep as its Pub/Sub trigger would, until none is left.
+  for (let round = 0; round < 200; round++) {
+    const steps = await pullAll(projectId, world.subs.ingest, 500);
+    if (steps.length === 0) break;
+    for (const [i, s] of steps.entries())
+      await deliver('ingestStep', projectId, world.topics.ingest, s.data, `fan-${round}-${i}`);
+    if (round === 0) {
+      // The scans' results are staged in the data bucket, never beside the upload.
+      const [staged] = await storage.bucket(dataBucket).getFiles({ prefix: 'datasets/.ingest/' });
+      expect(staged.map((f) => f.name.split('/').pop())).toContain('scan_00000.json');
+      const [beside] = await storage.bucket(uploadsBucket).getFiles();
+      expect(beside.map((f) => f.name)).toEqual(['incoming/fan.jsonl']);
+    }
+  }
+  const snap = await firestore.collection(world.collections.ingests).get();
+  const [record] = snap.docs.map((d) => d.data() as IngestRecord);
+  expect(record).toMatchObject({ mode: 'fanout', state: 'completed', shards_done: 4 });
+  expect(record!.ranges.length).toBeGreaterThan(3);
+  const dataset = await readAndCheckDataset(
+    new GcsBlobStore(storage, dataBucket, `datasets/${record!.dataset_id}`),
+  );
+  expect(dataset.master.total_tasks).toBe(tasks.length);
+  const [staging] = await storage.bucket(dataBucket).getFiles({ prefix: 'datasets/.ingest/' });
+  expect(staging).toEqual([]);
+  const [inUploads] = await storage.bucket(uploadsBucket).getFiles();
+  expect(inUploads.map((f) => f.name)).toEqual(['incoming/fan.jsonl']);
 });

@@ -179,6 +179,16 @@ describe('the deployment plans through the real gcloud parser, offline', () => {
   afterAll(() => rmSync(config, { recursive: true, force: true }));
   const seen = new Set<string>();
 
+  test('a usage error is caught: the first deploy with a flag gcloud does not know is refused', async () => {
+    const deploy = commandsOf('infra/deploy.sh', [...deployArgs, '--only', 'functions']).find(
+      (c) => c[1] === 'functions' && c[2] === 'deploy',
+    )!;
+    const [outcome] = await runAll([[...deploy, '--no-such-flag']], config);
+    expect(outcome!.status).toBe(2);
+    expect(outcome!.output).toMatch(/unrecognized arguments: --no-such-flag/);
+    expect(outcome!.output).not.toMatch(NO_CREDENTIALS);
+  }, 120_000);
+
   test.each(PLANS)(
     '%s',
     async (_name, script, args) => {

@@ -3,6 +3,7 @@
  */
 import { resolveProjectId } from '../core/cloud-clients';
 import type { Env } from '../core/config';
+import { DEFAULT_MAX_ATTEMPTS } from '../core/ledger/ledger';
 import { envNumber, envPrefix, envString } from '../core/config';
 import { ConfigError } from '../core/errors';
 import { DEFAULT_INGEST_COLLECTIONS } from '../core/ingest/firestore-records';
@@ -68,6 +69,14 @@ export function parseFunctionsConfig(env: Env): FunctionsConfig {
       ...(dataBucket === undefined ? {} : { dataBucket }),
       defaultNumShards: envNumber(env, 'SHARDLINE_DEFAULT_NUM_SHARDS', 8, 1, 100_000, true),
       defaultChunkSizeMb: envNumber(env, 'SHARDLINE_CHUNK_SIZE_MB', 100, 0.001, 10_000),
+      defaultMaxAttempts: envNumber(
+        env,
+        'SHARDLINE_SHARD_MAX_ATTEMPTS',
+        DEFAULT_MAX_ATTEMPTS,
+        1,
+        100,
+        true,
+      ),
       // 540 s is the limit of an event-driven function; keep well inside it.
       stepBudgetMs: envNumber(env, 'SHARDLINE_STEP_BUDGET_SECONDS', 360, 0, 530) * 1000,
       directMaxBytes: Math.floor(envNumber(env, 'SHARDLINE_DIRECT_MAX_MB', 1024, 0, 1e6) * MB),

@@ -58,6 +58,8 @@ export interface WorkConfig {
   executionProviders: string[];
   partSizeBytes: number;
   leaseMs: number;
+  /** How long a shard rides through an outage before it is released (`--outage_seconds`). */
+  outageBudgetMs: number;
   pollMs: number;
   graceMs: number;
   follow: boolean;
@@ -69,6 +71,8 @@ export interface WorkConfig {
   projectId?: string;
   /** Firestore database id; default `(default)`. */
   firestoreDatabase?: string;
+  /** Retries per Cloud Storage request (`SHARDLINE_STORAGE_RETRIES`). */
+  storageRetries?: number;
   /** The ledger's datasets collection in Firestore. */
   firestoreRoot: string;
   /** Pub/Sub: `projects/P/subscriptions/S` or `S`. */
@@ -138,6 +142,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     ...(config.firestoreDatabase === undefined
       ? {}
       : { firestoreDatabase: config.firestoreDatabase }),
+    ...(config.storageRetries === undefined ? {} : { storageRetries: config.storageRetries }),
   });
   const openStore = (loc: Location): BlobStore => cloud.openStore(loc);
 
@@ -279,6 +284,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
       },
       {
         leaseMs: config.leaseMs,
+        outageBudgetMs: config.outageBudgetMs,
         partSizeBytes: config.partSizeBytes,
         batch: { maxBatchSize: config.batchSize, maxBatchTokens: config.maxBatchTokens },
         follow: config.follow,

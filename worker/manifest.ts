@@ -93,12 +93,12 @@ export async function buildShardManifest(
       const info = await store.stat(`${dir}/${file}`);
       if (!info)
         throw new ShardlineError(
-          'STORAGE',
+          'CORRUPT',
           `committed part ${p.name} is missing ${store.uriOf(`${dir}/${file}`)}`,
         );
       if (info.crc32c !== undefined && info.crc32c !== crc) {
         throw new ShardlineError(
-          'STORAGE',
+          'CORRUPT',
           `${store.uriOf(`${dir}/${file}`)} has crc32c ${info.crc32c}, the ledger recorded ${crc}`,
         );
       }
@@ -107,14 +107,14 @@ export async function buildShardManifest(
     }
     if (bytes !== p.bytes)
       throw new ShardlineError(
-        'STORAGE',
+        'CORRUPT',
         `part ${p.name} files hold ${bytes} bytes, the ledger recorded ${p.bytes}`,
       );
     const meta = await partMetadata(store, `${dir}/${p.name}.safetensors`);
     const samples = Number(meta.n_samples);
     if (samples !== p.samples)
       throw new ShardlineError(
-        'STORAGE',
+        'CORRUPT',
         `part ${p.name} holds ${meta.n_samples} samples, the ledger recorded ${p.samples}`,
       );
     parts.push({

@@ -93,5 +93,5 @@ function parseLine(data: Buffer, s: number, e: number): unknown {
 }
 
 function corrupt(store: BlobStore, key: string, what: string): ShardlineError {
-  return new ShardlineError('STORAGE', `chunk ${store.uriOf(key)} is corrupt: ${what}`);
+  return new ShardlineError('CORRUPT', `chunk ${store.uriOf(key)} is corrupt: ${what}`);
 }

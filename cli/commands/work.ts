@@ -9,6 +9,7 @@ import { DEFAULT_TOPICS } from '../../core/messages';
 import type { WorkConfig } from '../../worker/main';
 import { runWork } from '../../worker/main';
 import type { ShardProgress } from '../../worker/shard-job';
+import { DEFAULT_OUTAGE_BUDGET_MS } from '../../worker/shard-job';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
 import { COMMON_FLAGS } from '../command';
@@ -68,6 +69,7 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
       .filter(Boolean),
     partSizeBytes: Math.floor(args.num('part_size_mb') * 1024 * 1024),
     leaseMs: Math.round(args.num('lease_seconds') * 1000),
+    outageBudgetMs: Math.round(args.num('outage_seconds') * 1000),
     pollMs: args.num('poll_seconds') * 1000,
     graceMs: args.num('grace_seconds') * 1000,
     follow: args.bool('follow'),
@@ -147,10 +149,22 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     if (!ctx.signal.aborted) clearTimeout(backstop);
     ctx.signal.removeEventListener('abort', armBackstop);
   }
-  const line = `${summary.completed} completed, ${summary.stopped} released at shutdown, ${summary.failed} failed, ${summary.lost} lost to another worker`;
+  const line = `${summary.completed} completed, ${summary.stopped} released at shutdown, ${summary.released} released after an outage, ${summary.failed} failed, ${summary.lost} lost to another worker`;
   if (args.bool('json'))
     ctx.stdout.write(`${JSON.stringify({ worker_id: config.workerId, ...summary }, null, 2)}\n`);
-  else ctx.stdout.write(`Worker ${config.workerId}: ${line}.\n`);
+  else {
+    ctx.stdout.write(`Worker ${config.workerId}: ${line}.\n`);
+    for (const f of summary.failedShards)
+      ctx.stdout.write(
+        `  shard ${f.shard_id} of ${f.dataset_id} is failed for good: ${f.last_error ?? 'no reason recorded'}\n`,
+      );
+  }
+  if (summary.failedShards.length > 0) {
+    ctx.stderr.write(
+      `shardline work: ${summary.failedShards.length} shard(s) failed for good; \`shardline status\` shows why, \`shardline reset\` runs them again.\n`,
+    );
+    return EXIT.FAILED_SHARDS;
+  }
   return EXIT.OK;
 }
 
@@ -313,6 +327,16 @@ export const workCommand: Command = {
       max: MAX_LEASE_MS / 1000,
       placeholder: 'S',
       description: 'lease length; renewed every third of it',
+    },
+    {
+      name: 'outage_seconds',
+      type: 'number',
+      default: DEFAULT_OUTAGE_BUDGET_MS / 1000,
+      min: 0,
+      max: 7 * 24 * 3600,
+      placeholder: 'S',
+      description:
+        'how long a shard rides through an outage (Storage, the ledger, the model backend unavailable) before it is released',
     },
     {
       name: 'poll_seconds',

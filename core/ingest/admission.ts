@@ -17,6 +17,7 @@ import { dataBucketOf, failIngest, heartbeat, placesOf, registerAndAnnounce } fr
 import type { StorageObject } from './object';
 import {
   METADATA_CHUNK_SIZE_MB,
+  METADATA_MAX_ATTEMPTS,
   METADATA_NUM_SHARDS,
   StorageObjectSchema,
   classifyObject,
@@ -30,7 +31,7 @@ import type { IngestRecord } from './records';
 function settingsOf(
   obj: StorageObject,
   config: IngestConfig,
-): { numShards: number; chunkSizeMb: number } {
+): { numShards: number; chunkSizeMb: number; maxAttempts: number } {
   const meta = obj.metadata ?? {};
   const num = (key: string, fallback: number, rule: Parameters<typeof parseNumberSetting>[2]) => {
     const raw = meta[key];
@@ -47,6 +48,11 @@ function settingsOf(
     chunkSizeMb: num(METADATA_CHUNK_SIZE_MB, config.defaultChunkSizeMb, {
       min: 0.001,
       max: 10_000,
+    }),
+    maxAttempts: num(METADATA_MAX_ATTEMPTS, config.defaultMaxAttempts, {
+      min: 1,
+      max: 100,
+      integer: true,
     }),
   };
 }
@@ -83,7 +89,7 @@ export async function handleObjectFinalized(
     log[ours ? 'debug' : 'info']('object ignored', { reason: verdict.reason });
     return { kind: 'ignored', reason: verdict.reason };
   }
-  let settings: { numShards: number; chunkSizeMb: number } | undefined;
+  let settings: ReturnType<typeof settingsOf> | undefined;
   let settingsError: unknown;
   try {
     settings = settingsOf(obj, deps.config);
@@ -101,6 +107,7 @@ export async function handleObjectFinalized(
       event_id: eventId,
       num_shards: settings?.numShards ?? deps.config.defaultNumShards,
       chunk_size_mb: settings?.chunkSizeMb ?? deps.config.defaultChunkSizeMb,
+      max_attempts: settings?.maxAttempts ?? deps.config.defaultMaxAttempts,
       mode: gzip || obj.size <= deps.config.directMaxBytes ? 'direct' : 'fanout',
       name: (version) => {
         const datasetId = datasetIdOf(obj, version);

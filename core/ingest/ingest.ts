@@ -47,6 +47,11 @@ export interface IngestConfig {
   dataBucket?: string;
   defaultNumShards: number;
   defaultChunkSizeMb: number;
+  /**
+   * The shards' attempt budget (`max_attempts`) when the upload does not set
+   * `shardline-max-attempts`. Not `maxAttempts` below, which is the ingest's own.
+   */
+  defaultMaxAttempts: number;
   /** Time one invocation spends on a step before handing the rest to a new step (ms). */
   stepBudgetMs: number;
   /** Uncompressed inputs up to this size are split in one invocation; larger ones fan out. */
@@ -62,7 +67,7 @@ export interface IngestConfig {
   maxLineBytes: number;
   /** A running ingest without a heartbeat for this long is taken over. */
   staleMs: number;
-  /** Give up (failed) after this many attempts. */
+  /** The ingest record's own budget: give up (failed) after this many takeovers of a stalled run. */
   maxAttempts: number;
   topics: Topics;
 }
@@ -193,7 +198,10 @@ export async function registerAndAnnounce(
     );
   let phase = record.phase;
   if (phase === 'register') {
-    await deps.ledger.registerDataset(master, { datasetUri: record.dataset_uri });
+    await deps.ledger.registerDataset(master, {
+      datasetUri: record.dataset_uri,
+      ...(record.max_attempts === undefined ? {} : { maxAttempts: record.max_attempts }),
+    });
     await deps.records.update(record.ingest_id, { phase: 'announce' });
     phase = 'announce';
   }

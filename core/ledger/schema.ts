@@ -23,6 +23,39 @@ export const ManifestSummarySchema = z.object({
   checksum: z.string().optional(),
 });
 
+/** What happened to a shard, as its history keeps it (heartbeats and commits are not kept). */
+export const SHARD_EVENT_KINDS = [
+  'claim',
+  'release',
+  'expire',
+  'fail',
+  'complete',
+  'force-complete',
+  'force-fail',
+  'reset',
+  'split',
+] as const;
+
+/** One event of a shard's history: when (ms), what, who, and the claim's epoch. */
+export const ShardEventSchema = z.object({
+  at: int,
+  kind: z.enum(SHARD_EVENT_KINDS),
+  /** The worker (or operator) it concerns. */
+  worker: z.string().nullable(),
+  /** The epoch of the claim it concerns. */
+  epoch: int,
+  /** Set when it counted a failed attempt. */
+  attempt: z.boolean().optional(),
+  /** Why (an error, a reason), cut to 200 characters. */
+  note: z.string().optional(),
+});
+
+/** A shard event. */
+export type ShardEvent = z.infer<typeof ShardEventSchema>;
+
+/** Events a shard keeps: the most recent; `history_dropped` counts the older ones let go. */
+export const MAX_SHARD_HISTORY = 100;
+
 /** A shard, as the ledger stores it (times in ms; callers see ISO strings). */
 export const SHARD_FIELDS = {
   /** `available`, `in_use`, `completed` or `failed`. */
@@ -46,6 +79,17 @@ export const SHARD_FIELDS = {
   max_attempts: { kind: 'int' },
   /** Why the last attempt failed. */
   last_error: { kind: 'text', nullable: true },
+  /**
+   * Backoff after a failed attempt: the shard is not claimable before this time (null: at
+   * once). Grows with the attempts (shard-state.ts `retryDelayMs`).
+   */
+  retry_at: { kind: 'ms', nullable: true },
+  /**
+   * When the last holder lost without notice (its lease expired) went silent: its last
+   * heartbeat. Other holders silent at the same time make it a fleet-wide loss, which counts
+   * no attempt (shard-state.ts `applyExpiry`).
+   */
+  lost_at: { kind: 'ms', nullable: true },
   total_tasks: { kind: 'int' },
   first_task_index: { kind: 'int' },
   num_chunks: { kind: 'int' },
@@ -68,6 +112,13 @@ export const SHARD_FIELDS = {
   reset_by: { kind: 'text', nullable: true },
   reset_at: { kind: 'ms', nullable: true },
   manifest: { kind: 'json', schema: ManifestSummarySchema, nullable: true },
+  /**
+   * Claims, releases, expiries, failures, completions, resets, splits: the shard's past for
+   * `shardline report`, the most recent `MAX_SHARD_HISTORY` of them.
+   */
+  history: { kind: 'json', schema: z.array(ShardEventSchema), absent: [] },
+  /** Events dropped from the front of `history` to keep it bounded. */
+  history_dropped: { kind: 'int', absent: 0 },
   updated_at: { kind: 'ms' },
 } as const satisfies Fields;
 

@@ -69,7 +69,7 @@ test('a binary-mode Storage event is ingested (into the upload bucket when no da
       'master_metadata.json',
     ),
   ).not.toBeNull();
-  expect(await pullAll(projectId, world.subs.work)).toHaveLength(4);
+  expect(await pullAll(projectId, world.topics.work, world.subs.work)).toHaveLength(4);
 });
 
 test('binary-mode Pub/Sub events reach progress and ingestStep; malformed ones are acknowledged', async () => {
@@ -132,6 +132,6 @@ test('a Pub/Sub message with no data is acknowledged by every function, in both 
     });
   }
   // Nothing was published in response.
-  expect(await pullAll(projectId, world.subs.work)).toEqual([]);
-  expect(await pullAll(projectId, world.subs.events)).toEqual([]);
+  expect(await pullAll(projectId, world.topics.work, world.subs.work)).toEqual([]);
+  expect(await pullAll(projectId, world.topics.events, world.subs.events)).toEqual([]);
 });

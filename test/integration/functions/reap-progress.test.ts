@@ -11,7 +11,7 @@ import { MESSAGE_VERSION } from '../../../core/messages';
 import type { DatasetManifest } from '../../../core/rollup/progress';
 import { emulatorEnv } from '../../support/emulators';
 import type { World } from '../../support/functions-world';
-import { closeWorld, deliver, makeWorld } from '../../support/functions-world';
+import { captureLogs, closeWorld, deliver, makeWorld } from '../../support/functions-world';
 import { FakeClock, makeDataset } from '../../support/ledger-fixtures';
 import { pullAll } from '../../support/pubsub';
 
@@ -52,7 +52,7 @@ test('reap frees an expired shard and rings its doorbell again; a live lease is 
   const s1 = await world.deps.ledger.getShard(datasetId, 1);
   expect(s0).toMatchObject({ status: 'available', attempts: 1, assigned_to: null });
   expect(s1).toMatchObject({ status: 'in_use', assigned_to: 'worker-b' });
-  const bells = await pullAll(projectId, world.subs.work);
+  const bells = await pullAll(projectId, world.topics.work, world.subs.work);
   expect(bells.map((b) => b.json)).toEqual([
     expect.objectContaining({
       type: 'shard.available',
@@ -65,9 +65,13 @@ test('reap frees an expired shard and rings its doorbell again; a live lease is 
   // The zombie cannot finish what it lost.
   await expect(world.deps.ledger.complete(expiring!)).rejects.toMatchObject({ code: 'LEASE_LOST' });
 
-  // A second tick has nothing to do.
+  // A second tick has nothing to do: the ledger is as the first left it (worker-b's lease is
+  // live), and no doorbell or event went out (each topic read up to a marker sent after it).
   await deliver('reap', projectId, 'shardline-tick', '', 'tick-2');
-  expect(await pullAll(projectId, world.subs.work)).toEqual([]);
+  expect(await world.deps.ledger.getShard(datasetId, 0)).toEqual(s0);
+  expect(await world.deps.ledger.getShard(datasetId, 1)).toEqual(s1);
+  expect(await pullAll(projectId, world.topics.work, world.subs.work)).toEqual([]);
+  expect(await pullAll(projectId, world.topics.events, world.subs.events)).toEqual([]);
 });
 
 test('a shard whose leases keep expiring ends failed, with a final shard.failed event', async () => {
@@ -83,7 +87,7 @@ test('a shard whose leases keep expiring ends failed, with a final shard.failed 
     status: 'failed',
     attempts: 3,
   });
-  const events = await pullAll(projectId, world.subs.events);
+  const events = await pullAll(projectId, world.topics.events, world.subs.events);
   expect(events.map((e) => e.json)).toEqual([
     expect.objectContaining({
       type: 'shard.failed',
@@ -94,7 +98,9 @@ test('a shard whose leases keep expiring ends failed, with a final shard.failed 
     }),
   ]);
   expect(
-    (await pullAll(projectId, world.subs.work)).map((b) => (b.json as { reason: string }).reason),
+    (await pullAll(projectId, world.topics.work, world.subs.work)).map(
+      (b) => (b.json as { reason: string }).reason,
+    ),
   ).toEqual(['reap', 'reap']);
 });
 
@@ -164,8 +170,50 @@ test('progress writes the dataset manifest once, when the last shard completes; 
   expect((await store.stat('_MANIFEST.json'))?.generation).toBe(first?.generation);
 });
 
-test('a malformed event is acknowledged and dropped', async () => {
-  world = await makeWorld(projectId, pubsub);
-  await deliver('progress', projectId, world.topics.events, '{"type":"shard.completed"}', 'bad-1');
-  await deliver('progress', projectId, world.topics.events, Buffer.from([0xff, 0x00]), 'bad-2');
+test('a malformed event is acknowledged and dropped; the valid one after it is acted on', async () => {
+  const clock = new FakeClock();
+  const { datasetId } = await registered(clock, 1);
+  const logged = captureLogs(world);
+  const out = `gs://${world.bucket}/datasets/reaped/activations`;
+  const store = new GcsBlobStore(storage, world.bucket, 'datasets/reaped/activations');
+  // The only shard is completed in the ledger: a valid event now writes the dataset manifest.
+  const claim = (await world.deps.ledger.claim(datasetId, 'w0'))!;
+  await world.deps.ledger.complete(claim, {
+    parts: 0,
+    samples: 5,
+    bytes: 100,
+    uri: `${out}/shard_000/_MANIFEST.json`,
+  });
+  const event = {
+    type: 'shard.completed',
+    version: MESSAGE_VERSION,
+    dataset_id: datasetId,
+    shard_id: 0,
+    worker_id: 'w0',
+    epoch: claim.epoch,
+    manifest_uri: `${out}/shard_000/_MANIFEST.json`,
+    parts: 0,
+    samples: 5,
+    completed_at: new Date(clock.nowMs()).toISOString(),
+  };
+
+  // `deliver` expects 204: acknowledged, so Pub/Sub does not deliver them again.
+  const bad: Array<[string, Buffer | string]> = [
+    ['bad-1', '{"type":"shard.completed"}'],
+    ['bad-2', Buffer.from([0xff, 0x00])],
+    ['bad-3', JSON.stringify({ ...event, version: MESSAGE_VERSION + 1 })],
+    ['bad-4', JSON.stringify({ ...event, shard_id: 'zero' })],
+  ];
+  for (const [id, data] of bad) await deliver('progress', projectId, world.topics.events, data, id);
+  expect(logged.filter((l) => l.message === 'event dropped')).toHaveLength(bad.length);
+  expect(await store.stat('_MANIFEST.json')).toBeNull();
+
+  // The control: the same event, well formed, writes the manifest.
+  await deliver('progress', projectId, world.topics.events, JSON.stringify(event), 'good-1');
+  expect(logged.filter((l) => l.message === 'event dropped')).toHaveLength(bad.length);
+  expect(JSON.parse((await store.readAll('_MANIFEST.json')).toString())).toMatchObject({
+    dataset_id: datasetId,
+    num_shards: 1,
+    samples: 5,
+  });
 });

@@ -165,7 +165,7 @@ test('200 chunks and parts written to the data bucket wake nothing; the upload i
   expect(dataset.master.source.uri).toBe(`gs://${uploadsBucket}/incoming/burst.jsonl`);
   const [inUploads] = await storage.bucket(uploadsBucket).getFiles();
   expect(inUploads.map((f) => f.name)).toEqual(['incoming/burst.jsonl']);
-  const bells = (await pullAll(projectId, world.subs.work)).map(
+  const bells = (await pullAll(projectId, world.topics.work, world.subs.work)).map(
     (m) => (m.json as { shard_id: number }).shard_id,
   );
   expect(bells.sort((a, b) => a - b)).toEqual([0, 1, 2, 3]);
@@ -202,7 +202,7 @@ test('a fanned-out ingest stages and writes in the data bucket and leaves nothin
   expect(await postBinary('ingest', event)).toBe(204);
   // The steps, delivered to ingestStep as its Pub/Sub trigger would, until none is left.
   for (let round = 0; round < 200; round++) {
-    const steps = await pullAll(projectId, world.subs.ingest, 500);
+    const steps = await pullAll(projectId, world.topics.ingest, world.subs.ingest);
     if (steps.length === 0) break;
     for (const [i, s] of steps.entries())
       await deliver('ingestStep', projectId, world.topics.ingest, s.data, `fan-${round}-${i}`);

@@ -195,9 +195,24 @@ describe('cloudbuild.yaml', () => {
       'google-cloud-cli-firestore-emulator',
       'google-cloud-cli-pubsub-emulator',
       'shellcheck',
+      'python3 python3-numpy',
       'FROM node:22',
     ])
       expect(dockerfile).toContain(needed);
+  });
+
+  test('both test steps require python3 with numpy (a missing one fails them, never skips)', () => {
+    for (const id of ['test-unit', 'test-integration'])
+      expect({ id, text: byId.get(id)!.text }).toEqual({
+        id,
+        text: expect.stringMatching(/\n    env: \[[^\]]*\bSHARDLINE_REQUIRE_PYTHON=1\b/) as unknown,
+      });
+    expect(read('infra/builder/Dockerfile')).toMatch(/^\s+SHARDLINE_REQUIRE_PYTHON=1$/m);
+    // .ci/run requires it too, and checks for it before installing anything.
+    const ci = read('.ci/run');
+    expect(ci).toMatch(/^export SHARDLINE_REQUIRE_PYTHON=1$/m);
+    expect(ci.indexOf('import sys, numpy')).toBeGreaterThan(0);
+    expect(ci.indexOf('import sys, numpy')).toBeLessThan(ci.indexOf('npm ci'));
   });
 
   test('pushes the worker image and deploys the functions only after every test step', () => {

@@ -416,7 +416,11 @@ describe('infra/deploy.sh --dry-run', () => {
         /^(\$\{GCS_SERVICE_AGENT\}|service-\$\{PROJECT_NUMBER\}@gcp-sa-(pubsub|cloudscheduler)\.iam\.gserviceaccount\.com)$/.test(
           email,
         );
-      if (!agent) expect(created).toContain(email);
+      expect({ email, created: created.has(email), agent }).toEqual({
+        email,
+        created: !agent,
+        agent,
+      });
     }
     // Functions run as their role's account, never the default compute account.
     for (const d of deploys) {

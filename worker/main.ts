@@ -34,6 +34,7 @@ import { PubSubDoorbells } from './doorbells';
 import type { DatasetHandle, WorkerSummary } from './loop';
 import { partMetadata } from './manifest';
 import { runWorker } from './loop';
+import { resolveModelPath } from './model-path';
 import type { JobMessaging, ShardProgress } from './shard-job';
 
 /** Everything `shardline work` was told. */
@@ -137,9 +138,7 @@ function tokenizerBeside(
 /** Runs the worker; resolves with what it did. */
 export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSummary> {
   const log = io.log;
-  const modelPath = path.resolve(io.cwd, config.modelPath);
-  if (!existsSync(modelPath))
-    throw new ShardlineError('NOT_FOUND', `--model_path ${modelPath} does not exist`);
+  const modelPath = resolveModelPath(path.resolve(io.cwd, config.modelPath));
 
   // Tokenizer: the flag, else the model folder's, else the bundled Qwen tokenizer.
   const beside = config.tokenizerPath ? null : tokenizerBeside(modelPath);

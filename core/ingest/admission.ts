@@ -13,7 +13,7 @@ import { createDataset } from '../split/create-dataset';
 import { sourceFromStore } from '../split/source';
 import { startOrRedriveFanout } from './fanout';
 import type { IngestConfig, IngestDeps, IngestOutcome } from './ingest';
-import { failIngest, heartbeat, placesOf, registerAndAnnounce } from './ingest';
+import { dataBucketOf, failIngest, heartbeat, placesOf, registerAndAnnounce } from './ingest';
 import type { StorageObject } from './object';
 import {
   METADATA_CHUNK_SIZE_MB,
@@ -82,8 +82,9 @@ export async function handleObjectFinalized(
   });
   const verdict = classifyObject(obj, deps.config.incomingPrefix);
   if (!verdict.accept) {
-    // Storage triggers cannot filter by prefix: every chunk and part written to the bucket
-    // lands here too. Those are expected; only surprises are worth an INFO line.
+    // Storage triggers cannot filter by prefix: in a single-bucket deployment (no data
+    // bucket) every chunk and part written to the bucket lands here too. Those are expected;
+    // only surprises are worth an INFO line.
     const ours = obj.name.startsWith(deps.config.datasetsPrefix);
     log[ours ? 'debug' : 'info']('object ignored', { reason: verdict.reason });
     return { kind: 'ignored', reason: verdict.reason };
@@ -112,7 +113,7 @@ export async function handleObjectFinalized(
         const datasetId = datasetIdOf(obj, version);
         return {
           dataset_id: datasetId,
-          dataset_uri: `gs://${obj.bucket}/${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${datasetId}`,
+          dataset_uri: `gs://${dataBucketOf(deps.config, obj.bucket)}/${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${datasetId}`,
         };
       },
     },

@@ -16,6 +16,7 @@
  * Both paths produce the same bytes (core/split/write.ts). Every step is idempotent; the ingest
  * record (core/ingest/records.ts) says what is done.
  */
+import { parseLocation } from '../blob/location';
 import type { BlobStore } from '../blob/store';
 import type { Clock } from '../clock';
 import { isoTime } from '../clock';
@@ -35,8 +36,15 @@ import type { BadLine, IngestRecord, IngestRecords } from './records';
 export interface IngestConfig {
   /** Inputs are objects under this prefix. Default `incoming/`. */
   incomingPrefix: string;
-  /** Datasets go under this prefix of the same bucket. Default `datasets/`. */
+  /** Datasets go under this prefix of the data bucket. Default `datasets/`. */
   datasetsPrefix: string;
+  /**
+   * The bucket datasets (and a fanned-out ingest's staging area) are written to, apart from
+   * the uploads bucket whose trigger wakes the ingest
+   * (docs/decisions.md#an-uploads-bucket-apart-from-the-data-bucket). Undefined: the
+   * upload's own bucket (a single-bucket deployment).
+   */
+  dataBucket?: string;
   defaultNumShards: number;
   defaultChunkSizeMb: number;
   /**
@@ -129,18 +137,26 @@ export interface IngestPlaces {
   staging: BlobStore;
 }
 
-/** Where the input, the dataset and the staging area of an ingest live. */
+/** The bucket a new upload's dataset goes to: the data bucket, else the upload's own. */
+export function dataBucketOf(config: IngestConfig, uploadBucket: string): string {
+  return config.dataBucket ?? uploadBucket;
+}
+
+/**
+ * Where the input, the dataset and the staging area of an ingest live. The dataset's bucket is
+ * the one its record named when the ingest began (`dataset_uri`), so an ingest under way keeps
+ * writing where it started even if the data bucket setting changes meanwhile.
+ */
 export function placesOf(deps: IngestDeps, record: IngestRecord): IngestPlaces {
-  const datasetPrefix = `${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${record.dataset_id}`;
+  const datasets = deps.config.datasetsPrefix.replace(/\/+$/, '');
+  const target = parseLocation(record.dataset_uri, '/');
+  const bucket = target.kind === 'gcs' ? target.bucket : record.bucket;
   const input = inputPlaceOf(record.object);
   return {
     input: deps.store(record.bucket, input.prefix),
     inputKey: input.key,
-    dataset: deps.store(record.bucket, datasetPrefix),
-    staging: deps.store(
-      record.bucket,
-      `${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${STAGING}/${record.ingest_id}`,
-    ),
+    dataset: deps.store(bucket, `${datasets}/${record.dataset_id}`),
+    staging: deps.store(bucket, `${datasets}/${STAGING}/${record.ingest_id}`),
   };
 }
 

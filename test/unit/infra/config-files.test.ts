@@ -196,7 +196,7 @@ describe('cloudbuild.yaml', () => {
       'google-cloud-cli-pubsub-emulator',
       'shellcheck',
       'python3 python3-numpy',
-      'FROM node:20',
+      'FROM node:22',
     ])
       expect(dockerfile).toContain(needed);
   });
@@ -220,7 +220,8 @@ describe('cloudbuild.yaml', () => {
       const waits = before(id);
       for (const t of tests) expect(waits).toContain(t);
     }
-    expect(byId.get('worker-image')!.text).toMatch(/docker build -f worker\/Dockerfile/);
+    expect(byId.get('worker-image')!.text).toMatch(/docker build -f worker\/Dockerfile --target/);
+    expect(read('cloudbuild.yaml')).toMatch(/^  _WORKER_TARGETS: cpu,tpu$/m);
     expect(byId.get('deploy-functions')!.text).toMatch(
       /args: \[infra\/deploy\.sh, --only, functions\]/,
     );

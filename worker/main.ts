@@ -138,7 +138,9 @@ function tokenizerBeside(
 /** Runs the worker; resolves with what it did. */
 export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSummary> {
   const log = io.log;
-  const modelPath = resolveModelPath(path.resolve(io.cwd, config.modelPath));
+  // ONNX takes a model file or a folder holding one; the other backends take a checkpoint folder.
+  const given = path.resolve(io.cwd, config.modelPath);
+  const modelPath = (config.backend ?? 'onnx') === 'onnx' ? resolveModelPath(given) : given;
 
   // Tokenizer: the flag, else the model folder's, else the bundled Qwen tokenizer.
   const beside = config.tokenizerPath ? null : tokenizerBeside(modelPath);

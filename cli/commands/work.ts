@@ -217,9 +217,10 @@ export const workCommand: Command = {
       name: 'model_path',
       type: 'string',
       required: true,
-      placeholder: 'FILE',
+      placeholder: 'PATH',
       env: 'SHARDLINE_MODEL_PATH',
-      description: 'the ONNX decoder (model.onnx, with model.onnx_data beside it)',
+      description:
+        'onnx: the decoder (model.onnx, with model.onnx_data beside it) or a folder holding one; jax: a Hugging Face checkpoint folder',
     },
     {
       name: 'model_name',

@@ -307,6 +307,7 @@ load_config() {
   default SHARDLINE_DATASETS_PREFIX datasets/
   default SHARDLINE_DEFAULT_NUM_SHARDS 8
   default SHARDLINE_CHUNK_SIZE_MB 100
+  default SHARDLINE_SHARD_MAX_ATTEMPTS 3
   default SHARDLINE_AR_REPOSITORY shardline
   default SHARDLINE_IMAGE_TAG latest
 
@@ -336,6 +337,7 @@ load_config() {
   check_int SHARDLINE_MAX_DELIVERY_ATTEMPTS 5 100
   check_int SHARDLINE_DEFAULT_NUM_SHARDS 1 100000
   check_int SHARDLINE_CHUNK_SIZE_MB 1 10000
+  check_int SHARDLINE_SHARD_MAX_ATTEMPTS 1 100
   check_match SHARDLINE_AR_REPOSITORY '^[a-z][a-z0-9-]{0,62}$' 'an Artifact Registry repository id'
   check_match SHARDLINE_IMAGE_TAG '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$' 'a container image tag'
 

@@ -162,6 +162,8 @@ describe('infra/deploy.sh --dry-run', () => {
       'SHARDLINE_CHUNK_SIZE_MB',
     ])
       expect(env.map((e) => e.split('=')[0])).toContain(name);
+    // The shards' attempt budget reaches the ingest (functions/config.ts reads it).
+    expect(env).toContain('SHARDLINE_SHARD_MAX_ATTEMPTS=3');
     // Datasets go to the data bucket, not the bucket the upload came from.
     expect(env).toContain(`SHARDLINE_DATA_BUCKET=${PROJECT}-shardline`);
   });

@@ -294,6 +294,7 @@ async function runJob(
   log.info('shard claimed', {
     dataset_id: claim.dataset_id,
     shard_id: claim.shard_id,
+    ...(claim.unit ? { unit: claim.unit, end_task: claim.end_task_index } : {}),
     epoch: claim.epoch,
     lease_expires_at: claim.lease_expires_at,
   });

@@ -151,7 +151,7 @@ class OutageTooLong extends Error {
 
 class Stop extends Error {}
 
-/** Processes one claimed shard to completion (or until lost, stopped or failed). */
+/** Processes one claimed shard, or work unit of one, to completion (or until lost, stopped or failed). */
 export async function processShard(
   claim: Claim,
   deps: ShardJobDeps,
@@ -160,6 +160,7 @@ export async function processShard(
   const log = deps.log.child({
     dataset_id: claim.dataset_id,
     shard_id: claim.shard_id,
+    ...(claim.unit ? { unit: claim.unit } : {}),
     worker_id: claim.worker_id,
     epoch: claim.epoch,
   });
@@ -255,15 +256,22 @@ function pause(ms: number, timers: Timers, signals: AbortSignal[]): Promise<void
 /** Tasks a holder reserves ahead at least, before its rate is known (a few batches' worth). */
 export const MIN_RESERVE_TASKS = 4;
 
+/** The most work, in time, a holder reserves ahead: 30 s. */
+export const MAX_RESERVE_AHEAD_MS = 30_000;
+
 /**
  * How far ahead the holder reserves (docs/decisions.md#work-units-split-the-tail): the tasks it
- * reads in half a lease at its rate so far (a heartbeat comes every third of a lease, so a
- * reservation raised with each one stays ahead and rarely needs a heartbeat of its own), at
- * least `MIN_RESERVE_TASKS`.
+ * gets through in half a lease, at most `MAX_RESERVE_AHEAD_MS`, at its rate so far, and at
+ * least `MIN_RESERVE_TASKS`. What a holder reserves no split can take, so this is the tail a
+ * unit keeps to itself; the cost of a shorter one is a ledger write each time the holder reaches
+ * its reservation (every 30 s of work or so, besides the heartbeats every third of a lease). The
+ * rate counts tasks the model has run, not tasks read: the first reads fill the pipeline in a
+ * burst that says nothing about the pace.
  */
-export function reserveAheadTasks(tasksRead: number, elapsedMs: number, leaseMs: number): number {
-  const rate = elapsedMs > 0 ? tasksRead / elapsedMs : 0;
-  return Math.max(MIN_RESERVE_TASKS, Math.ceil((rate * leaseMs) / 2));
+export function reserveAheadTasks(tasksDone: number, elapsedMs: number, leaseMs: number): number {
+  const rate = elapsedMs > 0 ? tasksDone / elapsedMs : 0;
+  const horizonMs = Math.min(leaseMs / 2, MAX_RESERVE_AHEAD_MS);
+  return Math.max(MIN_RESERVE_TASKS, Math.ceil(rate * horizonMs));
 }
 
 /**
@@ -347,9 +355,13 @@ async function extractShard(
   // reserving about half a lease of work ahead; each heartbeat carries the next reservation.
   const startedMs = deps.clock.nowMs();
   let tasksRead = 0;
+  let samplesRead = 0;
   let frontier = start.task;
-  const ahead = (): number =>
-    reserveAheadTasks(tasksRead, deps.clock.nowMs() - startedMs, settings.leaseMs);
+  const ahead = (): number => {
+    // Tasks the model has run: its samples so far, at the tasks' samples per task.
+    const done = samplesRead > 0 ? (pipeline.counts.samples * tasksRead) / samplesRead : 0;
+    return reserveAheadTasks(done, deps.clock.nowMs() - startedMs, settings.leaseMs);
+  };
   keeper.reserveAhead = () => frontier + ahead();
   let end = keeper.end;
   const endMoved = (): void => {
@@ -384,6 +396,7 @@ async function extractShard(
         taskIndex === start.task ? start.sample : 0,
       );
       tasksRead++;
+      samplesRead += samples.length - (taskIndex === start.task ? start.sample : 0);
       frontier = taskIndex + 1;
       progress.tasksDone++;
       progress.samples = pipeline.counts.samples;

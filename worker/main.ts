@@ -86,6 +86,8 @@ export interface WorkConfig {
   follow: boolean;
   /** Split held work units when nothing is claimable (`--split on`). */
   split: boolean;
+  /** Work a holder reserves ahead, in time (`--reserve_seconds`). */
+  reserveAheadMs: number;
   maxShards?: number;
   preferredShardId?: number;
   workerId: string;
@@ -324,6 +326,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
         batch: { maxBatchSize: config.batchSize, maxBatchTokens: config.maxBatchTokens },
         follow: config.follow,
         split: config.split,
+        reserveAheadMs: config.reserveAheadMs,
         pollMs: config.pollMs,
         graceMs: config.graceMs,
         ...(config.maxShards === undefined ? {} : { maxShards: config.maxShards }),

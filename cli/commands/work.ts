@@ -81,6 +81,7 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
     graceMs: args.num('grace_seconds') * 1000,
     follow: args.bool('follow'),
     split: args.str('split') === 'on',
+    reserveAheadMs: Math.round(args.num('reserve_seconds') * 1000),
     ...opt('maxShards', args.optNum('max_shards')),
     // Hosts of one machine start on different shards (host k prefers shard k): less contention.
     ...opt('preferredShardId', explicitPreferred ?? hostId),
@@ -430,6 +431,15 @@ export const workCommand: Command = {
       choices: ['on', 'off'],
       description:
         'when nothing is claimable, split the held shard (work unit) with the most work left and take its tail',
+    },
+    {
+      name: 'reserve_seconds',
+      type: 'number',
+      default: 30,
+      min: 0,
+      placeholder: 'S',
+      description:
+        'work a holder keeps out of reach of splits, in time at its own pace (at most half the lease; a ledger write each time it is used up)',
     },
     {
       name: 'max_shards',

@@ -80,6 +80,12 @@ export interface ShardJobDeps {
   random?: () => number;
   /** Fires on shutdown: finish the batch in hand, release the lease, return. */
   stop: AbortSignal;
+  /**
+   * Fires on a preemption notice (worker/preemption.ts): read no further, cut the part in hand
+   * where reading stopped and commit it, then release the unit (no attempt counted). The caller
+   * bounds how long that may take (its grace period).
+   */
+  drain?: AbortSignal;
   onProgress?: (p: ShardProgress) => void;
 }
 
@@ -388,6 +394,7 @@ async function extractShard(
       () => keeper.end,
     )) {
       check();
+      if (deps.drain?.aborted) break;
       await keeper.reserve(taskIndex, ahead());
       endMoved();
       if (taskIndex >= end) break;
@@ -412,7 +419,18 @@ async function extractShard(
       deps.onProgress?.(progress);
     }
     endMoved();
-    await pipeline.finish();
+    // A preemption notice: the last part ends where reading stopped (named for that end, as a
+    // part cut at a split is), and the unit goes back to be resumed there.
+    const drained = deps.drain?.aborted === true && frontier < end;
+    await pipeline.finish(drained ? { task: frontier, sample: 0 } : undefined);
+    if (drained) {
+      keeper.stop();
+      log.notice('preemption notice: committed the part in hand; releasing the unit', {
+        next_task_index: frontier,
+        end_task: end,
+      });
+      return await release(keeper.claim, deps, log);
+    }
   } catch (e: unknown) {
     await pipeline.abandon();
     throw e;

@@ -348,7 +348,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     }, 2000);
 
     // The proxies the workers talk through.
-    const workerEnv: NodeJS.ProcessEnv = { ...process.env };
+    // The workers never watch a metadata server (the soak's host may be a Compute Engine VM).
+    const workerEnv: NodeJS.ProcessEnv = { ...process.env, SHARDLINE_PREEMPTION_NOTICES: 'off' };
     if (o.proxies) {
       const targets: Record<Service, string | undefined> = {
         firestore: process.env.FIRESTORE_EMULATOR_HOST,

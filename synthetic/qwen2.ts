@@ -57,6 +57,19 @@ export const TINY_QWEN2: Qwen2Shape = {
   intermediateSize: 128,
 };
 
+/**
+ * A small shape with Qwen's real 151,936-token vocabulary: hidden 64, 4 layers, 4/2 heads,
+ * MLP 256. What `shardline demo` and the work-unit bench run.
+ */
+export const SMALL_QWEN2: Qwen2Shape = {
+  vocabSize: 151936,
+  hiddenSize: 64,
+  numLayers: 4,
+  numHeads: 4,
+  numKvHeads: 2,
+  intermediateSize: 256,
+};
+
 /** Qwen2.5-0.5B's shape (with an untied lm head): for the benchmark. */
 export const QWEN25_05B: Qwen2Shape = {
   vocabSize: 151936,

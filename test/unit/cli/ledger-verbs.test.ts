@@ -363,32 +363,24 @@ test('a split shard: status shows its units under it; claim prints the unit; com
     [1, 'worker_1'],
   ]);
   // worker_1 completes its unit without naming it; then worker_0 completes the shard.
-  const c1 = await run(
-    'complete',
-    '--dataset_dir',
-    'sharded_dataset',
-    '--shard_id',
-    '2',
-    '--worker_id',
-    'worker_1',
-  );
-  expect(c1.code).toBe(EXIT.OK);
-  expect(statusLine((await run('status', '--dataset_dir', 'sharded_dataset')).stdout, 2)).toMatch(
-    /in_use\s+2 units/,
-  );
-  const c0 = await run(
-    'complete',
-    '--dataset_dir',
-    'sharded_dataset',
-    '--shard_id',
-    '2',
-    '--worker_id',
-    'worker_0',
-  );
-  expect(c0.code).toBe(EXIT.OK);
-  expect(statusLine((await run('status', '--dataset_dir', 'sharded_dataset')).stdout, 2)).toMatch(
-    /completed\s+2 units\s+5\s+2\s+5\/5 100%/,
-  );
+  const shard2 = async (): Promise<string> =>
+    statusLine((await run('status', '--dataset_dir', 'sharded_dataset')).stdout, 2);
+  for (const [worker, after] of [
+    ['worker_1', /in_use\s+2 units/],
+    ['worker_0', /completed\s+2 units\s+5\s+2\s+5\/5 100%/],
+  ] as const) {
+    const done = await run(
+      'complete',
+      '--dataset_dir',
+      'sharded_dataset',
+      '--shard_id',
+      '2',
+      '--worker_id',
+      worker,
+    );
+    expect(done.code).toBe(EXIT.OK);
+    expect(await shard2()).toMatch(after);
+  }
 });
 
 test('usage errors exit 2; a missing dataset or shard exits 7 and creates no ledger', async () => {

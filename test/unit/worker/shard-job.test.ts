@@ -214,6 +214,18 @@ test('a resumed shard makes the same parts, byte for byte, as an uninterrupted r
   }
 });
 
+/** A dataset of `tasks` tasks processed by one job, start to end: its folder. */
+async function unsplitRun(tasks: number): Promise<{ root: string }> {
+  const plain = await dataset(tasks, 'plain');
+  await processShard(
+    (await plain.ledger.claim('ds', 'w0'))!,
+    deps(plain.ledger, plain.root, new FakeExtractor()),
+    settings(),
+  );
+  await plain.ledger.close();
+  return { root: plain.root };
+}
+
 /** Every sample of a shard's outputs in manifest order: id, and its rows' bytes. */
 async function samplesOf(root: string): Promise<Array<{ id: string; rows: string }>> {
   const out = new LocalBlobStore(path.join(root, 'activations'));
@@ -246,13 +258,7 @@ async function samplesOf(root: string): Promise<Array<{ id: string; rows: string
 }
 
 test('a holder whose unit is split cuts its last part at the new end, completes its unit only; the splitter completes the shard, with the same samples as an unsplit run', async () => {
-  const plain = await dataset(12, 'plain');
-  await processShard(
-    (await plain.ledger.claim('ds', 'w0'))!,
-    deps(plain.ledger, plain.root, new FakeExtractor()),
-    settings(),
-  );
-  await plain.ledger.close();
+  const plain = await unsplitRun(12);
 
   const { ledger, root } = await dataset(12, 'split');
   try {
@@ -310,13 +316,7 @@ test('a holder whose unit is split cuts its last part at the new end, completes 
 });
 
 test('a preemption notice: the job reads no further, commits the part in hand where it stopped, releases the unit with no attempt; the next holder finishes it exactly', async () => {
-  const plain = await dataset(12, 'plain');
-  await processShard(
-    (await plain.ledger.claim('ds', 'w0'))!,
-    deps(plain.ledger, plain.root, new FakeExtractor()),
-    settings(),
-  );
-  await plain.ledger.close();
+  const plain = await unsplitRun(12);
 
   const { ledger, root } = await dataset(12, 'drained');
   try {

@@ -12,6 +12,7 @@ import { ingestsCommand } from './ingests';
 import { resetCommand } from './reset';
 import { statsCommand } from './stats';
 import { statusCommand } from './status';
+import { verifyCommand } from './verify';
 import { workCommand } from './work';
 
 /** The registry `cli/main.ts` dispatches on. */
@@ -25,5 +26,6 @@ export const COMMANDS: readonly Command[] = [
   failCommand,
   ingestsCommand,
   statsCommand,
+  verifyCommand,
   demoCommand,
 ];

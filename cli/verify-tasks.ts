@@ -114,7 +114,11 @@ export function checkCoverage(input: CoverageInput): VerifyProblem[] {
     problems.push({
       uri: file,
       kind: 'tasks',
-      message: `holds task(s) ${formatRanges(sorted)}, outside the shard's tasks ${input.first}-${input.end - 1}`,
+      message:
+        `holds task(s) ${formatRanges(sorted)}, outside ` +
+        (input.completeEnd < input.end
+          ? `the tasks the shard's committed parts have reached (${input.first}-${input.end - 1})`
+          : `the shard's tasks ${input.first}-${input.end - 1}`),
     });
   }
 

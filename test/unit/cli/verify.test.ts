@@ -10,6 +10,8 @@ import * as path from 'node:path';
 
 import { EXIT } from '../../../cli/exit-codes';
 import type { VerifyReport } from '../../../cli/verify-report';
+import type { PartInput } from '../../../core/ledger/ledger';
+import { SqliteLedger } from '../../../core/ledger/sqlite';
 import type { ShardManifest } from '../../../core/rollup/manifests';
 import { generateArcTasks } from '../../../synthetic/arc-puzzles';
 import { cli } from '../../support/cli';
@@ -148,6 +150,62 @@ test('a running dataset passes: only completed shards are expected', async () =>
   expect(report.shards.map((s) => s.status).sort()).toEqual(['available', 'completed']);
 });
 
+test('a shard in the middle of its work: its committed parts are checked, its other tasks not expected', async () => {
+  const dir = copy(created, 'midway');
+  expect((await work(dir, '--layers', '0,1', '--max_shards', '1')).code).toBe(0);
+  const datasetId = (
+    JSON.parse(readFileSync(path.join(dir, 'master_metadata.json'), 'utf8')) as {
+      dataset_id: string;
+    }
+  ).dataset_id;
+  const clock = { nowMs: () => Date.now() };
+  const ledger = SqliteLedger.open(path.join(dir, 'ledger.sqlite'), { clock });
+  const done = SqliteLedger.open(path.join(finished, 'ledger.sqlite'), { clock });
+  try {
+    const open = (await ledger.status(datasetId)).shards.find((s) => s.status !== 'completed')!;
+    // Its first part as the finished run committed it: the same settings give the same bytes.
+    const [first] = await done.listParts({ dataset_id: datasetId, shard_id: open.shard_id });
+    const input: PartInput = {
+      part_index: first!.part_index,
+      name: first!.name,
+      first_task_index: first!.first_task_index,
+      first_sample: first!.first_sample,
+      last_task_index: first!.last_task_index,
+      next_task_index: first!.next_task_index,
+      next_sample: first!.next_sample,
+      samples: first!.samples,
+      bytes: first!.bytes,
+      checksums: first!.checksums,
+      fingerprint: first!.fingerprint,
+    };
+    const claim = await ledger.claim(datasetId, 'halfway', { preferredShardId: open.shard_id });
+    expect(claim?.shard_id).toBe(open.shard_id);
+    for (const f of Object.keys(input.checksums))
+      cpSync(partFile(finished, open.shard_id, f), partFile(dir, open.shard_id, f));
+    await ledger.commitPart(claim!, input);
+
+    const { code, report } = await verify(dir);
+    expect(report.problems).toEqual([]);
+    expect(code).toBe(EXIT.OK);
+    expect(report.shards.find((s) => s.shard_id === open.shard_id)).toMatchObject({
+      status: 'in_use',
+      parts: 1,
+      samples: first!.samples,
+    });
+
+    const file = partFile(dir, open.shard_id, `${first!.name}.safetensors`);
+    rmSync(file);
+    const broken = await verify(dir);
+    expect(broken.code).toBe(EXIT.VERIFY_FAILED);
+    expect(broken.report.problems).toContainEqual(
+      expect.objectContaining({ uri: file, kind: 'missing', shard_id: open.shard_id }),
+    );
+  } finally {
+    await ledger.close();
+    await done.close();
+  }
+});
+
 test('a flipped byte in a part: its checksum, and with --recompute_stats its statistics', async () => {
   const dir = copy(finished, 'flipped');
   const name = shardManifest(dir, 1).parts[1]!.name;
@@ -167,7 +225,9 @@ test('a flipped byte in a part: its checksum, and with --recompute_stats its sta
     expect.objectContaining({
       uri: file,
       kind: 'stats',
-      message: expect.stringMatching(/^stats\.resid_post\.1 disagrees with its rows recomputed/),
+      message: expect.stringMatching(
+        /^stats\.resid_post\.1 disagrees with its rows recomputed/,
+      ) as unknown,
     }),
   );
   expect(report.shards.find((s) => s.shard_id === 1)!.problems).toBeGreaterThan(0);

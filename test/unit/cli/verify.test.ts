@@ -13,8 +13,8 @@ import type { VerifyReport } from '../../../cli/verify-report';
 import type { PartInput } from '../../../core/ledger/ledger';
 import { SqliteLedger } from '../../../core/ledger/sqlite';
 import type { ShardManifest } from '../../../core/rollup/manifests';
-import { generateArcTasks } from '../../../synthetic/arc-puzzles';
 import { cli } from '../../support/cli';
+import { createDataset, extract, mixedTaskLines } from '../../support/extracted';
 import { makeTempDir } from '../../support/tmp';
 import { makeModel } from '../../support/worker-fixtures';
 
@@ -30,29 +30,8 @@ let finished: string;
 /** The same dataset extracted with other `--layers`: the source of foreign parts. */
 let otherRun: string;
 
-/** ~60 KB per sample (2 layers × 32 fp16 + 8 bytes per row, ~450 rows): 2-3 samples a part. */
-const PART_SIZE_MB = '0.15';
-
 function work(dir: string, ...extra: string[]) {
-  return cli(
-    [
-      'work',
-      '--sharded_dataset_dir',
-      dir,
-      '--model_path',
-      model,
-      '--model_name',
-      'synthetic',
-      '--predictions_per_task',
-      '2',
-      '--threads',
-      '1',
-      '--part_size_mb',
-      PART_SIZE_MB,
-      ...extra,
-    ],
-    { cwd: root },
-  );
+  return extract(root, dir, model, ...extra);
 }
 
 /** A fresh copy of `from`. */
@@ -83,20 +62,7 @@ function partFile(dir: string, shard: number, name: string): string {
 beforeAll(async () => {
   ({ dir: root, cleanup } = makeTempDir('verify'));
   model = makeModel(path.join(root, 'model'));
-  const tasks = [
-    ...generateArcTasks(6, 5, 4).map((t) => JSON.stringify(t)),
-    JSON.stringify({ task_id: 'prose-1', text: 'Every task once, every byte checked.' }),
-    // Not a task shardline can run: skipped, with its reason in a part's metadata.
-    JSON.stringify({ task_id: 'broken', train: 'not a list', test: [] }),
-    ...generateArcTasks(2, 9, 4).map((t) => JSON.stringify(t)),
-  ];
-  writeFileSync(path.join(root, 'tasks.jsonl'), `${tasks.join('\n')}\n`);
-  created = path.join(root, 'created');
-  const made = await cli(
-    ['create', '--input_file', 'tasks.jsonl', '--output_dir', created, '--num_shards', '2'],
-    { cwd: root },
-  );
-  expect(made.code).toBe(0);
+  created = await createDataset(root, 'created', mixedTaskLines());
   finished = copy(created, 'finished');
   expect((await work(finished, '--layers', '0,1')).code).toBe(0);
   otherRun = copy(created, 'other-run');

@@ -13,7 +13,8 @@ with read_activations.py (beside this file). Two ways through:
       b.x                                        # [batch_size, hidden] (the last batch may be smaller)
       b.sample, b.sample_id, b.task_index, b.position, b.token_id   # which row each one is
 
-`sample` numbers samples 0, 1, ... in task order (the order of `samples()`). With
+`sample` numbers samples 0, 1, ... in task order (the order of `samples()`). `worker=(i, n)`
+reads only every n-th part from the i-th (for n DataLoader workers: together, every row once). With
 `shuffle_buffer=N`, rows pass through a buffer of N rows and leave it in random order (each row
 exactly once; the same seed gives the same order). Local folders are memory-mapped; gs:// needs
 google-cloud-storage (each part is downloaded to a temporary folder while it is read).
@@ -164,12 +165,21 @@ class Dataset:
         """Rows of each layer."""
         return int(self.manifest["rows"])
 
-    def part_keys(self):
-        """(shard_id, part_index, key) of every part in task order; key has no extension."""
+    def part_keys(self, worker=None):
+        """(shard_id, part_index, key, first_sample) of every part in task order (key has no
+        extension; first_sample numbers its first sample in the whole dataset). With
+        `worker=(i, n)`, only parts i, i + n, i + 2n, ...: n readers share a dataset."""
+        index, count = worker if worker is not None else (0, 1)
+        if not 0 <= index < count:
+            raise ValueError(f"worker must be (index, count) with 0 <= index < count, got {worker}")
+        number, k = 0, 0
         for shard in self.shards:
             for part in sorted(shard["parts"], key=lambda p: p["part_index"]):
                 key = f"{shard['_dir']}/{part['name']}" if shard["_dir"] else part["name"]
-                yield shard["shard_id"], part["part_index"], key
+                if k % count == index:
+                    yield shard["shard_id"], part["part_index"], key, number
+                number += int(part["samples"])
+                k += 1
 
     def _check_part(self, part, key):
         got = part.metadata.get("fingerprint")
@@ -186,11 +196,11 @@ class Dataset:
             raise ValueError(f"layer(s) {missing} were not extracted; the dataset has layers {self.layers}")
         return wanted
 
-    def samples(self, layers=None):
-        """Every sample in task order, with its rows of `layers` (default all): a Sample each."""
+    def samples(self, layers=None, worker=None):
+        """Every sample in task order, with its rows of `layers` (default all): a Sample each.
+        `worker=(i, n)`: only the samples of this reader's parts (see part_keys)."""
         layers = self._layers(layers)
-        number = 0
-        for shard_id, part_index, key in self.part_keys():
+        for shard_id, part_index, key, number in self.part_keys(worker):
             with self.store.part(key) as (part, remote):
                 self._check_part(part, key)
                 own = np.array if remote else (lambda a: a)  # a temporary file goes away
@@ -206,10 +216,9 @@ class Dataset:
                     )
                     number += 1
 
-    def _row_blocks(self, layer, dtype):
+    def _row_blocks(self, layer, dtype, worker):
         """(x, sample, sample_id, task_index, position, token_id) per part, in task order."""
-        number = 0
-        for _, _, key in self.part_keys():
+        for _, _, key, number in self.part_keys(worker):
             with self.store.part(key) as (part, _remote):
                 self._check_part(part, key)
                 counts = np.diff(part.offsets)
@@ -224,14 +233,15 @@ class Dataset:
                     np.array(part.tensors["token_positions"], dtype=np.int32),
                     np.array(part.tensors["token_ids"], dtype=np.int32),
                 )
-                number += n
 
-    def batches(self, layer, batch_size, shuffle_buffer=0, seed=None, dtype=None, drop_last=False):
-        """Rows of one layer in batches of `batch_size` (see the module doc for shuffling)."""
+    def batches(self, layer, batch_size, shuffle_buffer=0, seed=None, dtype=None, drop_last=False,
+                worker=None):
+        """Rows of one layer in batches of `batch_size` (see the module doc for shuffling), as
+        `dtype` (default: as stored). `worker=(i, n)`: only this reader's parts (see part_keys)."""
         (layer,) = self._layers([layer])
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        blocks = self._row_blocks(layer, dtype)
+        blocks = self._row_blocks(layer, dtype, worker)
         if shuffle_buffer:
             blocks = _shuffled(blocks, int(shuffle_buffer), np.random.default_rng(seed))
         carry = None  # fewer than batch_size rows left over from the blocks before

@@ -105,8 +105,11 @@ function python<T>(code: string): T {
   return JSON.parse(r.stdout) as T;
 }
 
-/** Layer 1's rows in batches, as `[sample_id, position, row hash]`, and the batch sizes. */
-function batches(options: string): { rows: Array<[string, number, string]>; sizes: number[] } {
+/** Layer 1's rows in batches, as `[sample_id, position, row hash, sample]`, and the batch sizes. */
+function batches(options: string): {
+  rows: Array<[string, number, string, number]>;
+  sizes: number[];
+} {
   return python(`
 import hashlib, json
 from shardline_dataset import open_dataset
@@ -115,7 +118,7 @@ for b in open_dataset(${JSON.stringify(outputs)}).batches(layer=1, batch_size=30
     sizes.append(len(b.x))
     assert b.x.dtype.name == "float16" and b.x.shape[1] == ${HIDDEN}
     for k in range(len(b.x)):
-        rows.append([str(b.sample_id[k]), int(b.position[k]), hashlib.sha1(b.x[k].tobytes()).hexdigest()[:16]])
+        rows.append([str(b.sample_id[k]), int(b.position[k]), hashlib.sha1(b.x[k].tobytes()).hexdigest()[:16], int(b.sample[k])])
 print(json.dumps({"rows": rows, "sizes": sizes}))
 `);
 }
@@ -169,8 +172,13 @@ print(json.dumps(out))
 
 pythonTest('in batches: every row of the layer once, in task order, cut to the batch size', () => {
   const plain = batches('');
-  const expected = written.flatMap((s) =>
-    s.positions.map((p, r): [string, number, string] => [s.sample_id, p, s.rowHashes[r]!]),
+  const expected = written.flatMap((s, k) =>
+    s.positions.map((p, r): [string, number, string, number] => [
+      s.sample_id,
+      p,
+      s.rowHashes[r]!,
+      k,
+    ]),
   );
   expect(plain.rows).toEqual(expected);
   expect(plain.sizes.slice(0, -1).every((n) => n === 300)).toBe(true);
@@ -179,7 +187,7 @@ pythonTest('in batches: every row of the layer once, in task order, cut to the b
 });
 
 pythonTest('shuffled through a buffer: the same rows once each; a seed fixes the order', () => {
-  const key = (r: [string, number, string]): string => r.join('|');
+  const key = (r: [string, number, string, number]): string => r.join('|');
   const plain = batches('').rows;
   // A buffer smaller than the dataset: rows stream through it.
   const options = ', shuffle_buffer=1000, seed=7';
@@ -196,6 +204,16 @@ pythonTest('shuffled through a buffer: the same rows once each; a seed fixes the
   expect(batches(', shuffle_buffer=100000, seed=7').rows.map(key).sort()).toEqual(
     plain.map(key).sort(),
   );
+});
+
+pythonTest('n readers (DataLoader workers) share the parts: together every row once', () => {
+  const key = (r: [string, number, string, number]): string => r.join('|');
+  const plain = batches('').rows.map(key);
+  const shares = [0, 1, 2].map((i) =>
+    batches(`, shuffle_buffer=500, seed=${i}, worker=(${i}, 3)`).rows.map(key),
+  );
+  expect(shares.every((rows) => rows.length > 0)).toBe(true);
+  expect(shares.flat().sort()).toEqual([...plain].sort());
 });
 
 pythonTest('what the reader refuses, and says why', () => {

@@ -1,6 +1,6 @@
 /**
  * `shardline verify`'s checks, end to end over a dataset's outputs (docs/architecture.md,
- * "Verifying the outputs"):
+ * "Verifying and reading the outputs"):
  *
  * - What is expected comes from the ledger (the source of truth) and the dataset's metadata:
  *   every completed shard's manifest and the parts it lists, and, while the dataset runs, the

@@ -137,7 +137,7 @@ class PartScanner {
       this.head.push(chunk);
       this.headBytes += chunk.length;
       if (this.headerLength < 0 && this.headBytes >= 8) {
-        const n = Buffer.concat(this.head).readBigUInt64LE(0);
+        const n = this.joinedHead().readBigUInt64LE(0);
         if (n > BigInt(MAX_HEADER_BYTES) || n < 2n) {
           this.structure = `header length ${n} is not that of a safetensors file`;
           return;
@@ -145,13 +145,19 @@ class PartScanner {
         this.headerLength = Number(n);
       }
       if (this.headerLength < 0 || this.headBytes < 8 + this.headerLength) return;
-      const all = Buffer.concat(this.head);
+      const all = this.joinedHead();
       this.head.length = 0;
       if (!this.parseHeader(all.subarray(0, 8 + this.headerLength))) return;
       this.data(all.subarray(8 + this.headerLength));
       return;
     }
     this.data(chunk);
+  }
+
+  /** The blocks read so far as one (the first block usually holds the whole header: no copy). */
+  private joinedHead(): Buffer {
+    if (this.head.length > 1) this.head.splice(0, this.head.length, Buffer.concat(this.head));
+    return this.head[0]!;
   }
 
   /** Parses and checks the header; sets up the segments. False (with `structure`) when unsound. */

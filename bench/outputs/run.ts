@@ -2,14 +2,14 @@
  * bench/outputs: what the outputs cost and how fast they are checked, on the demo's data
  * (`shardline demo`'s 300 ARC puzzles and its Qwen2-shaped model, 4 layers, hidden 64).
  *
- *   npm run build && node dist/bench/outputs/run.js [--tasks 300] [--rounds 3] [--threads 2]
- *     [--dir bench/out/outputs]
+ *   npm run build && node dist/bench/outputs/run.js [--tasks 300] [--verify_tasks 2000]
+ *     [--rounds 3] [--threads 2] [--dir bench/out/outputs]
  *
  * 1. `work --positions all` against `--positions last`, round-robin on fresh copies of one
  *    dataset (one worker): output bytes per task and end-to-end tokens/s (prompt tokens the model
  *    ran over the wall time of the `work` process).
  * 2. `shardline verify` against `cat` of the same part files to /dev/null, alternating, on the
- *    `all` run's outputs: MB/s of each and the ratio; with the files in the page cache ("warm")
+ *    demo's own outputs for `--verify_tasks` puzzles (~1 MB a task): MB/s of each and the ratio; with the files in the page cache ("warm")
  *    and with them dropped from it first ("cold": POSIX_FADV_DONTNEED on these files only,
  *    through python3), and `verify --recompute_stats` warm.
  *
@@ -95,21 +95,22 @@ function main(): void {
   const tasks = Number(arg('tasks', '300'));
   const rounds = Number(arg('rounds', '3'));
   const threads = arg('threads', '2');
+  const verifyTasks = Number(arg('verify_tasks', '2000'));
   const load = [loadavg()[0]!];
   const say = (line: string): void => void process.stderr.write(`${line}\n`);
 
-  // The demo's data: its puzzles and its model, made by the demo itself.
-  const demo = path.join(dir, 'demo');
+  // The demo's data: its puzzles and its model (and outputs), made by the demo itself.
+  const demoOf = (n: number): string => {
+    const demo = path.join(dir, `demo-${n}`);
+    if (!existsSync(path.join(demo, 'dataset', 'activations', '_MANIFEST.json'))) {
+      say(`running shardline demo --tasks ${n} for its data`);
+      shardline('demo', '--dir', demo, '--tasks', String(n), '--workers', '2', '--fresh');
+    }
+    return demo;
+  };
+  const demo = demoOf(tasks);
   const input = path.join(demo, 'arc_tasks.jsonl');
   const model = path.join(demo, 'model', 'model.onnx');
-  if (
-    !existsSync(model) ||
-    !existsSync(input) ||
-    readFileSync(input, 'utf8').split('\n').length !== tasks + 1
-  ) {
-    say(`running shardline demo --tasks ${tasks} for its data`);
-    shardline('demo', '--dir', demo, '--tasks', String(tasks), '--workers', '2', '--fresh');
-  }
   const created = path.join(dir, 'created');
   rmSync(created, { recursive: true, force: true });
   shardline(
@@ -178,8 +179,10 @@ function main(): void {
     }
   }
 
-  // verify against cat, on the `all` outputs.
-  const outputs = path.join(dir, 'run-all', 'activations');
+  // verify against cat, on the demo's outputs for --verify_tasks tasks (a few GB: enough for
+  // the process start and the JIT's warm-up not to dominate).
+  const verifyDataset = path.join(demoOf(verifyTasks), 'dataset');
+  const outputs = path.join(verifyDataset, 'activations');
   const dataset = JSON.parse(
     readFileSync(path.join(outputs, '_MANIFEST.json'), 'utf8'),
   ) as DatasetManifest;
@@ -190,7 +193,7 @@ function main(): void {
     );
   });
   const bytes = dataset.bytes;
-  const verifyArgs = ['verify', '--dataset_dir', path.join(dir, 'run-all'), '--json'];
+  const verifyArgs = ['verify', '--dataset_dir', verifyDataset, '--json'];
   const canDrop = dropFromCache(files);
   /** A reader's wall seconds, and for verify the rate of its own reads (from its report). */
   type Timing = { seconds: number; ownMbps: number | null };
@@ -270,7 +273,7 @@ function main(): void {
     '',
     `last / all: ${(perTask(last) / perTask(all)).toFixed(4)}× the bytes, ${(tps(last) / tps(all)).toFixed(2)}× the tokens/s`,
     '',
-    `verify on the all run's outputs: ${files.length} files, ${(bytes / 1e6).toFixed(1)} MB (wall time of each command, median)`,
+    `verify on the demo's outputs for ${dataset.total_tasks} tasks (--positions all): ${files.length} files, ${(bytes / 1e6).toFixed(1)} MB (median of ${rounds})`,
     '',
     "| reader | page cache | MB/s (wall, with process start) | MB/s (verify's own report: its reads) |",
     '|---|---|---:|---:|',

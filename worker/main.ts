@@ -22,9 +22,7 @@ import { PubSubPublisher } from '../core/wakeup/publisher';
 import type { ActivationDtype } from './extraction/activations';
 import { ExtractionEngine } from './extraction/engine';
 import { runMetadata } from './extraction/part-writer';
-import { loadPromptTemplate } from './extraction/prompt-template';
-import { resolveSampleOptions } from './extraction/samples';
-import { loadTokenizer } from './extraction/tokenizer';
+import { loadPromptSetup } from './extraction/prompt-setup';
 import type { DoorbellSource } from './doorbells';
 import { PubSubDoorbells } from './doorbells';
 import type { DatasetHandle, WorkerSummary } from './loop';
@@ -93,20 +91,6 @@ export interface WorkIo {
   onProgress?: (p: ShardProgress) => void;
 }
 
-/** Finds the tokenizer files of a Hugging Face style model folder (`onnx/model.onnx` or `model.onnx`). */
-function tokenizerBeside(
-  modelPath: string,
-): { tokenizerPath: string; tokenizerConfigPath?: string } | null {
-  for (const dir of [path.dirname(modelPath), path.dirname(path.dirname(modelPath))]) {
-    const tok = path.join(dir, 'tokenizer.json');
-    if (existsSync(tok)) {
-      const cfg = path.join(dir, 'tokenizer_config.json');
-      return { tokenizerPath: tok, ...(existsSync(cfg) ? { tokenizerConfigPath: cfg } : {}) };
-    }
-  }
-  return null;
-}
-
 /** Runs the worker; resolves with what it did. */
 export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSummary> {
   const log = io.log;
@@ -115,28 +99,8 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     throw new ShardlineError('NOT_FOUND', `--model_path ${modelPath} does not exist`);
 
   // Tokenizer: the flag, else the model folder's, else the bundled Qwen tokenizer.
-  const beside = config.tokenizerPath ? null : tokenizerBeside(modelPath);
-  const tokenizer = loadTokenizer({
-    ...(config.tokenizerPath
-      ? { tokenizerPath: path.resolve(io.cwd, config.tokenizerPath) }
-      : (beside ?? {})),
-    ...(config.tokenizerConfigPath
-      ? { tokenizerConfigPath: path.resolve(io.cwd, config.tokenizerConfigPath) }
-      : {}),
-    ...(config.chatTemplatePath
-      ? { chatTemplatePath: path.resolve(io.cwd, config.chatTemplatePath) }
-      : {}),
-  });
+  const { tokenizer, sampleOptions } = loadPromptSetup({ ...config, modelPath }, io.cwd);
   log.info('tokenizer loaded', { source: tokenizer.info.tokenizerPath });
-  const sampleOptions = resolveSampleOptions({
-    template: loadPromptTemplate(
-      config.promptTemplatePath ? path.resolve(io.cwd, config.promptTemplatePath) : undefined,
-    ),
-    predictionsPerTask: config.predictionsPerTask,
-    augment: config.augment,
-    seed: config.seed,
-    maxSeqLength: config.maxSeqLength,
-  });
 
   const cloud = new CloudClients({
     ...(config.projectId === undefined ? {} : { projectId: config.projectId }),

@@ -9,6 +9,8 @@ import { createCommand } from './create';
 import { demoCommand } from './demo';
 import { failCommand } from './fail';
 import { ingestsCommand } from './ingests';
+import { planCommand } from './plan';
+import { reportCommand } from './report';
 import { resetCommand } from './reset';
 import { statusCommand } from './status';
 import { workCommand } from './work';
@@ -23,5 +25,7 @@ export const COMMANDS: readonly Command[] = [
   workCommand,
   failCommand,
   ingestsCommand,
+  planCommand,
+  reportCommand,
   demoCommand,
 ];

@@ -4,10 +4,10 @@
  * epoch), then write the manifest and complete. Any step may find the lease lost: then the
  * job stops at once and writes nothing more to the ledger.
  *
- * Parts are cut at task boundaries once a part holds `partSizeBytes` of activations. The rule
- * depends only on the tasks since the part started, so a worker that resumes a shard makes
- * the same parts (same names, same bytes) as the one before it would have: a part written but
- * not committed is simply overwritten.
+ * Parts are cut at the sample boundary before a part would pass `partSizeBytes` of stored rows
+ * (worker/part-pipeline.ts). The rule depends only on the samples since the part started, so a
+ * worker that resumes a shard makes the same parts (same names, same bytes) as the one before it
+ * would have: a part written but not committed is simply overwritten.
  */
 import type { BlobStore } from '../core/blob/store';
 import type { Clock } from '../core/clock';

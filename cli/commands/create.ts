@@ -20,7 +20,7 @@ import { COMMON_FLAGS } from '../command';
 import { EXIT } from '../exit-codes';
 import { formatBytes, formatDuration, formatTable } from '../format';
 import { ProgressBar } from '../progress';
-import { LEDGER_FLAGS, openLedgerFor } from '../wiring';
+import { LEDGER_FLAGS, NUM_SHARDS_FLAG, openLedgerFor } from '../wiring';
 import { SHARDLINE_VERSION } from '../../core/version';
 
 /**
@@ -241,15 +241,7 @@ export const createCommand: Command = {
       placeholder: 'DIR',
       description: 'where the dataset goes: a local folder or gs://bucket/prefix',
     },
-    {
-      name: 'num_shards',
-      type: 'int',
-      default: 8,
-      min: 1,
-      max: 100_000,
-      placeholder: 'N',
-      description: 'number of shards',
-    },
+    NUM_SHARDS_FLAG,
     {
       name: 'chunk_size_mb',
       type: 'number',

@@ -9,6 +9,8 @@ import { createCommand } from './create';
 import { demoCommand } from './demo';
 import { failCommand } from './fail';
 import { ingestsCommand } from './ingests';
+import { planCommand } from './plan';
+import { reportCommand } from './report';
 import { resetCommand } from './reset';
 import { statsCommand } from './stats';
 import { statusCommand } from './status';
@@ -25,5 +27,7 @@ export const COMMANDS: readonly Command[] = [
   failCommand,
   ingestsCommand,
   statsCommand,
+  planCommand,
+  reportCommand,
   demoCommand,
 ];

@@ -1,0 +1,209 @@
+/**
+ * Phase 1 of a local, uncompressed input with the native validator, on several cores without
+ * worker threads: this thread reads the file in blocks of whole lines into a few reused
+ * buffers, and each block is checked (lines classified, CRC32C taken) on the libuv thread
+ * pool while the next ones are read. Results are taken in input order, so rejected lines are
+ * reported in order and `--strict` stops at the first, exactly as the stream scan does.
+ *
+ * Reading into reused buffers matters as much as the validator: a file stream allocates a new
+ * buffer per read and ran at ~3-4 GB/s here, `readSync` into a reused one at ~17 GB/s.
+ */
+import { readSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+
+import { crc32cCombine } from '../checksum';
+import type { SplitAddon } from './native';
+import { BLOCK_CRC } from './native';
+import type { ScanCheckpoint, ScanOptions, ScanResult, ScanSegment } from './scan';
+import { LineTally, closeSegments, isPlainBlock, startsWithBom } from './scan';
+
+/** Bytes per block: big enough that a pool round trip is noise, small enough to stay in cache. */
+export const NATIVE_BLOCK_BYTES = 4 << 20;
+
+/** Options of `scanFileNative`. */
+export interface NativeScanOptions extends ScanOptions {
+  addon: SplitAddon;
+  /** Blocks checked at once (the cores to use). */
+  threads: number;
+  /** Bytes per block (default NATIVE_BLOCK_BYTES); a longer line gets a buffer of its own. */
+  blockBytes?: number;
+}
+
+interface Pending {
+  buf: Buffer;
+  out: Float64Array;
+  offset: number;
+  from: number;
+  length: number;
+  done: Promise<void>;
+}
+
+/** Reads `length` bytes at `position` (fewer only at the end of the file). */
+function readAt(fd: number, buf: Buffer, length: number, position: number): number {
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buf, got, length - got, position + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+/** Runs phase 1 over the local file `file` (the whole file; no `startOffset`). */
+export async function scanFileNative(
+  file: string,
+  options: NativeScanOptions,
+): Promise<ScanResult> {
+  const { addon } = options;
+  const blockBytes = options.blockBytes ?? NATIVE_BLOCK_BYTES;
+  const every = options.checkpointEveryBytes ?? 1 << 20;
+  const tally = new LineTally(options, addon);
+  const checkpoints: ScanCheckpoint[] = [];
+  const segments: ScanSegment[] = [];
+  let crc = 0;
+  let done = 0;
+
+  const handle = await open(file, 'r');
+  try {
+    const size = (await handle.stat()).size;
+    const fd = handle.fd;
+    const free: Array<{ buf: Buffer; out: Float64Array }> = [];
+    const pending: Pending[] = [];
+
+    /** The counts before a block at `offset`; records a checkpoint when one is due. */
+    const mark = (offset: number): ScanCheckpoint => {
+      options.signal?.throwIfAborted();
+      const here = { offset, lines: tally.lines, tasks: tally.tasks };
+      const last = checkpoints[checkpoints.length - 1];
+      if (!last || offset - last.offset >= every) checkpoints.push(here);
+      return here;
+    };
+    const advance = (offset: number, length: number, pieceCrc: number): void => {
+      crc = offset === 0 ? pieceCrc : crc32cCombine(crc, pieceCrc, length);
+      done = offset + length;
+      options.onProgress?.(done);
+    };
+
+    /** Counts one block's lines (in input order) and records its segment. */
+    const settle = async (
+      buf: Buffer,
+      offset: number,
+      from: number,
+      length: number,
+      blockCrc: number,
+      scanned?: Float64Array,
+    ): Promise<void> => {
+      const here = mark(offset);
+      const t = await tally.block(buf, from, length, offset, scanned);
+      const plain = isPlainBlock(buf, from, length, t);
+      segments.push({
+        ...here,
+        bytes: length,
+        taskCount: t.tasks,
+        crc32c: plain ? blockCrc : 0,
+        plain,
+      });
+      advance(offset, length, blockCrc);
+    };
+
+    const settleOldest = async (): Promise<void> => {
+      const p = pending.shift()!;
+      await p.done;
+      await settle(p.buf, p.offset, p.from, p.length, p.out[BLOCK_CRC]! >>> 0, p.out);
+      free.push({ buf: p.buf, out: p.out });
+    };
+
+    /**
+     * The line at `start`, longer than a block: read whole (up to the line limit), or, when
+     * over it, only checksummed on the way to its end and rejected. Returns its length with `\n`.
+     */
+    const longLine = async (start: number, window: Buffer): Promise<number> => {
+      let lineCrc = 0;
+      let at = start;
+      let terminated = false;
+      while (at < size && !terminated) {
+        const got = readAt(fd, window, Math.min(window.length, size - at), at);
+        if (got === 0) break;
+        const nl = window.subarray(0, got).indexOf(10);
+        const take = nl === -1 ? got : nl + 1;
+        lineCrc = addon.crc32c(window.subarray(0, take), lineCrc);
+        at += take;
+        terminated = nl !== -1;
+      }
+      const total = at - start;
+      const head = Buffer.alloc(Math.min(total, 403));
+      readAt(fd, head, head.length, start);
+      const from = start === 0 && startsWithBom(head) ? 3 : 0;
+      const contentBytes = total - (terminated ? 1 : 0) - from;
+      if (contentBytes <= options.maxLineBytes) {
+        const line = Buffer.allocUnsafe(total);
+        readAt(fd, line, total, start);
+        await settle(line, start, from, total, lineCrc);
+        return total;
+      }
+      const here = mark(start);
+      await tally.oversized(start + from, contentBytes, head.subarray(from));
+      segments.push({ ...here, bytes: total, taskCount: 0, crc32c: 0, plain: false });
+      advance(start, total, lineCrc);
+      return total;
+    };
+
+    let position = 0;
+    try {
+      while (position < size) {
+        if (pending.length >= options.threads) {
+          await settleOldest();
+          continue;
+        }
+        const slot = free.pop() ?? {
+          buf: Buffer.allocUnsafe(blockBytes),
+          out: LineTally.blockOut(),
+        };
+        const want = Math.min(blockBytes, size - position);
+        const got = readAt(fd, slot.buf, want, position);
+        if (got === 0) {
+          free.push(slot);
+          break; // the file got shorter; phase 2 finds out and says so
+        }
+        const atEnd = got < want || position + got >= size;
+        const lastNewline = slot.buf.lastIndexOf(10, got - 1);
+        if (!atEnd && lastNewline === -1) {
+          // A line longer than a block: settle everything before it, then the line alone.
+          free.push(slot);
+          while (pending.length > 0) await settleOldest();
+          position += await longLine(position, slot.buf);
+          continue;
+        }
+        const length = atEnd ? got : lastNewline + 1;
+        const from = position === 0 && startsWithBom(slot.buf.subarray(0, length)) ? 3 : 0;
+        pending.push({
+          ...slot,
+          offset: position,
+          from,
+          length,
+          done: addon.scanBlockAsync(slot.buf, from, length, 0, options.maxLineBytes, slot.out),
+        });
+        position += length;
+      }
+      while (pending.length > 0) await settleOldest();
+    } finally {
+      // On an error, let the pool finish with the buffers before they are dropped.
+      await Promise.allSettled(pending.map((p) => p.done));
+    }
+
+    closeSegments(segments, done);
+    return {
+      bytes: done,
+      crc32c: crc >>> 0,
+      lines: tally.lines,
+      blankLines: tally.blank,
+      rejectedLines: tally.rejected.length,
+      tasks: tally.tasks,
+      rejected: tally.rejected,
+      checkpoints,
+      segments,
+    };
+  } finally {
+    await handle.close();
+  }
+}

@@ -139,7 +139,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     const diffs = parameterDiffs(existing, options);
     if (diffs.length === 0) {
       const rejectedSample: RejectedLine[] = [];
-      const scan = await scanSource(source, progress('scan'), settings, {
+      const scan = await scanSource(source, progress('scan'), settings, log, {
         maxLineBytes,
         strict: options.strict,
         onRejected: (r) => void (rejectedSample.length < 20 && rejectedSample.push(r)),
@@ -195,7 +195,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     const copyFrom = source.localPath && output instanceof LocalBlobStore ? source.localPath : null;
     const inputVersion = copyFrom ? await fileVersion(copyFrom) : '';
     try {
-      scan = await scanSource(source, progress('scan'), settings, {
+      scan = await scanSource(source, progress('scan'), settings, log, {
         recordSegments: copyFrom !== null,
         maxLineBytes,
         strict: options.strict,
@@ -252,10 +252,17 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     let shards: ShardMetadata[];
     if (copyFrom && scan.segments) {
       const addon = addonFor(settings.engine);
+      const threads = threadsFor(scan.bytes, settings);
+      const plain = scan.segments.reduce((n, g) => n + (g.plain ? g.bytes : 0), 0);
+      log.debug('phase 2: copying by range', {
+        copy: addon ? 'copy_file_range' : 'read/write',
+        threads,
+        plain_bytes: plain,
+      });
       shards = await writeLocal(
         { path: copyFrom, segments: scan.segments, lines: scan.lines },
         addon,
-        threadsFor(scan.bytes, settings),
+        threads,
         { ...writeOptions, onProgress: progress('write') },
       );
       if ((await fileVersion(copyFrom)) !== inputVersion) {
@@ -265,8 +272,10 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
         );
       }
     } else {
+      log.debug('phase 2: copying from a stream');
       ({ shards } = await writeShards(source.open(progress('write')), writeOptions));
     }
+    log.debug('wrote the shards', { shards: shards.length });
     await refresh();
 
     const master = buildMaster({
@@ -310,15 +319,19 @@ async function scanSource(
   source: Source,
   onProgress: (bytes: number) => void,
   settings: SplitSettings,
+  log: Logger,
   options: ScanOptions,
 ): Promise<ScanResult> {
   const addon = addonFor(settings.engine);
   const engine = addon ? 'native' : 'js';
+  const validator = addon ? `native ${addon.validator}` : 'js';
   if (source.localPath && addon) {
     const threads = threadsFor(source.storedBytes, settings);
+    log.debug('phase 1: scanning in blocks', { validator, threads });
     return scanFileNative(source.localPath, { ...options, onProgress, addon, threads });
   }
   const threads = source.localPath ? scanThreads(source.storedBytes, settings.threads) : 1;
+  log.debug('phase 1: scanning a stream', { validator, threads });
   if (source.localPath && threads > 1 && canScanOnThreads()) {
     const scan = await scanFileParallel(source.localPath, source.storedBytes, threads, {
       ...options,

@@ -33,6 +33,7 @@ constexpr int kOutHeader = 8;
 
 struct BlockJob {
   const uint8_t* buf;
+  size_t length;  // of buf (the validator may load up to here)
   size_t from, to;
   int64_t crc_from;  // < 0: no checksum
   size_t max_line;
@@ -57,7 +58,8 @@ void RunBlock(const BlockJob& job) {
     const void* nl = std::memchr(job.buf + s, '\n', job.to - s);
     const size_t e = nl ? static_cast<size_t>(static_cast<const uint8_t*>(nl) - job.buf) : job.to;
     const size_t len = e - s;
-    const LineKind kind = len > job.max_line ? kReject : job.classify(job.buf + s, len);
+    const LineKind kind =
+        len > job.max_line ? kReject : job.classify(job.buf + s, len, job.length - e);
     if (kind == kTask) {
       tasks++;
     } else if (kind == kBlank) {
@@ -146,6 +148,7 @@ bool ParseBlockJob(napi_env env, napi_value* argv, BlockJob* job) {
   if (!GetIndex(env, argv[4], 0, 9007199254740991.0, &max_line)) return false;
   if (!GetDoubles(env, argv[5], &out, &out_length) || out_length < kOutHeader + 3) return false;
   job->buf = buf;
+  job->length = length;
   job->from = static_cast<size_t>(from);
   job->to = static_cast<size_t>(to);
   job->crc_from = crc_from;
@@ -247,7 +250,9 @@ napi_value CheckLine(napi_env env, napi_callback_info info) {
     if (classify == nullptr) return Throw(env, "checkLine: no such variant on this CPU");
   }
   napi_value result;
-  napi_create_int32(env, classify(buf + start, static_cast<size_t>(end - start)), &result);
+  const size_t line = static_cast<size_t>(end - start);
+  const size_t slack = length - static_cast<size_t>(end);
+  napi_create_int32(env, classify(buf + start, line, slack), &result);
   return result;
 }
 

@@ -9,7 +9,7 @@
 
 #include <cstring>
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(SHARDLINE_PORTABLE_ONLY)
 #define SHARDLINE_X86 1
 #include <immintrin.h>
 #endif

@@ -10,8 +10,11 @@ namespace shardline {
 /** The verdict on one line: a task, a blank (whitespace-only) line, or a line to reject. */
 enum LineKind : int { kTask = 0, kBlank = 1, kReject = 2 };
 
-/** Classifies b[0, n), a line without its `\n`. The line's length limit is the caller's. */
-using Classifier = LineKind (*)(const uint8_t* b, size_t n);
+/**
+ * Classifies b[0, n), a line without its `\n`; the `slack` bytes after it are in the same
+ * buffer and may be loaded (never judged). The line's length limit is the caller's.
+ */
+using Classifier = LineKind (*)(const uint8_t* b, size_t n, size_t slack);
 
 /** One compiled variant of the validator. */
 struct ClassifierVariant {

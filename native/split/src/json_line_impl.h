@@ -140,8 +140,9 @@ enum Class : int { kClassDigit, kClassComma, kClassOpen, kClassClose };
 // else (a second digit, a space, a string, an object), the run hands over to the state
 // machine at the last token boundary, with the arrays it opened pushed on the stack, and the
 // state machine goes on (and rejects, when the byte is wrong). The run itself never rejects.
-static inline void ArrayRun(const uint8_t*& at, const uint8_t* end, int& depth, uint8_t* stack,
-                            int& state) {
+// `readable`: how far bytes may be loaded (at or after `end`; bytes past `end` are ignored).
+static inline void ArrayRun(const uint8_t*& at, const uint8_t* end, const uint8_t* readable,
+                            int& depth, uint8_t* stack, int& state) {
   const uint8_t* p = at;
   // The class of the byte before the window, as bit 0 of each mask (start: as after `,`).
   uint64_t prev_d = 0, prev_c = 1, prev_o = 0, prev_k = 0;
@@ -155,11 +156,22 @@ static inline void ArrayRun(const uint8_t*& at, const uint8_t* end, int& depth, 
       const int64_t avail = end - p;
       Masks m;
       if (avail >= 64) {
-        m = ClassMasks64(p);
+        m = ClassMasks64(p, open);
       } else {
-        std::memcpy(pad, p, static_cast<size_t>(avail));
-        std::memset(pad + avail, 0, static_cast<size_t>(64 - avail));  // 0 is no class
-        m = ClassMasks64(pad);
+        if (readable - p >= 64) {
+          m = ClassMasks64(p, open);  // bytes past the line's end are loaded, then masked off
+        } else {
+          // (Only at the very end of a buffer: a copy costs a store-forwarding stall.)
+          std::memcpy(pad, p, static_cast<size_t>(avail));
+          std::memset(pad + avail, 0, static_cast<size_t>(64 - avail));  // 0 is no class
+          m = ClassMasks64(pad, open);
+        }
+        const uint64_t valid = (1ULL << avail) - 1;
+        m.digit &= valid;
+        m.comma &= valid;
+        m.open &= valid;
+        m.close &= valid;
+        m.dip &= valid;
       }
       d = m.digit;
       c = m.comma;
@@ -171,20 +183,12 @@ static inline void ArrayRun(const uint8_t*& at, const uint8_t* end, int& depth, 
           ~(d | c | o | k) | ((d | o) & (pd | pk)) | (c & (po | pc)) | (k & pc);
       stop = bad == 0 ? 64 : __builtin_ctzll(bad);
       const uint64_t before = stop == 64 ? ~0ULL : ((1ULL << stop) - 1);
-      // Does the depth return to zero at one of the `]` before the stop?
-      uint64_t closes = k & before;
-      if (__builtin_popcountll(closes) >= open) {
-        const uint64_t opens = o & before;
-        while (closes != 0) {
-          const int q = __builtin_ctzll(closes);
-          const uint64_t upto = q == 63 ? ~0ULL : ((2ULL << q) - 1);
-          if (open + __builtin_popcountll(opens & upto) - __builtin_popcountll(k & upto) == 0) {
-            at = p + q + 1;
-            state = kCommaOrClose;
-            return;
-          }
-          closes &= closes - 1;
-        }
+      // The depth returns to zero at a `]` before the stop: the array is closed there.
+      const uint64_t dips = m.dip & before;
+      if (dips != 0) {
+        at = p + __builtin_ctzll(dips) + 1;
+        state = kCommaOrClose;
+        return;
       }
       if (stop == 64) {
         open += __builtin_popcountll(o) - __builtin_popcountll(k);
@@ -235,8 +239,8 @@ static inline void ArrayRun(const uint8_t*& at, const uint8_t* end, int& depth, 
   }
 }
 
-// Whether b[0, n) is exactly one JSON object with optional whitespace around it; *p == '{'.
-static bool ValidObject(const uint8_t* p, const uint8_t* end) {
+// Whether [p, end) is exactly one JSON object with optional whitespace after it; *p == '{'.
+static bool ValidObject(const uint8_t* p, const uint8_t* end, const uint8_t* readable) {
   uint8_t stack[kMaxDepth];
   int depth = 0;
   int state = kValue;
@@ -250,7 +254,7 @@ static bool ValidObject(const uint8_t* p, const uint8_t* end) {
         if (c == '[') {
           if (depth == kMaxDepth) return false;
           if (depth + 64 < kMaxDepth) {
-            ArrayRun(p, end, depth, stack, state);  // never closes the top: it is an object
+            ArrayRun(p, end, readable, depth, stack, state);  // never closes the top (an object)
             continue;
           }
           stack[depth++] = kArray;
@@ -336,12 +340,12 @@ static bool ValidObject(const uint8_t* p, const uint8_t* end) {
   }
 }
 
-// The verdict on one line (without its `\n`).
-static LineKind ClassifyLine(const uint8_t* b, size_t n) {
+// The verdict on one line (without its `\n`); `slack` bytes after it may be read (not judged).
+static LineKind ClassifyLine(const uint8_t* b, size_t n, size_t slack) {
   const uint8_t* p = b;
   const uint8_t* end = b + n;
   while (p < end && IsWs(*p)) p++;
   if (p == end) return kBlank;
   if (*p != '{') return kReject;
-  return ValidObject(p, end) ? kTask : kReject;
+  return ValidObject(p, end, end + slack) ? kTask : kReject;
 }

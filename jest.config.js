@@ -1,4 +1,4 @@
-// Two tiers (CONVENTIONS.md, Tests): `unit` needs nothing running; `integration` talks to the
+// Two tiers (docs/conventions.md#two-tiers): `unit` needs nothing running; `integration` talks to the
 // Firestore, Pub/Sub and Storage emulators that test/emulators/with-emulators.sh starts once.
 const swc = [
   '@swc/jest',
@@ -28,7 +28,7 @@ module.exports = {
     },
   ],
   // Per test. Generous because the machine is small (2 cores) and Firestore emulator
-  // contention resolves in 2 s lock-timeout steps (notes/emulators.md); speed is measured in
+  // contention resolves in 2 s lock-timeout steps (docs/notes/emulators.md §1); speed is measured in
   // bench/, never asserted here.
   testTimeout: 180_000,
 };

@@ -2,6 +2,7 @@
  * What a `shardline` command is: its flags, its help, and a `run` that parses nothing itself.
  */
 import type { Clock } from '../core/clock';
+import type { CloudClients } from '../core/cloud-clients';
 import type { Logger } from '../core/log';
 import type { FlagSpec, ParsedArgs } from './args';
 
@@ -19,6 +20,11 @@ export interface CommandContext {
   log: Logger;
   /** Aborted on SIGINT / SIGTERM; long commands stop cleanly when it fires. */
   signal: AbortSignal;
+  /**
+   * The Google Cloud clients, built from the command's ledger flags and the environment,
+   * each on first use; `cli/main.ts` closes them after the command.
+   */
+  cloud: CloudClients;
 }
 
 /** One verb of the command line. */

@@ -16,15 +16,21 @@ export function formatBytes(bytes: number): string {
     : `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[u]}`;
 }
 
-/** `1h02m`, `3m05s`, `12s`, `0.4s`. */
+/**
+ * A duration for people: `0.4s`, `9.5s`, `12s`, `4m 05s`, `2h 03m`, `3d 4h`. Negative values
+ * are shown as their size (`expired 12s ago` is the caller's wording); `?` when not a number.
+ */
 export function formatDuration(ms: number): string {
-  if (!Number.isFinite(ms) || ms < 0) return '?';
-  const s = ms / 1000;
-  if (s < 10) return `${s.toFixed(1)}s`;
-  if (s < 60) return `${Math.round(s)}s`;
+  if (!Number.isFinite(ms)) return '?';
+  const abs = Math.abs(ms);
+  if (abs < 10_000) return `${(abs / 1000).toFixed(1)}s`;
+  const s = Math.floor(abs / 1000);
+  if (s < 60) return `${s}s`;
   const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
-  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+  if (m < 60) return `${m}m ${String(s % 60).padStart(2, '0')}s`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h}h ${String(m % 60).padStart(2, '0')}m`;
+  return `${Math.floor(h / 24)}d ${h % 24}h`;
 }
 
 /** Column alignment. */

@@ -1,11 +1,15 @@
 /**
- * How the CLI shows ingest records (core/ingest/records.ts): what became of an upload.
+ * How the CLI shows ingest records (core/ingest/records.ts, kept in Firestore): what became of an upload.
  */
 import type { Firestore } from '@google-cloud/firestore';
 
 import { systemClock } from '../core/clock';
 import type { IngestRecord } from '../core/ingest/records';
-import { DEFAULT_INGEST_COLLECTIONS, IngestRecords } from '../core/ingest/records';
+import {
+  DEFAULT_INGEST_COLLECTIONS,
+  FirestoreIngestRecords,
+} from '../core/ingest/firestore-records';
+import type { IngestRecords } from '../core/ingest/records';
 import type { FlagSpec, ParsedArgs } from './args';
 
 /** `--ingests_collection`. */
@@ -20,7 +24,7 @@ export const INGESTS_COLLECTION_FLAG = {
 
 /** The ingest-records store for the CLI. */
 export function ingestRecords(db: Firestore, args: ParsedArgs): IngestRecords {
-  return new IngestRecords(db, systemClock, { ingests: args.str('ingests_collection') });
+  return new FirestoreIngestRecords(db, systemClock, { ingests: args.str('ingests_collection') });
 }
 
 /** One line (or a few) describing an ingest. */

@@ -4,13 +4,15 @@
  * the CLI), runs the command and maps errors to exit codes.
  */
 import { systemClock } from '../core/clock';
+import { CloudClients } from '../core/cloud-clients';
 import { ShardlineError, toError } from '../core/errors';
 import { createLogger } from '../core/log';
 import { formatFlags, parseArgs } from './args';
 import type { Command, CommandContext } from './command';
 import { COMMANDS } from './commands';
 import { EXIT, EXIT_CODE_HELP } from './exit-codes';
-import { SHARDLINE_VERSION } from './version';
+import { cloudSettings } from './wiring';
+import { SHARDLINE_VERSION } from '../core/version';
 
 /** `shardline --help`. */
 export function topLevelHelp(): string {
@@ -108,14 +110,17 @@ export async function runCli(
     clock: systemClock,
     fields: { command: cmd.name },
   });
-  const ctx: CommandContext = {
-    ...io,
-    clock: systemClock,
-    log,
-    signal: io.signal ?? new AbortController().signal,
-  };
+  let cloud: CloudClients | undefined;
   try {
     const args = parseArgs(rest, cmd.flags, io.env);
+    cloud = new CloudClients(cloudSettings(args, io.env));
+    const ctx: CommandContext = {
+      ...io,
+      clock: systemClock,
+      log,
+      signal: io.signal ?? new AbortController().signal,
+      cloud,
+    };
     return await cmd.run(args, ctx);
   } catch (e: unknown) {
     const err = toError(e);
@@ -126,6 +131,8 @@ export async function runCli(
       log.error('unexpected failure', { error: err, stack: err.stack });
     }
     return code;
+  } finally {
+    await cloud?.close().catch(() => undefined);
   }
 }
 

@@ -1,17 +1,16 @@
 /**
- * The CLI's wiring: builds the real things commands need (blob store, ledger, Firestore and
- * Storage clients, worker identity) from parsed flags and the environment in the command's
- * context. Part of the CLI's composition root, with main.ts; commands call these and stay thin.
- *
- * Cloud client libraries are loaded only when a command needs them (they take most of a
- * second to load), and they honour the emulator variables themselves
- * (`FIRESTORE_EMULATOR_HOST`, `STORAGE_EMULATOR_HOST`).
+ * The CLI's wiring: builds the real things commands need (ledger, dataset session, worker
+ * identity) from parsed flags and the command's context, whose cloud clients (core/cloud-clients.ts)
+ * are created from the same flags by main.ts. Part of the CLI's composition root, with main.ts;
+ * commands call these and stay thin.
  */
-import type { Firestore } from '@google-cloud/firestore';
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 
 import type { Location } from '../core/blob/location';
+import type { CloudSettings } from '../core/cloud-clients';
+import { resolveProjectId } from '../core/cloud-clients';
+import type { Env } from '../core/config';
 import { formatLocation, parseLocation } from '../core/blob/location';
 import type { BlobStore } from '../core/blob/store';
 import type { MasterMetadata } from '../core/dataset/metadata';
@@ -23,7 +22,6 @@ import { LEDGER_KINDS, openLedger, resolveLedgerKind } from '../core/ledger/open
 import { workerIdentity } from '../core/ledger/worker-id';
 import type { FlagSpec, ParsedArgs } from './args';
 import type { CommandContext } from './command';
-import { openStore } from './stores';
 
 /** `--dataset_dir`, as the seed names it. */
 export const DATASET_DIR_FLAG = {
@@ -135,36 +133,31 @@ export function datasetLocation(args: ParsedArgs, ctx: Pick<CommandContext, 'cwd
   return parseLocation(args.str('dataset_dir'), ctx.cwd);
 }
 
-function projectOf(args: ParsedArgs, ctx: Pick<CommandContext, 'env'>): string | undefined {
-  return args.optStr('firestore_project') ?? (ctx.env.GCLOUD_PROJECT || undefined);
-}
-
-/** Creates the Firestore client from `--firestore_project`/`--firestore_database` and env. */
-export async function firestoreClient(
-  args: ParsedArgs,
-  ctx: Pick<CommandContext, 'env'>,
-): Promise<Firestore> {
-  const { Firestore: Client } = await import('@google-cloud/firestore');
-  const projectId = projectOf(args, ctx);
-  const databaseId = args.optStr('firestore_database');
-  return new Client({
-    ...(projectId ? { projectId } : {}),
-    ...(databaseId ? { databaseId } : {}),
-  });
+/**
+ * The cloud settings of a command: `--firestore_project` (or GOOGLE_CLOUD_PROJECT /
+ * GCLOUD_PROJECT) and `--firestore_database`, for commands that have those flags.
+ */
+export function cloudSettings(args: ParsedArgs, env: Env): CloudSettings {
+  const projectId = resolveProjectId(args.optStr('firestore_project'), env);
+  const firestoreDatabase = args.optStr('firestore_database');
+  return {
+    ...(projectId === undefined ? {} : { projectId }),
+    ...(firestoreDatabase === undefined ? {} : { firestoreDatabase }),
+  };
 }
 
 /** Opens the ledger for a dataset location, honouring `--ledger` and the Firestore flags. */
 export function openLedgerFor(
   location: Location,
   args: ParsedArgs,
-  ctx: Pick<CommandContext, 'env' | 'clock'>,
+  ctx: Pick<CommandContext, 'clock' | 'cloud'>,
 ): Promise<Ledger> {
   const kind = args.optStr('ledger') as LedgerKind | undefined;
   return openLedger({
     location,
     ...(kind === undefined ? {} : { kind }),
     clock: ctx.clock,
-    firestore: () => firestoreClient(args, ctx),
+    firestore: () => ctx.cloud.firestore(),
     firestoreRoot: args.str('firestore_root'),
   });
 }
@@ -187,11 +180,11 @@ export interface DatasetSession {
  */
 export async function openDatasetSession(
   args: ParsedArgs,
-  ctx: Pick<CommandContext, 'env' | 'clock' | 'cwd'>,
+  ctx: Pick<CommandContext, 'clock' | 'cwd' | 'cloud'>,
 ): Promise<DatasetSession> {
   const location = datasetLocation(args, ctx);
   resolveLedgerKind(location, args.optStr('ledger') as LedgerKind | undefined);
-  const store = openStore(location, ctx.env);
+  const store = ctx.cloud.openStore(location);
   let text: string;
   try {
     text = (await store.readAll(MASTER_METADATA)).toString('utf8');

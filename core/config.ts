@@ -1,6 +1,7 @@
 /**
- * Reading settings from the environment, once per process, in composition roots only. A bad
- * value fails with a message naming the variable, the rule and the value.
+ * Reading settings from the environment (once per process, in composition roots only) and
+ * from other text a user sets (an upload's custom metadata). A bad value fails with a message
+ * naming the variable, the rule and the value.
  */
 import { ConfigError } from './errors';
 
@@ -11,6 +12,36 @@ export type Env = Readonly<Record<string, string | undefined>>;
 export function envString(env: Env, name: string, fallback: string): string {
   const v = env[name];
   return v === undefined || v === '' ? fallback : v;
+}
+
+/** The bounds of a number setting. */
+export interface NumberRule {
+  min: number;
+  max: number;
+  /** Whole numbers only. Default false. */
+  integer?: boolean;
+}
+
+/**
+ * Parses a number setting given as text (an environment variable, an object's custom
+ * metadata) within `rule`; a bad value fails with `ConfigError` naming `what`, the rule and
+ * the value.
+ */
+export function parseNumberSetting(raw: string, what: string, rule: NumberRule): number {
+  const v = Number(raw);
+  const integer = rule.integer ?? false;
+  if (
+    raw.trim() === '' ||
+    !Number.isFinite(v) ||
+    (integer && !Number.isInteger(v)) ||
+    v < rule.min ||
+    v > rule.max
+  ) {
+    throw new ConfigError(
+      `${what} must be ${integer ? 'a whole number' : 'a number'} from ${rule.min} to ${rule.max}, got ${JSON.stringify(raw)}`,
+    );
+  }
+  return v;
 }
 
 /** A number variable within [min, max], or the default. */
@@ -24,13 +55,7 @@ export function envNumber(
 ): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || (integer && !Number.isInteger(v)) || v < min || v > max) {
-    throw new ConfigError(
-      `environment variable ${name} must be ${integer ? 'a whole number' : 'a number'} from ${min} to ${max}, got ${JSON.stringify(raw)}`,
-    );
-  }
-  return v;
+  return parseNumberSetting(raw, `environment variable ${name}`, { min, max, integer });
 }
 
 /** A prefix variable, normalised to end with exactly one `/` (and not start with one). */

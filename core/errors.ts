@@ -1,6 +1,6 @@
 /**
  * Errors with a stable string `code`, so they can be recognised after crossing a process,
- * worker-thread or message boundary (CONVENTIONS.md, Errors). Check by `code`, not by
+ * worker-thread or message boundary (docs/conventions.md#errors). Check by `code`, not by
  * `instanceof` alone.
  */
 
@@ -59,7 +59,7 @@ export class ConfigError extends ShardlineError {
   }
 }
 
-/** Normalises anything caught into an `Error` (CONVENTIONS.md: `catch (e: unknown)`). */
+/** Normalises anything caught into an `Error` (docs/conventions.md#catch-e-unknown). */
 export function toError(e: unknown): Error {
   if (e instanceof Error) return e;
   if (typeof e === 'string') return new Error(e);
@@ -84,19 +84,33 @@ export function isLeaseLost(e: unknown): boolean {
   return errorCode(e) === 'LEASE_LOST';
 }
 
+/**
+ * True when no retry can fix the error: the input or its settings are wrong (a bad line under
+ * `--strict`, invalid metadata, a dataset id taken by other content). Retrying wastes work.
+ */
+export function isInputError(e: unknown): boolean {
+  const code = errorCode(e);
+  return code === 'INVALID_INPUT' || code === 'INVALID_ARGUMENT' || code === 'DATASET_CONFLICT';
+}
+
 // gRPC status codes that a retry can fix: CANCELLED, UNKNOWN, DEADLINE_EXCEEDED,
 // RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE.
 const RETRYABLE_GRPC = new Set([1, 2, 4, 8, 10, 13, 14]);
 const RETRYABLE_NODE = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN']);
+// SQLite's lock errors (SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT, SQLITE_LOCKED…): another process
+// held the file past the busy timeout.
+const RETRYABLE_SQLITE = /^SQLITE_(BUSY|LOCKED)/;
 const RETRYABLE_HTTP = new Set([408, 429, 500, 502, 503, 504]);
 
 /**
- * The one place that decides whether an error is worth retrying (CONVENTIONS.md, Errors):
- * transient transport and server errors are; our own domain errors never are, except
- * `STORAGE` and `LEDGER` errors whose cause is transient.
+ * The one place that decides whether an error is worth retrying (docs/conventions.md#errors):
+ * transient transport and server errors are, and so are lost races in the ledger; our own
+ * domain errors never are, except `STORAGE` and `LEDGER` errors whose cause is transient.
  */
 export function isRetryable(e: unknown): boolean {
   if (e instanceof ShardlineError) {
+    // Lost races (optimistic transactions, claims under contention) go another way next time.
+    if (e.code === 'LEDGER' && e.details.contended === true) return true;
     if (e.code === 'STORAGE' || e.code === 'LEDGER') return isRetryable(e.cause);
     return false;
   }
@@ -106,6 +120,7 @@ export function isRetryable(e: unknown): boolean {
   if (typeof code === 'number') {
     return code >= 100 ? RETRYABLE_HTTP.has(code) : RETRYABLE_GRPC.has(code);
   }
-  if (typeof code === 'string' && RETRYABLE_NODE.has(code)) return true;
+  if (typeof code === 'string' && (RETRYABLE_NODE.has(code) || RETRYABLE_SQLITE.test(code)))
+    return true;
   return typeof status === 'number' && RETRYABLE_HTTP.has(status);
 }

@@ -1,6 +1,6 @@
 /**
  * Message contracts: every Pub/Sub message shardline publishes or receives, with a decode
- * function for each inbound edge (CONVENTIONS.md: message shapes live in one module).
+ * function for each inbound edge (docs/conventions.md#message-shapes-in-one-module).
  *
  * A message's data is one JSON object with a `type` and a `version`; its attributes repeat
  * `type`, `dataset_id` and `shard_id` so subscriptions can filter and people can read them in

@@ -1,9 +1,10 @@
 /**
  * The functions' settings, from their environment (set by infra/deploy.sh), parsed once.
  */
+import { resolveProjectId } from '../core/cloud-clients';
 import type { Env } from '../core/config';
 import { envNumber, envPrefix, envString } from '../core/config';
-import { DEFAULT_INGEST_COLLECTIONS } from '../core/ingest/records';
+import { DEFAULT_INGEST_COLLECTIONS } from '../core/ingest/firestore-records';
 import type { IngestConfig } from '../core/ingest/ingest';
 import { DEFAULT_TOPICS } from '../core/messages';
 import type { Topics } from '../core/messages';
@@ -31,7 +32,7 @@ export function parseFunctionsConfig(env: Env): FunctionsConfig {
     ingest: envString(env, 'SHARDLINE_INGEST_TOPIC', DEFAULT_TOPICS.ingest),
   };
   return {
-    projectId: env.GOOGLE_CLOUD_PROJECT ?? env.GCLOUD_PROJECT,
+    projectId: resolveProjectId(undefined, env),
     firestoreDatabase: envString(env, 'SHARDLINE_FIRESTORE_DATABASE', '(default)'),
     ledgerRoot: envString(env, 'SHARDLINE_FIRESTORE_ROOT', 'datasets'),
     ingestCollections: {

@@ -3,26 +3,21 @@
  * once per instance on the first invocation (never at import time), shared by the four
  * entry points. Tests replace them with `useDepsForTesting`.
  */
-import type { Firestore } from '@google-cloud/firestore';
-import type { PubSub } from '@google-cloud/pubsub';
-import type { Storage } from '@google-cloud/storage';
-
-import { GcsBlobStore } from '../core/blob/gcs';
-import { createStorageClient } from '../core/blob/gcs-client';
 import { parseLocation } from '../core/blob/location';
 import type { BlobStore } from '../core/blob/store';
 import type { Clock } from '../core/clock';
 import { systemClock } from '../core/clock';
+import { CloudClients } from '../core/cloud-clients';
 import { ShardlineError } from '../core/errors';
 import type { IngestDeps } from '../core/ingest/ingest';
-import { IngestRecords } from '../core/ingest/records';
+import { FirestoreIngestRecords } from '../core/ingest/firestore-records';
 import { FirestoreLedger } from '../core/ledger/firestore';
 import type { Ledger } from '../core/ledger/ledger';
 import type { Logger } from '../core/log';
 import { createLogger } from '../core/log';
 import type { Publisher } from '../core/wakeup/publisher';
+import { SHARDLINE_VERSION } from '../core/version';
 import { PubSubPublisher } from '../core/wakeup/publisher';
-import { SHARDLINE_VERSION } from '../cli/version';
 import type { FunctionsConfig } from './config';
 import { parseFunctionsConfig } from './config';
 
@@ -55,23 +50,15 @@ export function createDeps(
     sink: (line) => void process.stdout.write(`${line}\n`),
     fields: { service: 'shardline-functions' },
   });
-  /* eslint-disable @typescript-eslint/no-require-imports -- loaded on first use, not at import */
-  const { Firestore: FirestoreClient } = require('@google-cloud/firestore') as {
-    Firestore: typeof Firestore;
-  };
-  const { PubSub: PubSubClient } = require('@google-cloud/pubsub') as { PubSub: typeof PubSub };
-  /* eslint-enable @typescript-eslint/no-require-imports */
-  const firestore = new FirestoreClient({
+  const cloud = new CloudClients({
     ...(config.projectId ? { projectId: config.projectId } : {}),
-    databaseId: config.firestoreDatabase,
-    ignoreUndefinedProperties: true,
+    firestoreDatabase: config.firestoreDatabase,
   });
-  const storage: Storage = createStorageClient(config.projectId);
-  const pubsub = new PubSubClient(config.projectId ? { projectId: config.projectId } : {});
-  const publisher = new PubSubPublisher(pubsub);
+  const firestore = cloud.firestore();
+  const publisher = new PubSubPublisher(cloud.pubsub());
   const ledger = new FirestoreLedger(firestore, { clock, root: config.ledgerRoot });
   const store = (bucket: string, prefix: string): BlobStore =>
-    new GcsBlobStore(storage, bucket, prefix);
+    cloud.openStore({ kind: 'gcs', bucket, prefix });
   return {
     config,
     clock,
@@ -79,7 +66,7 @@ export function createDeps(
     ledger,
     publisher,
     ingest: {
-      records: new IngestRecords(firestore, clock, config.ingestCollections),
+      records: new FirestoreIngestRecords(firestore, clock, config.ingestCollections),
       ledger,
       publisher,
       store,
@@ -90,8 +77,7 @@ export function createDeps(
     },
     close: async () => {
       await publisher.close();
-      await pubsub.close();
-      await firestore.terminate();
+      await cloud.close();
     },
     storeAt: (uri) => {
       const loc = parseLocation(uri, '/');

@@ -4,7 +4,7 @@
 import type { CloudEvent } from '@google-cloud/functions-framework';
 
 import type { IngestOutcome } from '../core/ingest/ingest';
-import { handleIngestStep } from '../core/ingest/ingest';
+import { handleIngestStep } from '../core/ingest/fanout';
 import { deps } from './deps';
 import { messageDataOf } from './pubsub';
 

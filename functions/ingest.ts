@@ -5,7 +5,7 @@
  */
 import type { CloudEvent } from '@google-cloud/functions-framework';
 
-import { handleObjectFinalized } from '../core/ingest/ingest';
+import { handleObjectFinalized } from '../core/ingest/admission';
 import type { IngestOutcome } from '../core/ingest/ingest';
 import { deps } from './deps';
 

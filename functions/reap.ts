@@ -4,7 +4,7 @@
  */
 import type { CloudEvent } from '@google-cloud/functions-framework';
 
-import { redriveStalled } from '../core/ingest/ingest';
+import { redriveStalled } from '../core/ingest/fanout';
 import type { ReapResult } from '../core/reap/tick';
 import { reapTick } from '../core/reap/tick';
 import { deps } from './deps';

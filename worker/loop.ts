@@ -9,7 +9,7 @@
  */
 import type { BlobStore } from '../core/blob/store';
 import type { Clock } from '../core/clock';
-import { errorCode, isRetryable } from '../core/errors';
+import { isRetryable } from '../core/errors';
 import type { Claim, Ledger } from '../core/ledger/ledger';
 import type { Logger } from '../core/log';
 import { rollUpDataset } from '../core/rollup/progress';
@@ -112,7 +112,7 @@ export async function runWorker(
       });
     } catch (e: unknown) {
       // A busy or briefly unreachable ledger is not a reason to stop working: try again later.
-      if (errorCode(e) !== 'LEDGER' && !isRetryable(e)) throw e;
+      if (!isRetryable(e)) throw e;
       log.warn('claim failed; will try again', { dataset_id: d.datasetId, error: e });
       return null;
     }

@@ -1,10 +1,9 @@
 /**
- * The worker's composition root: builds the real things (ledgers, stores, the ONNX engine, the
- * tokenizer, Pub/Sub) from a parsed configuration and runs the loop. `shardline work` parses
- * the flags into a `WorkConfig` and calls `runWork`.
+ * The worker's composition root: builds every real thing (the Storage, Firestore and Pub/Sub
+ * clients, ledgers, stores, the ONNX engine, the tokenizer) from one validated `WorkConfig`
+ * and runs the loop. `shardline work` parses and checks the flags into a `WorkConfig` at the
+ * edge and calls `runWork`; nothing here reads the environment.
  */
-import type { Firestore } from '@google-cloud/firestore';
-import type * as PubSubLib from '@google-cloud/pubsub';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 
@@ -12,6 +11,7 @@ import { formatLocation, parseLocation } from '../core/blob/location';
 import type { Location } from '../core/blob/location';
 import type { BlobStore } from '../core/blob/store';
 import type { Clock } from '../core/clock';
+import { CloudClients } from '../core/cloud-clients';
 import { MasterMetadataSchema, decodeJson } from '../core/dataset/metadata';
 import { MASTER_METADATA } from '../core/dataset/paths';
 import { ShardlineError, errorCode } from '../core/errors';
@@ -64,7 +64,12 @@ export interface WorkConfig {
   preferredShardId?: number;
   workerId: string;
   ledger?: LedgerKind;
-  firestore: { project?: string; database?: string; root: string };
+  /** Google Cloud project (resolved at the edge; undefined lets the libraries detect it). */
+  projectId?: string;
+  /** Firestore database id; default `(default)`. */
+  firestoreDatabase?: string;
+  /** The ledger's datasets collection in Firestore. */
+  firestoreRoot: string;
   /** Pub/Sub: `projects/P/subscriptions/S` or `S`. */
   subscription?: string;
   eventsTopic: string;
@@ -73,15 +78,14 @@ export interface WorkConfig {
   publishEvents: boolean;
 }
 
-/** What `runWork` needs from its caller (the CLI). */
+/** What `runWork` needs from its caller (the CLI): the process's place in the world. */
 export interface WorkIo {
+  /** Relative paths in the config are resolved against it. */
   cwd: string;
-  env: Readonly<Record<string, string | undefined>>;
   clock: Clock;
   log: Logger;
+  /** Shutdown (SIGTERM/SIGINT). */
   stop: AbortSignal;
-  openStore: (loc: Location) => BlobStore;
-  firestore: () => Promise<Firestore>;
   onProgress?: (p: ShardProgress) => void;
 }
 
@@ -130,6 +134,14 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     maxSeqLength: config.maxSeqLength,
   });
 
+  const cloud = new CloudClients({
+    ...(config.projectId === undefined ? {} : { projectId: config.projectId }),
+    ...(config.firestoreDatabase === undefined
+      ? {}
+      : { firestoreDatabase: config.firestoreDatabase }),
+  });
+  const openStore = (loc: Location): BlobStore => cloud.openStore(loc);
+
   // Ledgers: one Firestore ledger for every cloud dataset; an SQLite one per local dataset.
   let firestoreLedger: Promise<Ledger> | undefined;
   const ledgers: Ledger[] = [];
@@ -140,8 +152,8 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
         location: loc,
         kind,
         clock: io.clock,
-        firestore: io.firestore,
-        firestoreRoot: config.firestore.root,
+        firestore: () => cloud.firestore(),
+        firestoreRoot: config.firestoreRoot,
       }).then((l) => (ledgers.push(l), l));
       return firestoreLedger;
     }
@@ -153,7 +165,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     if (config.outputDir) {
       const out = parseLocation(config.outputDir, io.cwd);
       // A worker serving several datasets keeps their outputs apart.
-      return io.openStore(
+      return openStore(
         bound
           ? out
           : out.kind === 'local'
@@ -161,7 +173,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
             : { ...out, prefix: [out.prefix, datasetId].filter(Boolean).join('/') },
       );
     }
-    return io.openStore(
+    return openStore(
       datasetLoc.kind === 'local'
         ? { kind: 'local', path: path.join(datasetLoc.path, 'activations') }
         : { ...datasetLoc, prefix: `${datasetLoc.prefix}/activations` },
@@ -173,7 +185,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     bound: boolean,
   ): Promise<DatasetHandle> => {
     const loc = parseLocation(uri, io.cwd);
-    const store = io.openStore(loc);
+    const store = openStore(loc);
     let text: string;
     try {
       text = (await store.readAll(MASTER_METADATA)).toString('utf8');
@@ -203,46 +215,44 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     };
   };
 
-  const datasets = config.datasetDir ? [await openDataset(config.datasetDir, undefined, true)] : [];
-
-  // Pub/Sub, when asked for.
-  let pubsub: PubSubLib.PubSub | undefined;
   let doorbells: DoorbellSource | undefined;
   let messaging: JobMessaging | undefined;
-  if (config.subscription || config.publishEvents) {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only when used
-    const lib = require('@google-cloud/pubsub') as typeof PubSubLib;
-    const projectId =
-      config.firestore.project ?? io.env.GOOGLE_CLOUD_PROJECT ?? io.env.GCLOUD_PROJECT;
-    pubsub = new lib.PubSub(projectId ? { projectId } : {});
-    messaging = {
-      publisher: new PubSubPublisher(pubsub),
-      eventsTopic: config.eventsTopic,
-      workTopic: config.workTopic,
-    };
-    if (config.subscription)
-      doorbells = new PubSubDoorbells(
-        pubsub,
-        config.subscription.replace(/^projects\/[^/]+\/subscriptions\//, ''),
-        log,
-      );
-  }
-  if (datasets.length === 0 && !doorbells) {
-    throw new ShardlineError(
-      'INVALID_ARGUMENT',
-      'nothing to work on: give --sharded_dataset_dir, or --subscription to serve announced datasets',
-    );
-  }
-
-  const engine = await ExtractionEngine.open({
-    modelPath,
-    ...(config.layers ? { layers: config.layers } : {}),
-    dtype: config.dtype,
-    executionProviders: config.executionProviders,
-    ...(config.threads ? { intraOpNumThreads: config.threads } : {}),
-    logger: log,
-  });
+  let engine: ExtractionEngine | undefined;
   try {
+    const datasets = config.datasetDir
+      ? [await openDataset(config.datasetDir, undefined, true)]
+      : [];
+
+    // Pub/Sub, when asked for.
+    if (config.subscription || config.publishEvents) {
+      const pubsub = cloud.pubsub();
+      messaging = {
+        publisher: new PubSubPublisher(pubsub),
+        eventsTopic: config.eventsTopic,
+        workTopic: config.workTopic,
+      };
+      if (config.subscription)
+        doorbells = new PubSubDoorbells(
+          pubsub,
+          config.subscription.replace(/^projects\/[^/]+\/subscriptions\//, ''),
+          log,
+        );
+    }
+    if (datasets.length === 0 && !doorbells) {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        'nothing to work on: give --sharded_dataset_dir, or --subscription to serve announced datasets',
+      );
+    }
+
+    engine = await ExtractionEngine.open({
+      modelPath,
+      ...(config.layers ? { layers: config.layers } : {}),
+      dtype: config.dtype,
+      executionProviders: config.executionProviders,
+      ...(config.threads ? { intraOpNumThreads: config.threads } : {}),
+      logger: log,
+    });
     const metadata = runMetadata({
       model: config.modelName ?? path.basename(path.dirname(modelPath)),
       engine: engine.info,
@@ -285,7 +295,12 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
   } finally {
     await messaging?.publisher.close().catch(() => undefined);
     await doorbells?.close().catch(() => undefined);
-    await Promise.race([engine.close(), new Promise((r) => setTimeout(r, config.graceMs).unref())]);
+    if (engine)
+      await Promise.race([
+        engine.close(),
+        new Promise((r) => setTimeout(r, config.graceMs).unref()),
+      ]);
     for (const l of ledgers) await l.close().catch(() => undefined);
+    await cloud.close().catch(() => undefined);
   }
 }

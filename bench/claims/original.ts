@@ -1,6 +1,6 @@
 /**
  * THE BASELINE: a faithful re-creation of the original `shard_manager.py` claim
- * (notes/original-system.md §3.1), for comparison only. It reads `master_metadata.json`, walks
+ * (docs/notes/original-system.md §3.1), for comparison only. It reads `master_metadata.json`, walks
  * the shards in ascending order, reads each `shard_XXX/metadata.json`, and takes the first one
  * whose status is `available` by writing the whole document back with `status: in_use`.
  * Nothing makes read-check-write atomic: no lock, no generation precondition. That is the

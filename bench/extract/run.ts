@@ -21,13 +21,9 @@ import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 
 import { ExtractionEngine } from '../../worker/extraction/engine';
-import { Prng } from '../../worker/extraction/prng';
-import { ElemType, GraphBuilder } from '../../worker/extraction/synthetic/graph-builder';
-import {
-  QWEN25_05B,
-  generateQwen2Model,
-  qwen2Config,
-} from '../../worker/extraction/synthetic/qwen2';
+import { Prng } from '../../core/random';
+import { ElemType, GraphBuilder } from '../../synthetic/graph-builder';
+import { QWEN25_05B, generateQwen2Model, qwen2Config } from '../../synthetic/qwen2';
 
 interface Args {
   out: string;

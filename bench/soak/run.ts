@@ -6,7 +6,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
-import { formatReport, runSoak } from './soak';
+import { formatReport, runSoak } from '../../test/soak/soak';
 
 function flag(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);

@@ -18,7 +18,7 @@ import { closeSync, existsSync, mkdirSync, openSync, rmSync, statSync, writeSync
 import { loadavg, totalmem } from 'node:os';
 import * as path from 'node:path';
 
-import { generateArcTasks } from '../../cli/demo/arc-puzzles';
+import { generateArcTasks } from '../../synthetic/arc-puzzles';
 
 interface Sample {
   seconds: number;

@@ -18,7 +18,7 @@ import {
   openDatasetSession,
   workerIdFrom,
 } from '../wiring';
-import { formatDuration } from './status';
+import { formatDuration } from '../format';
 
 const MINUTE_MS = 60_000;
 

@@ -20,9 +20,8 @@ import { COMMON_FLAGS } from '../command';
 import { EXIT } from '../exit-codes';
 import { formatBytes, formatDuration, formatTable } from '../format';
 import { ProgressBar } from '../progress';
-import { openStore } from '../stores';
 import { LEDGER_FLAGS, openLedgerFor } from '../wiring';
-import { SHARDLINE_VERSION } from '../version';
+import { SHARDLINE_VERSION } from '../../core/version';
 
 /**
  * The dataset id when `--dataset_id` is not given: the output folder's name. A Firestore
@@ -58,8 +57,8 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     args.optStr('dataset_id') ?? defaultDatasetId(outputLoc, ledgerKind),
   );
   const settings = splitSettingsFromEnv(ctx.env);
-  const source = await sourceFromStore(openStore(inputParent, ctx.env), inputName);
-  const output = openStore(outputLoc, ctx.env);
+  const source = await sourceFromStore(ctx.cloud.openStore(inputParent), inputName);
+  const output = ctx.cloud.openStore(outputLoc);
   const host = hostname();
   const startedMs = ctx.clock.nowMs();
 

@@ -10,23 +10,32 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import * as path from 'node:path';
-import { Writable } from 'node:stream';
 
 import { LocalBlobStore } from '../../core/blob/local';
+import { formatLocation } from '../../core/blob/location';
 import { LOCAL_LEDGER_FILE, MASTER_METADATA } from '../../core/dataset/paths';
 import { SqliteLedger } from '../../core/ledger/sqlite';
+import { silentLogger } from '../../core/log';
 import { MANIFEST_FILE } from '../../core/rollup/progress';
-import { generateQwen2Model } from '../../worker/extraction/synthetic/qwen2';
+import { createDataset } from '../../core/split/create-dataset';
+import { sourceFromStore } from '../../core/split/source';
+import { SHARDLINE_VERSION } from '../../core/version';
+import { generateQwen2Model } from '../../synthetic/qwen2';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
 import { COMMON_FLAGS } from '../command';
-import { generateArcTasks } from '../demo/arc-puzzles';
+import { generateArcTasks } from '../../synthetic/arc-puzzles';
 import { EXIT } from '../exit-codes';
 import { formatBytes, formatDuration } from '../format';
 import { watchStatus } from '../live-status';
-import { runCli } from '../main';
-import { renderStatus } from './status';
+import { renderStatus } from '../status-view';
+
+/** The demo dataset's id (a local SQLite ledger holds one dataset). */
+const DEMO_DATASET_ID = 'demo';
+/** Small chunks (20 KB), so that even the demo's shards have several. */
+const DEMO_CHUNK_SIZE_MB = 0.02;
 
 /** The demo model: Qwen's real 151,936-token vocabulary, tiny everywhere else (random weights). */
 const DEMO_MODEL = {
@@ -57,13 +66,6 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const datasetDir = path.join(root, 'dataset');
   const started = ctx.clock.nowMs();
   const say = (line: string): void => void ctx.stdout.write(`${line}\n`);
-  const io = {
-    stdout: ctx.stdout,
-    stderr: ctx.stderr,
-    env: ctx.env,
-    cwd: ctx.cwd,
-    signal: ctx.signal,
-  };
 
   // A finished demo starts again from scratch; an interrupted one resumes.
   const finished = existsSync(path.join(datasetDir, 'activations', MANIFEST_FILE));
@@ -89,25 +91,29 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   say(
     `3. shardline create --input_file ${path.relative(ctx.cwd, input)} --output_dir ${path.relative(ctx.cwd, datasetDir)} --num_shards ${numShards}`,
   );
-  const created = await runCli(
-    [
-      'create',
-      '--input_file',
-      input,
-      '--output_dir',
-      datasetDir,
-      '--num_shards',
-      String(numShards),
-      '--chunk_size_mb',
-      '0.02',
-      '--dataset_id',
-      'demo',
-      '--log_format',
-      'json',
-    ],
-    { ...io, stderr: devNull },
-  );
-  if (created !== EXIT.OK) return created;
+  // The same domain steps `shardline create` runs: split, then register in the ledger.
+  const { master } = await createDataset({
+    source: await sourceFromStore(new LocalBlobStore(root), path.basename(input)),
+    output: new LocalBlobStore(datasetDir),
+    datasetId: DEMO_DATASET_ID,
+    numShards,
+    chunkSizeMb: DEMO_CHUNK_SIZE_MB,
+    strict: false,
+    clock: ctx.clock,
+    log: silentLogger,
+    createdBy: `shardline ${SHARDLINE_VERSION}`,
+    creator: { host: hostname(), pid: process.pid },
+    signal: ctx.signal,
+  });
+  const ledger = SqliteLedger.open(path.join(datasetDir, LOCAL_LEDGER_FILE), { clock: ctx.clock });
+  try {
+    await ledger.registerDataset(master, {
+      datasetUri: formatLocation({ kind: 'local', path: datasetDir }),
+    });
+  } catch (e: unknown) {
+    await ledger.close();
+    throw e;
+  }
 
   const workers = args.num('workers');
   const logs = path.join(root, 'logs');
@@ -144,14 +150,13 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     return new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? 1)));
   });
 
-  const ledger = SqliteLedger.open(path.join(datasetDir, LOCAL_LEDGER_FILE), { clock: ctx.clock });
   let exited = false;
   const allExited = Promise.all(children).then((codes) => {
     exited = true;
     return codes;
   });
   try {
-    await watchStatus(ledger, 'demo', {
+    await watchStatus(ledger, DEMO_DATASET_ID, {
       out: ctx.stdout,
       clock: ctx.clock,
       intervalMs: 500,
@@ -159,7 +164,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       until: () => exited,
     });
     const codes = await allExited;
-    const status = await ledger.status('demo');
+    const status = await ledger.status(DEMO_DATASET_ID);
     say('');
     say('5. Status (shardline status --dataset_dir ' + path.relative(ctx.cwd, datasetDir) + '):');
     ctx.stdout.write(
@@ -203,12 +208,6 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     await ledger.close();
   }
 }
-
-/** Swallows the nested `create` command's logs; the demo prints its own account. */
-const devNull = Object.assign(
-  new Writable({ write: (_chunk, _encoding, callback) => callback() }),
-  { isTTY: false },
-);
 
 /** The `demo` command. */
 export const demoCommand: Command = {

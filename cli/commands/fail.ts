@@ -7,7 +7,7 @@ import type { Command } from '../command';
 import { COMMON_FLAGS } from '../command';
 import { EXIT } from '../exit-codes';
 import { LEDGER_FLAGS } from '../wiring';
-import { HOLDER_FLAGS, asHolderOrForced } from './complete';
+import { HOLDER_FLAGS, asHolderOrForced } from '../holder-verbs';
 
 /** `shardline fail`. */
 export const failCommand: Command = {

@@ -13,8 +13,8 @@ import {
   openDatasetSession,
   operatorName,
 } from '../wiring';
-import { SHARD_ID_FLAG } from './complete';
-import { formatLeaseLeft } from './status';
+import { SHARD_ID_FLAG } from '../holder-verbs';
+import { formatLeaseLeft } from '../status-view';
 
 /** `shardline reset`. */
 export const resetCommand: Command = {

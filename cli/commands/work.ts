@@ -4,6 +4,7 @@
  */
 import { ConfigError } from '../../core/errors';
 import type { LedgerKind } from '../../core/ledger/ledger';
+import { MAX_LEASE_MS } from '../../core/ledger/ledger';
 import { DEFAULT_TOPICS } from '../../core/messages';
 import type { WorkConfig } from '../../worker/main';
 import { runWork } from '../../worker/main';
@@ -13,8 +14,7 @@ import type { Command, CommandContext } from '../command';
 import { COMMON_FLAGS } from '../command';
 import { EXIT } from '../exit-codes';
 import { formatDuration } from '../format';
-import { openStore } from '../stores';
-import { LEDGER_FLAGS, WORKER_FLAGS, firestoreClient, workerIdFrom } from '../wiring';
+import { LEDGER_FLAGS, WORKER_FLAGS, cloudSettings, workerIdFrom } from '../wiring';
 
 /** `all`, `10,11,12`, `10-23`, or a mix: the layers to extract (undefined = all). */
 export function parseLayers(text: string): number[] | undefined {
@@ -67,7 +67,7 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
       .map((p) => p.trim())
       .filter(Boolean),
     partSizeBytes: Math.floor(args.num('part_size_mb') * 1024 * 1024),
-    leaseMs: args.num('lease_seconds') * 1000,
+    leaseMs: Math.round(args.num('lease_seconds') * 1000),
     pollMs: args.num('poll_seconds') * 1000,
     graceMs: args.num('grace_seconds') * 1000,
     follow: args.bool('follow'),
@@ -76,11 +76,8 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
     ...opt('preferredShardId', explicitPreferred ?? hostId),
     workerId: workerIdFrom(args),
     ...opt('ledger', args.optStr('ledger') as LedgerKind | undefined),
-    firestore: {
-      ...opt('project', args.optStr('firestore_project') ?? (ctx.env.GCLOUD_PROJECT || undefined)),
-      ...opt('database', args.optStr('firestore_database')),
-      root: args.str('firestore_root'),
-    },
+    ...cloudSettings(args, ctx.env),
+    firestoreRoot: args.str('firestore_root'),
     ...opt('subscription', args.optStr('subscription')),
     eventsTopic: args.str('events_topic'),
     workTopic: args.str('work_topic'),
@@ -140,12 +137,9 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   try {
     summary = await runWork(config, {
       cwd: ctx.cwd,
-      env: ctx.env,
       clock: ctx.clock,
       log: ctx.log.child({ worker_id: config.workerId }),
       stop: ctx.signal,
-      openStore: (loc) => openStore(loc, ctx.env),
-      firestore: () => firestoreClient(args, ctx),
       onProgress: progressPrinter(ctx),
     });
   } finally {
@@ -316,6 +310,7 @@ export const workCommand: Command = {
       type: 'number',
       default: 600,
       min: 1,
+      max: MAX_LEASE_MS / 1000,
       placeholder: 'S',
       description: 'lease length; renewed every third of it',
     },

@@ -1,7 +1,7 @@
 /**
  * The blob store port: the few object operations shardline needs, with a local-filesystem
- * and a Cloud Storage implementation side by side (CONVENTIONS.md, Narrow ports). Both pass
- * one contract suite (test/integration/blob-store.contract.test.ts).
+ * and a Cloud Storage implementation side by side (docs/conventions.md#narrow-ports). Both pass
+ * one contract suite (test/support/blob-contract.ts).
  *
  * Keys are `/`-separated paths relative to the store's root. `checkKey` refuses anything that
  * could leave the root (`..`, absolute paths, backslashes, NUL), whatever the implementation.

@@ -1,26 +1,13 @@
 /**
- * Ingest records: one Firestore document per upload (bucket, object, generation), the
+ * Ingest records, the port: one record per upload (bucket, object, generation), the
  * idempotency record of the ingest function and where `shardline status` finds an ingest's
- * state (running, completed, failed with the error and the bad line).
- *
- * Layout (collection names configurable, so tests namespace themselves):
- *   ingests/{ingest_id}                 IngestRecord
- *   ingests/{ingest_id}/ranges/{r}      a scanned byte range of a fanned-out ingest
- *   ingests/{ingest_id}/shards/{k}      a written shard (or its continuation cursor)
- *   ingest_objects/{object_key}         the version counter of one object name
- *
- * Transactions are pure: they read, write, and return a decision; the caller acts after.
+ * state (running, completed, failed with the error and the bad line). Two implementations
+ * pass one contract suite (test/support/ingest-records-contract.ts): Firestore
+ * (core/ingest/firestore-records.ts, the cloud) and in memory (core/ingest/memory-records.ts,
+ * unit tests). The decisions both make live here, pure, so the two cannot drift apart.
  */
-import type { DocumentReference, Firestore } from '@google-cloud/firestore';
-
-import type { Clock } from '../clock';
-import { isoTime } from '../clock';
-import { ShardlineError, toError } from '../errors';
-import type { TxLike } from '../ledger/optimistic';
-import { runOptimistic } from '../ledger/optimistic';
 import type { ByteSpan } from '../split/ranges';
 import type { WriteCursor } from '../split/write';
-import { objectKeyOf } from './object';
 
 /** Where an ingest stands. */
 export type IngestState = 'running' | 'completed' | 'failed';
@@ -112,279 +99,157 @@ export type IngestDraft = Pick<
   name: (version: number) => { dataset_id: string; dataset_uri: string };
 };
 
-/** Collection names. */
-export interface IngestCollections {
-  ingests: string;
-  objects: string;
-}
+/** Which set a fanned-out step belongs to. */
+export type StepSet = 'ranges' | 'shards';
 
-/** Default collection names. */
-export const DEFAULT_INGEST_COLLECTIONS: IngestCollections = {
-  ingests: 'ingests',
-  objects: 'ingest_objects',
-};
-
-/** The Firestore store of ingest records. */
-export class IngestRecords {
-  private readonly collections: IngestCollections;
-
-  constructor(
-    private readonly db: Firestore,
-    private readonly clock: Clock,
-    collections: Partial<IngestCollections> = {},
-  ) {
-    this.collections = { ...DEFAULT_INGEST_COLLECTIONS, ...collections };
-  }
-
-  private ref(id: string): DocumentReference {
-    return this.db.collection(this.collections.ingests).doc(id);
-  }
-
-  private async tx<T>(what: string, fn: (tx: TxLike) => Promise<T>): Promise<T> {
-    try {
-      // Optimistic: parallel steps of one ingest update its record at once, and lock-based
-      // transactions starve each other under contention (core/ledger/optimistic.ts).
-      return await runOptimistic(this.db, fn, { maxAttempts: 20 });
-    } catch (e: unknown) {
-      if (e instanceof ShardlineError) throw e;
-      throw new ShardlineError('LEDGER', `ingest records: ${what}: ${toError(e).message}`, {
-        cause: e,
-      });
-    }
-  }
-
+/** The store of ingest records. Every verb that decides is one transaction. */
+export interface IngestRecords {
   /**
    * Creates the record of an upload, or finds it: the idempotency check of the ingest
    * function. A new record gets the next version number of its object name.
    */
-  begin(draft: IngestDraft, staleMs: number, maxAttempts: number): Promise<BeginOutcome> {
-    const { name, ...fields } = draft;
-    return this.tx('begin', async (tx): Promise<BeginOutcome> => {
-      const now = isoTime(this.clock.nowMs());
-      const ref = this.ref(draft.ingest_id);
-      const objectRef = this.db
-        .collection(this.collections.objects)
-        .doc(objectKeyOf({ bucket: draft.bucket, name: draft.object }));
-      const [snap, objectSnap] = await Promise.all([tx.get(ref), tx.get(objectRef)]);
-      if (snap.exists) {
-        const record = snap.data() as IngestRecord;
-        if (record.state !== 'running') return { kind: 'finished', record };
-        const quietMs = this.clock.nowMs() - Date.parse(record.heartbeat_at);
-        if (quietMs < staleMs) return { kind: 'busy', record };
-        if (record.attempts + 1 >= maxAttempts) {
-          const failed: IngestRecord = {
-            ...record,
-            state: 'failed',
-            error: `gave up after ${record.attempts + 1} attempts; the last one stopped without finishing (${record.phase})`,
-            updated_at: now,
-            finished_at: now,
-          };
-          tx.set(ref, failed);
-          return { kind: 'finished', record: failed };
-        }
-        const taken: IngestRecord = {
-          ...record,
-          attempts: record.attempts + 1,
-          heartbeat_at: now,
-          updated_at: now,
-        };
-        tx.set(ref, taken);
-        return { kind: 'takeover', record: taken };
-      }
-      const version = ((objectSnap.data()?.versions as number | undefined) ?? 0) + 1;
-      const record: IngestRecord = {
-        ...fields,
-        ...name(version),
-        version,
-        state: 'running',
-        phase: draft.mode === 'direct' ? 'split' : 'scan',
-        ranges: [],
-        ranges_done: 0,
-        shards: 0,
-        shards_done: 0,
-        error: null,
-        bad_line: null,
-        stats: null,
-        attempts: 0,
-        started_at: now,
-        updated_at: now,
-        heartbeat_at: now,
-        finished_at: null,
-      };
-      tx.create(ref, record);
-      tx.set(
-        objectRef,
-        { bucket: draft.bucket, object: draft.object, versions: version, latest: draft.ingest_id },
-        { merge: true },
-      );
-      return { kind: 'started', record };
-    });
-  }
-
+  begin(draft: IngestDraft, staleMs: number, maxAttempts: number): Promise<BeginOutcome>;
   /** The record, or null. */
-  async get(id: string): Promise<IngestRecord | null> {
-    const snap = await this.ref(id).get();
-    return snap.exists ? (snap.data() as IngestRecord) : null;
-  }
-
+  get(id: string): Promise<IngestRecord | null>;
   /** The most recent records, newest first. */
-  async recent(limit: number): Promise<IngestRecord[]> {
-    const snap = await this.db
-      .collection(this.collections.ingests)
-      .orderBy('started_at', 'desc')
-      .limit(limit)
-      .get();
-    return snap.docs.map((d) => d.data() as IngestRecord);
-  }
-
+  recent(limit: number): Promise<IngestRecord[]>;
   /** The records of a dataset (normally one), newest first. */
-  async findByDataset(datasetId: string): Promise<IngestRecord[]> {
-    const snap = await this.db
-      .collection(this.collections.ingests)
-      .where('dataset_id', '==', datasetId)
-      .get();
-    return snap.docs
-      .map((d) => d.data() as IngestRecord)
-      .sort((a, b) => b.started_at.localeCompare(a.started_at));
-  }
-
+  findByDataset(datasetId: string): Promise<IngestRecord[]>;
   /** Updates fields (and the heartbeat). */
-  async update(id: string, patch: Partial<IngestRecord>): Promise<void> {
-    const now = isoTime(this.clock.nowMs());
-    await this.ref(id).set({ ...patch, updated_at: now, heartbeat_at: now }, { merge: true });
-  }
-
+  update(id: string, patch: Partial<IngestRecord>): Promise<void>;
   /** Marks the ingest failed for good, with its error and bad line. */
-  async fail(id: string, error: string, badLine: BadLine | null): Promise<void> {
-    const now = isoTime(this.clock.nowMs());
-    await this.ref(id).set(
-      { state: 'failed', error, bad_line: badLine, updated_at: now, finished_at: now },
-      { merge: true },
-    );
-  }
-
+  fail(id: string, error: string, badLine: BadLine | null): Promise<void>;
   /** Marks the ingest completed. */
-  async complete(id: string, stats: IngestStats): Promise<void> {
-    const now = isoTime(this.clock.nowMs());
-    await this.ref(id).set(
-      { state: 'completed', phase: 'done', stats, updated_at: now, finished_at: now },
-      { merge: true },
-    );
-  }
-
+  complete(id: string, stats: IngestStats): Promise<void>;
   /**
    * Records that byte range `range` was scanned. Returns true for exactly one caller: the
    * one whose range was the last missing, which moves the ingest to `write`.
    */
-  rangeDone(id: string, range: number): Promise<boolean> {
-    return this.stepDone(
-      id,
-      'ranges',
-      range,
-      'ranges_done',
-      (r) => r.ranges.length,
-      'scan',
-      'write',
-    );
-  }
-
+  rangeDone(id: string, range: number): Promise<boolean>;
   /** Records that shard `shard` was written; true for the one caller that completes the set. */
-  shardDone(id: string, shard: number): Promise<boolean> {
-    return this.stepDone(id, 'shards', shard, 'shards_done', (r) => r.shards, 'write', 'finalize');
-  }
-
-  private stepDone(
-    id: string,
-    sub: 'ranges' | 'shards',
-    index: number,
-    counter: 'ranges_done' | 'shards_done',
-    total: (r: IngestRecord) => number,
-    from: IngestPhase,
-    to: IngestPhase,
-  ): Promise<boolean> {
-    return this.tx(`${sub} ${index} done`, async (tx) => {
-      const ref = this.ref(id);
-      const stepRef = ref.collection(sub).doc(String(index));
-      const [snap, stepSnap] = await Promise.all([tx.get(ref), tx.get(stepRef)]);
-      if (!snap.exists) throw new ShardlineError('NOT_FOUND', `no ingest ${id}`);
-      const record = snap.data() as IngestRecord;
-      if ((stepSnap.data() as { done?: boolean } | undefined)?.done || record.phase !== from)
-        return false;
-      const now = isoTime(this.clock.nowMs());
-      const done = record[counter] + 1;
-      tx.set(stepRef, { done: true, at: now }, { merge: true });
-      const flips = done === total(record);
-      tx.update(ref, {
-        [counter]: done,
-        updated_at: now,
-        heartbeat_at: now,
-        ...(flips ? { phase: to } : {}),
-      });
-      return flips;
-    });
-  }
-
-  /** Whether step `index` of `sub` is recorded done. */
-  async isStepDone(id: string, sub: 'ranges' | 'shards', index: number): Promise<boolean> {
-    const snap = await this.ref(id).collection(sub).doc(String(index)).get();
-    return (snap.data() as { done?: boolean } | undefined)?.done === true;
-  }
-
+  shardDone(id: string, shard: number): Promise<boolean>;
+  /** Whether step `index` of `set` is recorded done. */
+  isStepDone(id: string, set: StepSet, index: number): Promise<boolean>;
   /** Saves where an interrupted shard write continues. */
-  async saveCursor(id: string, shard: number, cursor: WriteCursor): Promise<void> {
-    await this.ref(id)
-      .collection('shards')
-      .doc(String(shard))
-      .set({ cursor, at: isoTime(this.clock.nowMs()) }, { merge: true });
-    await this.update(id, {});
-  }
-
+  saveCursor(id: string, shard: number, cursor: WriteCursor): Promise<void>;
   /** Where an interrupted shard write continues, or null to start it. */
-  async getCursor(id: string, shard: number): Promise<WriteCursor | null> {
-    const snap = await this.ref(id).collection('shards').doc(String(shard)).get();
-    return (snap.data() as { cursor?: WriteCursor } | undefined)?.cursor ?? null;
-  }
-
+  getCursor(id: string, shard: number): Promise<WriteCursor | null>;
   /**
    * Running ingests whose heartbeat is older than `staleMs`, each taken over (attempts + 1,
    * heartbeat now) in its own transaction, or failed when out of attempts. Returns the ones
-   * taken over, for the caller to drive on. Needs the (state, heartbeat_at) index.
+   * taken over, for the caller to drive on.
    */
-  async takeOverStalled(staleMs: number, maxAttempts: number, limit = 20): Promise<IngestRecord[]> {
-    const cutoff = isoTime(this.clock.nowMs() - staleMs);
-    const snap = await this.db
-      .collection(this.collections.ingests)
-      .where('state', '==', 'running')
-      .where('heartbeat_at', '<', cutoff)
-      .limit(limit)
-      .get();
-    const taken: IngestRecord[] = [];
-    for (const doc of snap.docs) {
-      const record = await this.tx('take over', async (tx) => {
-        const fresh = await tx.get(doc.ref);
-        const r = fresh.data() as IngestRecord | undefined;
-        if (!r || r.state !== 'running' || r.heartbeat_at >= cutoff) return null;
-        const now = isoTime(this.clock.nowMs());
-        if (r.attempts + 1 >= maxAttempts) {
-          tx.update(doc.ref, {
-            state: 'failed',
-            error: `gave up after ${r.attempts + 1} attempts; the ingest stalled at ${r.phase}`,
-            updated_at: now,
-            finished_at: now,
-          });
-          return null;
-        }
-        const next: IngestRecord = {
-          ...r,
-          attempts: r.attempts + 1,
-          heartbeat_at: now,
-          updated_at: now,
-        };
-        tx.set(doc.ref, next);
-        return next;
-      });
-      if (record) taken.push(record);
-    }
-    return taken;
+  takeOverStalled(staleMs: number, maxAttempts: number, limit?: number): Promise<IngestRecord[]>;
+}
+
+/** The record a first `begin` writes. */
+export function newIngestRecord(draft: IngestDraft, version: number, now: string): IngestRecord {
+  const { name, ...fields } = draft;
+  return {
+    ...fields,
+    ...name(version),
+    version,
+    state: 'running',
+    phase: draft.mode === 'direct' ? 'split' : 'scan',
+    ranges: [],
+    ranges_done: 0,
+    shards: 0,
+    shards_done: 0,
+    error: null,
+    bad_line: null,
+    stats: null,
+    attempts: 0,
+    started_at: now,
+    updated_at: now,
+    heartbeat_at: now,
+    finished_at: null,
+  };
+}
+
+/**
+ * What `begin` does with an existing record: nothing (finished, or busy while its heartbeat
+ * is fresh), or the record to write: taken over (attempts + 1), or failed when the attempts
+ * are spent.
+ */
+export function decideExisting(
+  record: IngestRecord,
+  nowMs: number,
+  staleMs: number,
+  maxAttempts: number,
+): BeginOutcome {
+  if (record.state !== 'running') return { kind: 'finished', record };
+  const quietMs = nowMs - Date.parse(record.heartbeat_at);
+  if (quietMs < staleMs) return { kind: 'busy', record };
+  return takeOver(record, nowMs, maxAttempts, 'the last one stopped without finishing');
+}
+
+/**
+ * Takes a stalled record over (attempts + 1, heartbeat now), or fails it when that would be
+ * the last allowed attempt.
+ */
+export function takeOver(
+  record: IngestRecord,
+  nowMs: number,
+  maxAttempts: number,
+  why: string,
+): { kind: 'finished' | 'takeover'; record: IngestRecord } {
+  const now = new Date(nowMs).toISOString();
+  if (record.attempts + 1 >= maxAttempts) {
+    return {
+      kind: 'finished',
+      record: {
+        ...record,
+        state: 'failed',
+        error: `gave up after ${record.attempts + 1} attempts; ${why} (${record.phase})`,
+        updated_at: now,
+        finished_at: now,
+      },
+    };
   }
+  return {
+    kind: 'takeover',
+    record: { ...record, attempts: record.attempts + 1, heartbeat_at: now, updated_at: now },
+  };
+}
+
+/** The phases a step set moves the ingest between, and how many steps it has. */
+export const STEP_SETS: Readonly<
+  Record<
+    StepSet,
+    {
+      counter: 'ranges_done' | 'shards_done';
+      total: (r: IngestRecord) => number;
+      from: IngestPhase;
+      to: IngestPhase;
+    }
+  >
+> = {
+  ranges: { counter: 'ranges_done', total: (r) => r.ranges.length, from: 'scan', to: 'write' },
+  shards: { counter: 'shards_done', total: (r) => r.shards, from: 'write', to: 'finalize' },
+};
+
+/**
+ * Whether recording step done changes anything, and the record's patch when it does: null
+ * when the step was recorded before or the ingest has moved past its phase. `flips` is true
+ * for the step that completes the set (it moves the phase on).
+ */
+export function decideStepDone(
+  record: IngestRecord,
+  set: StepSet,
+  alreadyDone: boolean,
+  now: string,
+): { patch: Partial<IngestRecord>; flips: boolean } | null {
+  const s = STEP_SETS[set];
+  if (alreadyDone || record.phase !== s.from) return null;
+  const done = record[s.counter] + 1;
+  const flips = done === s.total(record);
+  return {
+    patch: {
+      [s.counter]: done,
+      updated_at: now,
+      heartbeat_at: now,
+      ...(flips ? { phase: s.to } : {}),
+    },
+    flips,
+  };
 }

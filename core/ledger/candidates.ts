@@ -1,5 +1,5 @@
 /**
- * Which shards a claimer tries, in which order (CONVENTIONS.md, Spread contention): the
+ * Which shards a claimer tries, in which order (docs/conventions.md#spread-contention): the
  * preferred shard first, then the others in an order seeded by the worker id, so concurrent
  * claimers start at different shards instead of all racing for the lowest one (the original's
  * ascending scan made double claims likely). Deterministic: the same worker and round always

@@ -14,7 +14,7 @@
  * inside a transaction: the server SDK locks what a transaction reads, so that would serialise
  * every claimer on the whole collection. Candidates are read outside, tried in a per-worker
  * order, and each one is confirmed by a transaction that reads only its document
- * (notes/emulators.md "variant B"). Lost races move on to the next candidate, with jittered
+ * (docs/notes/emulators.md §1, "variant B"). Lost races move on to the next candidate, with jittered
  * backoff and a bound on rounds. Transactions that write are optimistic (conditional batch
  * writes, no read locks: core/ledger/optimistic.ts explains the livelock they avoid).
  *
@@ -28,15 +28,15 @@ import type {
   Firestore,
   Query,
 } from '@google-cloud/firestore';
-import { z } from 'zod';
 
 import type { Clock } from '../clock';
-import { isoTime } from '../clock';
 import type { MasterMetadata, MasterShardEntry } from '../dataset/metadata';
-import { SHARD_STATUSES } from '../dataset/metadata';
 import { shardDirName } from '../dataset/paths';
 import { ShardlineError, isRetryable, toError } from '../errors';
+import { checkDatasetId } from '../dataset/id';
 import { candidateOrder } from './candidates';
+import type { Decide } from './verbs';
+import { LedgerVerbs, reapedOf } from './verbs';
 import type { TxLike } from './optimistic';
 import { runOptimistic } from './optimistic';
 import type {
@@ -45,32 +45,24 @@ import type {
   DatasetRecord,
   Ledger,
   LedgerStatus,
-  ManifestSummary,
   PartInput,
   PartRecord,
   ReapOptions,
   ReapedShard,
   RegisterOptions,
   RegisterResult,
-  ResetOptions,
   ShardRecord,
   ShardRef,
 } from './ledger';
 import { DEFAULT_MAX_ATTEMPTS } from './ledger';
-import type { ShardState } from './shard-state';
+import { codecOf } from './record-schema';
+import type { ShardState } from './schema';
+import { DATASET_FIELDS, PART_FIELDS, SHARD_FIELDS } from './schema';
 import {
   applyClaim,
   applyCommitPart,
-  applyComplete,
   applyExpiry,
-  applyFail,
-  applyForceComplete,
-  applyForceFail,
-  applyHeartbeat,
-  applyRelease,
-  applyReset,
   buildStatus,
-  checkDatasetId,
   checkLeaseMs,
   checkMasterForRegistration,
   checkMaxAttempts,
@@ -86,11 +78,14 @@ import {
   toShardRecord,
 } from './shard-state';
 
+/** The client type, for modules that pass a client along without using the SDK themselves. */
+export type { Firestore };
+
 /** The datasets collection when none is configured. */
 export const DEFAULT_FIRESTORE_ROOT = 'datasets';
 /**
  * SDK attempts per transaction. The emulator resolves lock conflicts by a hard-coded 2 s
- * timeout and ABORTED (notes/emulators.md): 5 attempts failed 1 run in 9 there; 20 never did.
+ * timeout and ABORTED (docs/notes/emulators.md §1): 5 attempts failed 1 run in 9 there; 20 never did.
  */
 export const DEFAULT_TX_ATTEMPTS = 20;
 /** Rounds of "read candidates, try them" before a claim gives up with a retryable error. */
@@ -118,95 +113,9 @@ export interface FirestoreLedgerOptions {
   closeClient?: boolean;
 }
 
-const int = z.number().int();
-// Firestore hands back Timestamps; we write Dates (the client converts them). Matching the
-// Timestamp by shape keeps this module free of a runtime import of the client library, which
-// takes most of a second to load and is not needed by local runs.
-const time = z
-  .custom<{ toMillis(): number }>(
-    (v) => typeof (v as { toMillis?: unknown } | null)?.toMillis === 'function',
-    'a Firestore Timestamp',
-  )
-  .transform((t) => t.toMillis());
-const optTime = time.nullable();
-
-const ShardDocSchema = z.object({
-  status: z.enum(SHARD_STATUSES),
-  assigned_to: z.string().nullable(),
-  started_at: optTime,
-  completed_at: optTime,
-  lease_expires_at: optTime,
-  heartbeat_at: optTime,
-  lease_ms: int.nullable(),
-  epoch: int,
-  attempts: int,
-  max_attempts: int,
-  last_error: z.string().nullable(),
-  total_tasks: int,
-  first_task_index: int,
-  num_chunks: int,
-  total_bytes: int,
-  next_task_index: int,
-  // Absent in documents written before the progress rule.
-  claim_next_task_index: int.nullable().default(null),
-  parts_committed: int,
-  samples_committed: int,
-  bytes_committed: int,
-  forced_action: z.enum(['complete', 'fail']).nullable(),
-  forced_by: z.string().nullable(),
-  forced_at: optTime,
-  reset_by: z.string().nullable(),
-  reset_at: optTime,
-  manifest: z
-    .object({
-      parts: int,
-      samples: int,
-      bytes: int,
-      uri: z.string().optional(),
-      checksum: z.string().optional(),
-    })
-    .nullable(),
-  updated_at: time,
-});
-
-const DatasetDocSchema = z.object({
-  dataset_id: z.string(),
-  dataset_uri: z.string(),
-  num_shards: int,
-  total_tasks: int,
-  max_attempts: int,
-  fingerprint: z.string(),
-  registered_at: time,
-});
-
-const PartDocSchema = z.object({
-  dataset_id: z.string(),
-  shard_id: int,
-  part_index: int,
-  name: z.string(),
-  first_task_index: int,
-  last_task_index: int,
-  next_task_index: int,
-  samples: int,
-  bytes: int,
-  checksums: z.record(z.string(), z.string()),
-  worker_id: z.string(),
-  epoch: int,
-  committed_at: time,
-});
-
-function decode<T>(schema: z.ZodType<T>, data: DocumentData | undefined, what: string): T {
-  const parsed = schema.safeParse(data);
-  if (!parsed.success) {
-    throw new ShardlineError(
-      'LEDGER',
-      `${what} is not a valid ledger document: ${parsed.error.issues[0]?.message ?? ''}`,
-    );
-  }
-  return parsed.data;
-}
-
-const ts = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
+const shardCodec = codecOf(SHARD_FIELDS, 'firestore');
+const datasetCodec = codecOf(DATASET_FIELDS, 'firestore');
+const partCodec = codecOf(PART_FIELDS, 'firestore');
 
 /** Document id of a part: `part_00000`. */
 export function partDocId(partIndex: number): string {
@@ -217,7 +126,7 @@ type Attempt =
   { kind: 'claimed'; claim: Claim } | { kind: 'taken' } | { kind: 'contended'; error: unknown };
 
 /** The Firestore implementation of the `Ledger` port. */
-export class FirestoreLedger implements Ledger {
+export class FirestoreLedger extends LedgerVerbs implements Ledger {
   readonly kind = 'firestore' as const;
   readonly location: string;
   /** The datasets collection path. */
@@ -234,6 +143,7 @@ export class FirestoreLedger implements Ledger {
     private readonly db: Firestore,
     private readonly options: FirestoreLedgerOptions,
   ) {
+    super();
     this.root = options.root ?? DEFAULT_FIRESTORE_ROOT;
     this.datasets = db.collection(this.root);
     this.location = `firestore:${this.root}`;
@@ -267,29 +177,20 @@ export class FirestoreLedger implements Ledger {
       dataset_id: ref.dataset_id,
       shard_id: ref.shard_id,
       ledger_root: this.root,
-      ...s,
-      started_at: ts(s.started_at),
-      completed_at: ts(s.completed_at),
-      lease_expires_at: ts(s.lease_expires_at),
-      heartbeat_at: ts(s.heartbeat_at),
-      forced_at: ts(s.forced_at),
-      reset_at: ts(s.reset_at),
-      updated_at: new Date(s.updated_at),
+      ...shardCodec.encode(s),
     };
   }
 
   private stateOf(data: DocumentData | undefined, ref: ShardRef): ShardState {
-    return decode(ShardDocSchema, data, `shard ${ref.shard_id} of ${ref.dataset_id}`);
+    return shardCodec.decode(data, `shard ${ref.shard_id} of ${ref.dataset_id}`);
   }
 
   private datasetOf(data: DocumentData | undefined, datasetId: string): DatasetRecord {
-    const d = decode(DatasetDocSchema, data, `dataset ${datasetId}`);
-    return { ...d, registered_at: isoTime(d.registered_at) };
+    return datasetCodec.decode(data, `dataset ${datasetId}`);
   }
 
   private partOf(data: DocumentData | undefined): PartRecord {
-    const p = decode(PartDocSchema, data, 'part');
-    return { ...p, committed_at: isoTime(p.committed_at) };
+    return partCodec.decode(data, 'part');
   }
 
   /**
@@ -371,7 +272,7 @@ export class FirestoreLedger implements Ledger {
           tx.create(refs[j]!, this.shardDoc(ref, newShardState(entry, maxAttempts, now)));
         });
         const dataset = newDatasetRecord(master, options.datasetUri, maxAttempts, now);
-        if (withDataset) tx.create(datasetRef, { ...dataset, registered_at: new Date(now) });
+        if (withDataset) tx.create(datasetRef, datasetCodec.encode(dataset));
         return { created: true, dataset };
       });
     }
@@ -428,8 +329,7 @@ export class FirestoreLedger implements Ledger {
         { maxAttempts: this.maxTxAttempts, random: this.random },
       );
     } catch (e: unknown) {
-      const lostRaces = e instanceof ShardlineError && e.code === 'LEDGER';
-      if (!lostRaces && (e instanceof ShardlineError || !isRetryable(e))) throw this.wrap(e);
+      if (!isRetryable(e)) throw this.wrap(e);
       return { kind: 'contended', error: e };
     }
   }
@@ -496,36 +396,19 @@ export class FirestoreLedger implements Ledger {
     throw new ShardlineError(
       'LEDGER',
       `claim in dataset ${datasetId}: gave up after ${this.claimRounds} rounds of contention; try again`,
-      { cause: lastContention },
+      { cause: lastContention, details: { contended: true } },
     );
   }
 
-  /** A holder verb: read the shard, decide, write, in one transaction. */
-  private holderVerb(
-    claim: Claim,
-    decide: (s: ShardState | null, nowMs: number) => ShardState | null,
-  ): Promise<ShardRecord> {
+  protected holderVerb(claim: Claim, decide: Decide): Promise<ShardRecord> {
     const doc = this.shardRef(claim);
     return this.tx(async (tx) => {
       const snap = await tx.get(doc);
       const s = snap.exists ? this.stateOf(snap.data(), claim) : null;
       const next = decide(s, this.clock.nowMs());
       if (next) tx.set(doc, this.shardDoc(claim, next));
-      return toShardRecord(claim, next ?? s!);
+      return toShardRecord(claim, (next ?? s)!);
     });
-  }
-
-  async heartbeat(claim: Claim, options: { leaseMs?: number } = {}): Promise<Claim> {
-    const record = await this.holderVerb(claim, (s, now) =>
-      applyHeartbeat(requireHolder(s, claim, 'heartbeat'), now, options.leaseMs),
-    );
-    return {
-      dataset_id: claim.dataset_id,
-      shard_id: claim.shard_id,
-      worker_id: claim.worker_id,
-      epoch: claim.epoch,
-      lease_expires_at: record.lease_expires_at!,
-    };
   }
 
   commitPart(claim: Claim, part: PartInput): Promise<PartRecord> {
@@ -542,34 +425,16 @@ export class FirestoreLedger implements Ledger {
       const now = this.clock.nowMs();
       const decision = applyCommitPart(s, claim, part, existing, now);
       tx.set(doc, this.shardDoc(claim, decision.state));
-      if (!decision.duplicate)
-        tx.create(partDoc, { ...decision.record, committed_at: new Date(now) });
+      if (!decision.duplicate) tx.create(partDoc, partCodec.encode(decision.record));
       return decision.record;
     });
   }
 
-  complete(claim: Claim, manifest?: ManifestSummary): Promise<ShardRecord> {
-    return this.holderVerb(claim, (s, now) => applyComplete(s, claim, manifest, now));
-  }
-
-  fail(claim: Claim, reason: string): Promise<ShardRecord> {
-    return this.holderVerb(claim, (s, now) => applyFail(s, claim, reason, now));
-  }
-
-  release(claim: Claim): Promise<ShardRecord> {
-    return this.holderVerb(claim, (s, now) => applyRelease(s, claim, now));
-  }
-
-  /** An operator verb on an existing shard, in one transaction (plus part deletions for reset). */
-  private operatorVerb(
-    datasetId: string,
-    shardId: number,
-    by: string,
+  protected operatorVerb(
+    ref: ShardRef,
     decide: (s: ShardState, nowMs: number) => ShardState | null,
-    discardParts = false,
+    discardParts: boolean,
   ): Promise<ShardRecord> {
-    checkWorkerId(by, 'operator name');
-    const ref = { dataset_id: datasetId, shard_id: shardId };
     const doc = this.shardRef(ref);
     return this.tx(async (tx) => {
       const snap = await tx.get(doc);
@@ -577,7 +442,7 @@ export class FirestoreLedger implements Ledger {
       if (!snap.exists)
         throw new ShardlineError(
           'NOT_FOUND',
-          `dataset ${datasetId} has no shard ${shardId} in ${this.location}`,
+          `dataset ${ref.dataset_id} has no shard ${ref.shard_id} in ${this.location}`,
         );
       const s = this.stateOf(snap.data(), ref);
       const next = decide(s, this.clock.nowMs());
@@ -585,39 +450,6 @@ export class FirestoreLedger implements Ledger {
       parts?.docs.forEach((p) => tx.delete(p.ref));
       return toShardRecord(ref, next ?? s);
     });
-  }
-
-  forceComplete(
-    datasetId: string,
-    shardId: number,
-    by: string,
-    manifest?: ManifestSummary,
-  ): Promise<ShardRecord> {
-    return this.operatorVerb(datasetId, shardId, by, (s, now) =>
-      applyForceComplete(s, shardId, by, manifest, now),
-    );
-  }
-
-  forceFail(datasetId: string, shardId: number, by: string, reason: string): Promise<ShardRecord> {
-    return this.operatorVerb(datasetId, shardId, by, (s, now) =>
-      applyForceFail(s, by, reason, now),
-    );
-  }
-
-  reset(
-    datasetId: string,
-    shardId: number,
-    by: string,
-    options: ResetOptions = {},
-  ): Promise<ShardRecord> {
-    const discard = options.discardParts ?? false;
-    return this.operatorVerb(
-      datasetId,
-      shardId,
-      by,
-      (s, now) => applyReset(s, by, now, discard),
-      discard,
-    );
   }
 
   /**
@@ -650,14 +482,7 @@ export class FirestoreLedger implements Ledger {
         if (!leaseExpired(s, now)) return null;
         const next = applyExpiry(s, now);
         tx.set(found.ref, this.shardDoc(ref, next));
-        return {
-          ...ref,
-          worker_id: s.assigned_to ?? '',
-          epoch: s.epoch,
-          status: next.status === 'failed' ? 'failed' : 'available',
-          attempts: next.attempts,
-          last_error: next.last_error ?? '',
-        };
+        return reapedOf(ref, s, next);
       });
       if (one) reaped.push(one);
     }

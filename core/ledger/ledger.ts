@@ -1,21 +1,26 @@
 /**
- * The ledger port: the source of truth for shard status (DESIGN.md, The ledger). Two
+ * The ledger port: the source of truth for shard status (docs/architecture.md#the-ledger). Two
  * implementations sit side by side and pass one contract suite (test/support/ledger-contract.ts):
  * `SqliteLedger` (a file beside a local dataset) and `FirestoreLedger` (the cloud).
  *
  * Every verb is one transaction (registration of a Firestore dataset with many shards is the
- * one exception; see `FirestoreLedger.registerDataset`). Record fields use the glossary's words
- * (core/glossary.md) and are the Firestore field names too. Times in records are ISO-8601 UTC
- * strings (`isoTime`), the one timestamp format shardline writes.
+ * one exception; see `FirestoreLedger.registerDataset`). The records are defined once, in
+ * core/ledger/schema.ts; their fields use the glossary's words (docs/glossary.md) and are the
+ * Firestore field names too. Times in records are ISO-8601 UTC strings (`isoTime`), the one
+ * timestamp format shardline writes.
  *
- * The holder rule (CONVENTIONS.md, Claims): heartbeat, commitPart, complete, fail and release
+ * The holder rule (docs/conventions.md#claims): heartbeat, commitPart, complete, fail and release
  * succeed only while the shard is `in_use` with `assigned_to === claim.worker_id` and
  * `epoch === claim.epoch`; otherwise they throw `LeaseLostError` (code `LEASE_LOST`).
  * An expired lease that nobody has taken yet is still the holder's: nobody else did the work,
  * so it may renew or finish it. Once a claim or the reaper moves the shard on (a new epoch, or
  * `available`), the old holder is fenced for good.
  */
+import type { z } from 'zod';
+
 import type { MasterMetadata, ShardStatus } from '../dataset/metadata';
+import type { RecordOf } from './record-schema';
+import type { DATASET_FIELDS, ManifestSummarySchema, PART_FIELDS, SHARD_FIELDS } from './schema';
 
 /** `fail` and expired leases after this many attempts leave the shard `failed`. */
 export const DEFAULT_MAX_ATTEMPTS = 3;
@@ -50,45 +55,17 @@ export interface ClaimOptions {
   leaseMs?: number;
 }
 
-/** One output part as the worker commits it. */
-export interface PartInput {
-  /** 0, 1, 2…: parts are committed in order, without gaps. */
-  part_index: number;
-  /** File stem, e.g. `part_00000` (deterministic from dataset, shard and index). */
-  name: string;
-  /** Global index of the first task the part covers (= the shard's `next_task_index`). */
-  first_task_index: number;
-  /** Global index of the last task the part covers (`next_task_index - 1`). */
-  last_task_index: number;
-  /** Where the worker resumes after this part: one past `last_task_index`. */
-  next_task_index: number;
-  /** Samples (prompts) written in the part. */
-  samples: number;
-  /** Bytes of the part's files together. */
-  bytes: number;
-  /** File name -> checksum (e.g. CRC32C base64) of each file of the part. */
-  checksums: Readonly<Record<string, string>>;
-}
+/** A committed part as the ledger records it (fields: core/ledger/schema.ts `PART_FIELDS`). */
+export type PartRecord = RecordOf<typeof PART_FIELDS>;
 
-/** A committed part as the ledger records it. */
-export interface PartRecord extends PartInput, ShardRef {
-  /** The claim that committed it. */
-  worker_id: string;
-  epoch: number;
-  committed_at: string;
-}
+/** One output part as the worker commits it: the record less what the ledger adds. */
+export type PartInput = Omit<
+  PartRecord,
+  'dataset_id' | 'shard_id' | 'worker_id' | 'epoch' | 'committed_at'
+>;
 
 /** What `complete` records about the shard's `_MANIFEST.json`. */
-export interface ManifestSummary {
-  /** Parts listed; must equal the parts committed in the ledger. */
-  parts: number;
-  samples: number;
-  bytes: number;
-  /** Where the manifest was written. */
-  uri?: string;
-  /** Checksum of the manifest file. */
-  checksum?: string;
-}
+export type ManifestSummary = z.infer<typeof ManifestSummarySchema>;
 
 /** A complete or fail done by someone who was not the holder (an operator's `--force`). */
 export interface ForcedAction {
@@ -97,54 +74,18 @@ export interface ForcedAction {
   at: string;
 }
 
-/** A shard as the ledger knows it. */
-export interface ShardRecord extends ShardRef {
-  status: ShardStatus;
-  /** The holder while `in_use`; who completed it once `completed`; null otherwise. */
-  assigned_to: string | null;
-  started_at: string | null;
-  completed_at: string | null;
-  lease_expires_at: string | null;
-  /** Last heartbeat (or claim). */
-  heartbeat_at: string | null;
-  /** The lease length of the current claim, renewed by each heartbeat. */
-  lease_ms: number | null;
-  /** Raised by every claim; the fencing token. 0 before the first claim. */
-  epoch: number;
-  /** Failed attempts so far (fail, or an expired lease). */
-  attempts: number;
-  max_attempts: number;
-  last_error: string | null;
-  total_tasks: number;
-  first_task_index: number;
-  num_chunks: number;
-  total_bytes: number;
-  /** Where the next holder resumes: the last committed part's `next_task_index`. */
-  next_task_index: number;
-  parts_committed: number;
-  samples_committed: number;
-  bytes_committed: number;
-  /** Set when the shard was completed or failed with `--force`; cleared by claim and reset. */
-  forced: ForcedAction | null;
-  /** Who last reset the shard, and when. */
-  reset_by: string | null;
-  reset_at: string | null;
-  manifest: ManifestSummary | null;
-  updated_at: string;
-}
+/** Fields of the stored shard that callers see in another form (`forced`) or not at all. */
+type InternalShardFields = 'claim_next_task_index' | 'forced_action' | 'forced_by' | 'forced_at';
 
-/** A registered dataset. */
-export interface DatasetRecord {
-  dataset_id: string;
-  /** Where the dataset lives (local path or gs:// URI), as registered. */
-  dataset_uri: string;
-  num_shards: number;
-  total_tasks: number;
-  max_attempts: number;
-  /** Hash of what identifies the dataset's content; a different dataset under the same id conflicts. */
-  fingerprint: string;
-  registered_at: string;
-}
+/** A shard as the ledger knows it (fields: core/ledger/schema.ts `SHARD_FIELDS`), times as ISO strings. */
+export type ShardRecord = ShardRef &
+  Omit<RecordOf<typeof SHARD_FIELDS, 'iso'>, InternalShardFields> & {
+    /** Set when the shard was completed or failed with `--force`; cleared by claim and reset. */
+    forced: ForcedAction | null;
+  };
+
+/** A registered dataset (fields: core/ledger/schema.ts `DATASET_FIELDS`). */
+export type DatasetRecord = RecordOf<typeof DATASET_FIELDS>;
 
 /** Options of `registerDataset`. */
 export interface RegisterOptions {

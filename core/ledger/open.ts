@@ -2,9 +2,9 @@
  * Opens the ledger for a dataset location, for composition roots (CLI, worker, functions):
  * SQLite beside a local dataset by default, Firestore for `gs://`, or what `kind` says.
  * Neither implementation loads the Firestore client library; the client comes from the
- * caller's factory, called only when the ledger is Firestore (local runs never pay its load).
+ * caller's factory, called only when the ledger is Firestore (local runs never pay its load,
+ * test/integration/cli/lazy-clients.test.ts checks it).
  */
-import type { Firestore } from '@google-cloud/firestore';
 import * as path from 'node:path';
 
 import type { Location } from '../blob/location';
@@ -12,6 +12,7 @@ import { formatLocation } from '../blob/location';
 import type { Clock } from '../clock';
 import { LOCAL_LEDGER_FILE } from '../dataset/paths';
 import { ConfigError } from '../errors';
+import type { Firestore } from './firestore';
 import { FirestoreLedger } from './firestore';
 import type { Ledger, LedgerKind } from './ledger';
 import { SqliteLedger } from './sqlite';
@@ -27,8 +28,8 @@ export interface OpenLedgerOptions {
   kind?: LedgerKind;
   clock: Clock;
   /**
-   * Creates the Firestore client when the ledger is Firestore (called at most once); the
-   * ledger terminates it on `close()`.
+   * The Firestore client when the ledger is Firestore (called at most once). The caller owns
+   * it (a composition root's `CloudClients`): the ledger's `close()` leaves it open.
    */
   firestore?: () => Firestore | Promise<Firestore>;
   /** The Firestore datasets collection; default `datasets`. */
@@ -71,7 +72,6 @@ export async function openLedger(options: OpenLedgerOptions): Promise<Ledger> {
     throw new ConfigError('--ledger firestore: no Firestore client was configured');
   return new FirestoreLedger(await options.firestore(), {
     clock: options.clock,
-    closeClient: true,
     ...(options.firestoreRoot === undefined ? {} : { root: options.firestoreRoot }),
     ...(options.random === undefined ? {} : { random: options.random }),
   });

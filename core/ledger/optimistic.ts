@@ -15,6 +15,7 @@
  * The callback has the shape of a transaction callback (reads, then writes, pure) and may run
  * several times.
  */
+import type * as FirestoreLib from '@google-cloud/firestore';
 import type {
   DocumentData,
   DocumentReference,
@@ -24,7 +25,6 @@ import type {
   QuerySnapshot,
   Timestamp,
 } from '@google-cloud/firestore';
-import { FieldValue } from '@google-cloud/firestore';
 
 import { ShardlineError, errorCode } from '../errors';
 
@@ -127,7 +127,7 @@ class Attempt implements TxLike {
         }
         // A whole-document replacement, conditioned: fields it no longer has are deleted.
         const data: DocumentData = { ...w.data };
-        for (const f of seen.fields) if (!(f in data)) data[f] = FieldValue.delete();
+        for (const f of seen.fields) if (!(f in data)) data[f] = deleteField();
         batch.update(w.ref, data, { lastUpdateTime: seen.updateTime! });
       } else {
         batch.delete(w.ref, seen?.updateTime ? { lastUpdateTime: seen.updateTime } : undefined);
@@ -135,6 +135,17 @@ class Attempt implements TxLike {
     }
     await batch.commit();
   }
+}
+
+/**
+ * Firestore's field-deletion sentinel. The library is required here, on first use, not at
+ * import: this module is loaded with the ledger code by every process, and only processes
+ * that already hold a Firestore client (so have loaded the library) ever get here.
+ */
+function deleteField(): FirestoreLib.FieldValue {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use
+  const lib = require('@google-cloud/firestore') as typeof FirestoreLib;
+  return lib.FieldValue.delete();
 }
 
 // A lost race: the document changed since it was read (9 FAILED_PRECONDITION), appeared
@@ -178,6 +189,6 @@ export async function runOptimistic<T>(
   throw new ShardlineError(
     'LEDGER',
     `gave up after ${options.maxAttempts} attempts lost to concurrent updates`,
-    { cause: lastError },
+    { cause: lastError, details: { contended: true } },
   );
 }

@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 
 import type { MasterMetadata, MasterShardEntry, ShardStatus } from '../dataset/metadata';
+import { checkDatasetId } from '../dataset/id';
 import { ConfigError, LeaseLostError, ShardlineError } from '../errors';
 import { isoTime } from '../clock';
 import type {
@@ -25,61 +26,16 @@ import type {
   StatusTotals,
 } from './ledger';
 import { DEFAULT_LEASE_MS, MAX_LEASE_MS } from './ledger';
+import { withIsoTimes } from './record-schema';
+import type { ShardState } from './schema';
+import { SHARD_FIELDS } from './schema';
 
-/** A shard's state as stored, times in ms. Field names are the record's (glossary words). */
-export interface ShardState {
-  status: ShardStatus;
-  assigned_to: string | null;
-  started_at: number | null;
-  completed_at: number | null;
-  lease_expires_at: number | null;
-  heartbeat_at: number | null;
-  lease_ms: number | null;
-  epoch: number;
-  attempts: number;
-  max_attempts: number;
-  last_error: string | null;
-  total_tasks: number;
-  first_task_index: number;
-  num_chunks: number;
-  total_bytes: number;
-  next_task_index: number;
-  /**
-   * `next_task_index` when the current claim was granted (null when not held): an expired
-   * lease whose holder committed parts since counts no attempt (see `applyExpiry`).
-   */
-  claim_next_task_index: number | null;
-  parts_committed: number;
-  samples_committed: number;
-  bytes_committed: number;
-  forced_action: 'complete' | 'fail' | null;
-  forced_by: string | null;
-  forced_at: number | null;
-  reset_by: string | null;
-  reset_at: number | null;
-  manifest: ManifestSummary | null;
-  updated_at: number;
-}
+export type { ShardState };
 
 /** Longest `last_error` kept; longer reasons are cut (a stack trace is not a status). */
 export const MAX_ERROR_CHARS = 2000;
 /** Longest worker id or operator name accepted. */
 export const MAX_WORKER_ID_CHARS = 128;
-
-/** Refuses a dataset id that cannot be a key in both ledgers (a Firestore document id). */
-export function checkDatasetId(datasetId: string): string {
-  if (
-    datasetId === '' ||
-    datasetId.length > 256 ||
-    datasetId === '.' ||
-    datasetId === '..' ||
-    /^__.*__$/.test(datasetId) ||
-    /[/\u0000-\u001f\u007f]/.test(datasetId)
-  ) {
-    throw new ShardlineError('INVALID_ARGUMENT', `invalid dataset id ${JSON.stringify(datasetId)}`);
-  }
-  return datasetId;
-}
 
 /** Refuses an empty, overlong or non-printable worker id (or operator name). */
 export function checkWorkerId(workerId: string, what = 'worker id'): string {
@@ -202,6 +158,14 @@ export function checkSameDataset(existing: DatasetRecord, master: MasterMetadata
   }
 }
 
+/** A shard with every field empty: null, 0, or the first value of an enum. */
+const EMPTY_SHARD: ShardState = Object.fromEntries(
+  Object.entries(SHARD_FIELDS).map(([k, spec]) => [
+    k,
+    'nullable' in spec && spec.nullable ? null : spec.kind === 'enum' ? spec.values[0] : 0,
+  ]),
+) as ShardState;
+
 /** A newly registered shard: available, epoch 0, nothing committed. */
 export function newShardState(
   entry: MasterShardEntry,
@@ -209,32 +173,14 @@ export function newShardState(
   nowMs: number,
 ): ShardState {
   return {
+    ...EMPTY_SHARD,
     status: 'available',
-    assigned_to: null,
-    started_at: null,
-    completed_at: null,
-    lease_expires_at: null,
-    heartbeat_at: null,
-    lease_ms: null,
-    epoch: 0,
-    attempts: 0,
     max_attempts: maxAttempts,
-    last_error: null,
     total_tasks: entry.total_tasks,
     first_task_index: entry.first_task_index,
     num_chunks: entry.num_chunks,
     total_bytes: entry.total_bytes,
     next_task_index: entry.first_task_index,
-    claim_next_task_index: null,
-    parts_committed: 0,
-    samples_committed: 0,
-    bytes_committed: 0,
-    forced_action: null,
-    forced_by: null,
-    forced_at: null,
-    reset_by: null,
-    reset_at: null,
-    manifest: null,
     updated_at: nowMs,
   };
 }
@@ -648,40 +594,20 @@ export function applyReset(
   };
 }
 
-const iso = (ms: number | null): string | null => (ms === null ? null : isoTime(ms));
-
-/** The record callers see. */
+/** The record callers see: times as ISO strings, `forced` as one object. */
 export function toShardRecord(ref: ShardRef, s: ShardState): ShardRecord {
+  const { claim_next_task_index, forced_action, forced_by, forced_at, ...rest } = withIsoTimes(
+    SHARD_FIELDS,
+    s,
+  );
   return {
     dataset_id: ref.dataset_id,
     shard_id: ref.shard_id,
-    status: s.status,
-    assigned_to: s.assigned_to,
-    started_at: iso(s.started_at),
-    completed_at: iso(s.completed_at),
-    lease_expires_at: iso(s.lease_expires_at),
-    heartbeat_at: iso(s.heartbeat_at),
-    lease_ms: s.lease_ms,
-    epoch: s.epoch,
-    attempts: s.attempts,
-    max_attempts: s.max_attempts,
-    last_error: s.last_error,
-    total_tasks: s.total_tasks,
-    first_task_index: s.first_task_index,
-    num_chunks: s.num_chunks,
-    total_bytes: s.total_bytes,
-    next_task_index: s.next_task_index,
-    parts_committed: s.parts_committed,
-    samples_committed: s.samples_committed,
-    bytes_committed: s.bytes_committed,
+    ...rest,
     forced:
-      s.forced_action && s.forced_by !== null && s.forced_at !== null
-        ? { action: s.forced_action, by: s.forced_by, at: isoTime(s.forced_at) }
+      forced_action && forced_by !== null && forced_at !== null
+        ? { action: forced_action, by: forced_by, at: forced_at }
         : null,
-    reset_by: s.reset_by,
-    reset_at: iso(s.reset_at),
-    manifest: s.manifest,
-    updated_at: isoTime(s.updated_at),
   };
 }
 

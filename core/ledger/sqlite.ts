@@ -9,45 +9,39 @@
  * lock, or up to `busyTimeoutMs` while another process holds it.
  */
 import Database from 'better-sqlite3';
-import { z } from 'zod';
 
 import type { Clock } from '../clock';
 import type { MasterMetadata } from '../dataset/metadata';
-import { SHARD_STATUSES } from '../dataset/metadata';
 import { ShardlineError, errorCode, toError } from '../errors';
+import { checkDatasetId } from '../dataset/id';
 import { candidateOrder } from './candidates';
+import type { Decide } from './verbs';
+import { LedgerVerbs, reapedOf } from './verbs';
 import type {
   Claim,
   ClaimOptions,
   DatasetRecord,
   Ledger,
   LedgerStatus,
-  ManifestSummary,
   PartInput,
   PartRecord,
   ReapOptions,
   ReapedShard,
   RegisterOptions,
   RegisterResult,
-  ResetOptions,
   ShardRecord,
   ShardRef,
 } from './ledger';
 import { DEFAULT_MAX_ATTEMPTS } from './ledger';
-import type { ShardState } from './shard-state';
+import type { Fields } from './record-schema';
+import { codecOf, fieldNames, sqlColumn, sqlColumns } from './record-schema';
+import type { ShardState } from './schema';
+import { DATASET_FIELDS, PART_FIELDS, SHARD_FIELDS } from './schema';
 import {
   applyClaim,
   applyCommitPart,
-  applyComplete,
   applyExpiry,
-  applyFail,
-  applyForceComplete,
-  applyForceFail,
-  applyHeartbeat,
-  applyRelease,
-  applyReset,
   buildStatus,
-  checkDatasetId,
   checkLeaseMs,
   checkMasterForRegistration,
   checkMaxAttempts,
@@ -75,169 +69,57 @@ export interface SqliteLedgerOptions {
   busyTimeoutMs?: number;
 }
 
+const SHARD_KEYS = { dataset_id: { kind: 'text' }, shard_id: { kind: 'int' } } as const;
+const SHARD_COLUMNS = [...fieldNames(SHARD_KEYS), ...fieldNames(SHARD_FIELDS)];
+const UPDATABLE = fieldNames(SHARD_FIELDS);
+const PART_COLUMNS = fieldNames(PART_FIELDS);
+const DATASET_COLUMNS = fieldNames(DATASET_FIELDS);
+
+/** The tables, from the record definitions (core/ledger/schema.ts). */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS datasets (
-  dataset_id TEXT PRIMARY KEY,
-  dataset_uri TEXT NOT NULL,
-  num_shards INTEGER NOT NULL,
-  total_tasks INTEGER NOT NULL,
-  max_attempts INTEGER NOT NULL,
-  fingerprint TEXT NOT NULL,
-  registered_at TEXT NOT NULL
+  ${sqlColumns(DATASET_FIELDS).join(',\n  ')},
+  PRIMARY KEY (dataset_id)
 ) STRICT;
 CREATE TABLE IF NOT EXISTS shards (
   dataset_id TEXT NOT NULL REFERENCES datasets (dataset_id),
   shard_id INTEGER NOT NULL,
-  status TEXT NOT NULL CHECK (status IN ('available', 'in_use', 'completed', 'failed')),
-  assigned_to TEXT,
-  started_at INTEGER,
-  completed_at INTEGER,
-  lease_expires_at INTEGER,
-  heartbeat_at INTEGER,
-  lease_ms INTEGER,
-  epoch INTEGER NOT NULL,
-  attempts INTEGER NOT NULL,
-  max_attempts INTEGER NOT NULL,
-  last_error TEXT,
-  total_tasks INTEGER NOT NULL,
-  first_task_index INTEGER NOT NULL,
-  num_chunks INTEGER NOT NULL,
-  total_bytes INTEGER NOT NULL,
-  next_task_index INTEGER NOT NULL,
-  claim_next_task_index INTEGER,
-  parts_committed INTEGER NOT NULL,
-  samples_committed INTEGER NOT NULL,
-  bytes_committed INTEGER NOT NULL,
-  forced_action TEXT,
-  forced_by TEXT,
-  forced_at INTEGER,
-  reset_by TEXT,
-  reset_at INTEGER,
-  manifest TEXT,
-  updated_at INTEGER NOT NULL,
+  ${sqlColumns(SHARD_FIELDS).join(',\n  ')},
   PRIMARY KEY (dataset_id, shard_id)
 ) STRICT;
 CREATE INDEX IF NOT EXISTS shards_by_lease ON shards (status, lease_expires_at);
 CREATE TABLE IF NOT EXISTS parts (
-  dataset_id TEXT NOT NULL,
-  shard_id INTEGER NOT NULL,
-  part_index INTEGER NOT NULL,
-  name TEXT NOT NULL,
-  first_task_index INTEGER NOT NULL,
-  last_task_index INTEGER NOT NULL,
-  next_task_index INTEGER NOT NULL,
-  samples INTEGER NOT NULL,
-  bytes INTEGER NOT NULL,
-  checksums TEXT NOT NULL,
-  worker_id TEXT NOT NULL,
-  epoch INTEGER NOT NULL,
-  committed_at TEXT NOT NULL,
+  ${sqlColumns(PART_FIELDS).join(',\n  ')},
   PRIMARY KEY (dataset_id, shard_id, part_index),
   FOREIGN KEY (dataset_id, shard_id) REFERENCES shards (dataset_id, shard_id)
 ) STRICT;
 `;
 
-const int = z.number().int();
-const optInt = int.nullable();
-const ManifestSchema = z.object({
-  parts: int,
-  samples: int,
-  bytes: int,
-  uri: z.string().optional(),
-  checksum: z.string().optional(),
-});
+/** Each table with the fields it stores. */
+const TABLES: ReadonlyArray<[string, Fields]> = [
+  ['datasets', DATASET_FIELDS],
+  ['shards', SHARD_FIELDS],
+  ['parts', PART_FIELDS],
+];
 
-/** A `shards` row, decoded at the edge (the file may come from another version). */
-const ShardRowSchema = z.object({
-  dataset_id: z.string(),
-  shard_id: int,
-  status: z.enum(SHARD_STATUSES),
-  assigned_to: z.string().nullable(),
-  started_at: optInt,
-  completed_at: optInt,
-  lease_expires_at: optInt,
-  heartbeat_at: optInt,
-  lease_ms: optInt,
-  epoch: int,
-  attempts: int,
-  max_attempts: int,
-  last_error: z.string().nullable(),
-  total_tasks: int,
-  first_task_index: int,
-  num_chunks: int,
-  total_bytes: int,
-  next_task_index: int,
-  claim_next_task_index: optInt,
-  parts_committed: int,
-  samples_committed: int,
-  bytes_committed: int,
-  forced_action: z.enum(['complete', 'fail']).nullable(),
-  forced_by: z.string().nullable(),
-  forced_at: optInt,
-  reset_by: z.string().nullable(),
-  reset_at: optInt,
-  manifest: z.string().nullable(),
-  updated_at: int,
-});
-type ShardRow = z.infer<typeof ShardRowSchema>;
-
-const DatasetRowSchema = z.object({
-  dataset_id: z.string(),
-  dataset_uri: z.string(),
-  num_shards: int,
-  total_tasks: int,
-  max_attempts: int,
-  fingerprint: z.string(),
-  registered_at: z.string(),
-});
-
-const PartRowSchema = z.object({
-  dataset_id: z.string(),
-  shard_id: int,
-  part_index: int,
-  name: z.string(),
-  first_task_index: int,
-  last_task_index: int,
-  next_task_index: int,
-  samples: int,
-  bytes: int,
-  checksums: z.string(),
-  worker_id: z.string(),
-  epoch: int,
-  committed_at: z.string(),
-});
+const shardCodec = codecOf(SHARD_FIELDS, 'sqlite');
+const shardKeyCodec = codecOf(SHARD_KEYS, 'sqlite');
+const datasetCodec = codecOf(DATASET_FIELDS, 'sqlite');
+const partCodec = codecOf(PART_FIELDS, 'sqlite');
 
 function stateOf(row: unknown): { ref: ShardRef; state: ShardState } {
-  const r: ShardRow = ShardRowSchema.parse(row);
-  const { dataset_id, shard_id, manifest, ...rest } = r;
   return {
-    ref: { dataset_id, shard_id },
-    state: {
-      ...rest,
-      manifest: manifest === null ? null : ManifestSchema.parse(JSON.parse(manifest)),
-    },
+    ref: shardKeyCodec.decode(row, 'shard row'),
+    state: shardCodec.decode(row, 'shard row'),
   };
 }
 
-function rowOf(ref: ShardRef, s: ShardState): ShardRow {
-  return {
-    dataset_id: ref.dataset_id,
-    shard_id: ref.shard_id,
-    ...s,
-    manifest: s.manifest === null ? null : JSON.stringify(s.manifest),
-  };
+function rowOf(ref: ShardRef, s: ShardState): Record<string, unknown> {
+  return { dataset_id: ref.dataset_id, shard_id: ref.shard_id, ...shardCodec.encode(s) };
 }
 
-function partOf(row: unknown): PartRecord {
-  const r = PartRowSchema.parse(row);
-  return {
-    ...r,
-    checksums: z.record(z.string(), z.string()).parse(JSON.parse(r.checksums)),
-  };
-}
-
-const SHARD_COLUMNS = Object.keys(ShardRowSchema.shape);
-const UPDATABLE = SHARD_COLUMNS.filter((c) => c !== 'dataset_id' && c !== 'shard_id');
+const insertSql = (table: string, columns: readonly string[]): string =>
+  `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`;
 
 /** Blocks this thread for `ms` (only while opening a file another process is converting). */
 function sleepSync(ms: number): void {
@@ -245,7 +127,7 @@ function sleepSync(ms: number): void {
 }
 
 /** The SQLite implementation of the `Ledger` port. */
-export class SqliteLedger implements Ledger {
+export class SqliteLedger extends LedgerVerbs implements Ledger {
   readonly kind = 'sqlite' as const;
   readonly location: string;
   private readonly clock: Clock;
@@ -267,6 +149,7 @@ export class SqliteLedger implements Ledger {
   };
 
   private constructor(file: string, options: SqliteLedgerOptions) {
+    super();
     this.location = file;
     this.clock = options.clock;
     this.db = new Database(file);
@@ -289,13 +172,8 @@ export class SqliteLedger implements Ledger {
         `SELECT * FROM shards WHERE dataset_id = ? AND status = 'in_use'
            AND (lease_expires_at IS NULL OR lease_expires_at <= ?) ORDER BY lease_expires_at LIMIT ?`,
       ),
-      insertDataset: db.prepare(
-        `INSERT INTO datasets (dataset_id, dataset_uri, num_shards, total_tasks, max_attempts, fingerprint, registered_at)
-           VALUES (@dataset_id, @dataset_uri, @num_shards, @total_tasks, @max_attempts, @fingerprint, @registered_at)`,
-      ),
-      insertShard: db.prepare(
-        `INSERT INTO shards (${SHARD_COLUMNS.join(', ')}) VALUES (${SHARD_COLUMNS.map((c) => `@${c}`).join(', ')})`,
-      ),
+      insertDataset: db.prepare(insertSql('datasets', DATASET_COLUMNS)),
+      insertShard: db.prepare(insertSql('shards', SHARD_COLUMNS)),
       updateShard: db.prepare(
         `UPDATE shards SET ${UPDATABLE.map((c) => `${c} = @${c}`).join(', ')}
            WHERE dataset_id = @dataset_id AND shard_id = @shard_id`,
@@ -306,12 +184,7 @@ export class SqliteLedger implements Ledger {
       parts: db.prepare(
         'SELECT * FROM parts WHERE dataset_id = ? AND shard_id = ? ORDER BY part_index',
       ),
-      insertPart: db.prepare(
-        `INSERT INTO parts (dataset_id, shard_id, part_index, name, first_task_index, last_task_index,
-           next_task_index, samples, bytes, checksums, worker_id, epoch, committed_at)
-         VALUES (@dataset_id, @shard_id, @part_index, @name, @first_task_index, @last_task_index,
-           @next_task_index, @samples, @bytes, @checksums, @worker_id, @epoch, @committed_at)`,
-      ),
+      insertPart: db.prepare(insertSql('parts', PART_COLUMNS)),
       deleteParts: db.prepare('DELETE FROM parts WHERE dataset_id = ? AND shard_id = ?'),
     };
   }
@@ -341,10 +214,19 @@ export class SqliteLedger implements Ledger {
                 `${this.location} was written by a newer shardline (schema ${version}, this one knows ${SQLITE_SCHEMA_VERSION})`,
               );
             }
-            // Schema 1 (shardline 0.1.0 before the progress rule) lacks one column.
-            if (version === 1)
-              this.db.exec('ALTER TABLE shards ADD COLUMN claim_next_task_index INTEGER');
             this.db.exec(SCHEMA);
+            // A file from an older version lacks the columns of fields added since (schema 1,
+            // before the progress rule, lacks claim_next_task_index): add them.
+            for (const [table, fields] of TABLES) {
+              const have = new Set(
+                (this.db.pragma(`table_info(${table})`) as Array<{ name: string }>).map(
+                  (c) => c.name,
+                ),
+              );
+              for (const [name, spec] of Object.entries(fields))
+                if (!have.has(name))
+                  this.db.exec(`ALTER TABLE ${table} ADD COLUMN ${sqlColumn(name, spec, true)}`);
+            }
             if (version < SQLITE_SCHEMA_VERSION)
               this.db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
           })
@@ -390,7 +272,7 @@ export class SqliteLedger implements Ledger {
 
   private datasetRow(datasetId: string): DatasetRecord | null {
     const row: unknown = this.stmt.dataset.get(datasetId);
-    return row === undefined ? null : DatasetRowSchema.parse(row);
+    return row === undefined ? null : datasetCodec.decode(row, `dataset ${datasetId}`);
   }
 
   private shardState(datasetId: string, shardId: number): ShardState | null {
@@ -431,7 +313,7 @@ export class SqliteLedger implements Ledger {
         }
         const now = this.clock.nowMs();
         const dataset = newDatasetRecord(master, options.datasetUri, maxAttempts, now);
-        this.stmt.insertDataset.run(dataset);
+        this.stmt.insertDataset.run(datasetCodec.encode(dataset));
         for (const entry of master.shards) {
           const ref = { dataset_id: master.dataset_id, shard_id: entry.shard_id };
           const old = this.shardState(ref.dataset_id, ref.shard_id);
@@ -484,22 +366,6 @@ export class SqliteLedger implements Ledger {
     });
   }
 
-  heartbeat(claim: Claim, options: { leaseMs?: number } = {}): Promise<Claim> {
-    return this.settle(() =>
-      this.write(() => {
-        const now = this.clock.nowMs();
-        const s = requireHolder(
-          this.shardState(claim.dataset_id, claim.shard_id),
-          claim,
-          'heartbeat',
-        );
-        const next = applyHeartbeat(s, now, options.leaseMs);
-        this.save(claim, next);
-        return claimOf(claim, next);
-      }),
-    );
-  }
-
   commitPart(claim: Claim, part: PartInput): Promise<PartRecord> {
     return this.settle(() =>
       this.write(() => {
@@ -514,102 +380,39 @@ export class SqliteLedger implements Ledger {
           claim.shard_id,
           part.part_index,
         );
-        const existing = existingRow === undefined ? null : partOf(existingRow);
+        const existing = existingRow === undefined ? null : partCodec.decode(existingRow, 'part');
         const decision = applyCommitPart(s, claim, part, existing, now);
         this.save(claim, decision.state);
-        if (!decision.duplicate)
-          this.stmt.insertPart.run({
-            ...decision.record,
-            checksums: JSON.stringify(decision.record.checksums),
-          });
+        if (!decision.duplicate) this.stmt.insertPart.run(partCodec.encode(decision.record));
         return decision.record;
       }),
     );
   }
 
-  complete(claim: Claim, manifest?: ManifestSummary): Promise<ShardRecord> {
+  protected holderVerb(claim: Claim, decide: Decide): Promise<ShardRecord> {
     return this.settle(() =>
       this.write(() => {
-        const now = this.clock.nowMs();
         const s = this.shardState(claim.dataset_id, claim.shard_id);
-        const next = applyComplete(s, claim, manifest, now);
+        const next = decide(s, this.clock.nowMs());
         if (next) this.save(claim, next);
-        return toShardRecord(claim, next ?? s!);
+        return toShardRecord(claim, (next ?? s)!);
       }),
     );
   }
 
-  fail(claim: Claim, reason: string): Promise<ShardRecord> {
-    return this.holderVerb(claim, (s, now) => applyFail(s, claim, reason, now));
-  }
-
-  release(claim: Claim): Promise<ShardRecord> {
-    return this.holderVerb(claim, (s, now) => applyRelease(s, claim, now));
-  }
-
-  private holderVerb(
-    claim: Claim,
-    decide: (s: ShardState | null, nowMs: number) => ShardState,
+  protected operatorVerb(
+    ref: ShardRef,
+    decide: (s: ShardState, nowMs: number) => ShardState | null,
+    discardParts: boolean,
   ): Promise<ShardRecord> {
     return this.settle(() =>
       this.write(() => {
-        const next = decide(this.shardState(claim.dataset_id, claim.shard_id), this.clock.nowMs());
-        this.save(claim, next);
-        return toShardRecord(claim, next);
-      }),
-    );
-  }
-
-  private operatorVerb(
-    datasetId: string,
-    shardId: number,
-    by: string,
-    decide: (s: ShardState, nowMs: number) => ShardState | null,
-    after?: (ref: ShardRef) => void,
-  ): Promise<ShardRecord> {
-    return this.settle(() => {
-      checkWorkerId(by, 'operator name');
-      return this.write(() => {
-        const s = this.requireShard(datasetId, shardId);
-        const ref = { dataset_id: datasetId, shard_id: shardId };
+        const s = this.requireShard(ref.dataset_id, ref.shard_id);
         const next = decide(s, this.clock.nowMs());
         if (next) this.save(ref, next);
-        after?.(ref);
+        if (discardParts) this.stmt.deleteParts.run(ref.dataset_id, ref.shard_id);
         return toShardRecord(ref, next ?? s);
-      });
-    });
-  }
-
-  forceComplete(
-    datasetId: string,
-    shardId: number,
-    by: string,
-    manifest?: ManifestSummary,
-  ): Promise<ShardRecord> {
-    return this.operatorVerb(datasetId, shardId, by, (s, now) =>
-      applyForceComplete(s, shardId, by, manifest, now),
-    );
-  }
-
-  forceFail(datasetId: string, shardId: number, by: string, reason: string): Promise<ShardRecord> {
-    return this.operatorVerb(datasetId, shardId, by, (s, now) =>
-      applyForceFail(s, by, reason, now),
-    );
-  }
-
-  reset(
-    datasetId: string,
-    shardId: number,
-    by: string,
-    options: ResetOptions = {},
-  ): Promise<ShardRecord> {
-    const discard = options.discardParts ?? false;
-    return this.operatorVerb(
-      datasetId,
-      shardId,
-      by,
-      (s, now) => applyReset(s, by, now, discard),
-      discard ? (ref) => void this.stmt.deleteParts.run(ref.dataset_id, ref.shard_id) : undefined,
+      }),
     );
   }
 
@@ -627,14 +430,7 @@ export class SqliteLedger implements Ledger {
           if (!leaseExpired(state, now)) continue;
           const next = applyExpiry(state, now);
           this.save(ref, next);
-          reaped.push({
-            ...ref,
-            worker_id: state.assigned_to ?? '',
-            epoch: state.epoch,
-            status: next.status === 'failed' ? 'failed' : 'available',
-            attempts: next.attempts,
-            last_error: next.last_error ?? '',
-          });
+          reaped.push(reapedOf(ref, state, next));
         }
         return reaped;
       }),
@@ -658,7 +454,9 @@ export class SqliteLedger implements Ledger {
   listParts(ref: ShardRef): Promise<PartRecord[]> {
     return this.settle(() =>
       this.read(() =>
-        this.stmt.parts.all(checkDatasetId(ref.dataset_id), ref.shard_id).map(partOf),
+        this.stmt.parts
+          .all(checkDatasetId(ref.dataset_id), ref.shard_id)
+          .map((row) => partCodec.decode(row, 'part')),
       ),
     );
   }

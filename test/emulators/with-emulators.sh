@@ -7,7 +7,7 @@
 # Ports come from firebase.json. SHARDLINE_EMULATOR_PORT_OFFSET (default 0) shifts all of
 # them, so two suites can run side by side. Firestore and Pub/Sub are the Cloud SDK's jars
 # run with java directly; Storage is firebase-tools' emulator, which offline needs a stub for
-# its rules runtime and a `java -version` shim (see ../shared/notes/emulators.md).
+# its rules runtime and a `java -version` shim (see docs/notes/emulators.md §3a, §6).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"

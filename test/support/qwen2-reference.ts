@@ -6,8 +6,8 @@
  * grouped KV heads, causal softmax attention, o_proj, SwiGLU MLP, two residual adds). One
  * sequence at a time, no padding: the engine's batching and padding are what is under test.
  */
-import { qwen2Weight, qwen2WeightShapes } from '../../worker/extraction/synthetic/qwen2';
-import type { Qwen2Shape } from '../../worker/extraction/synthetic/qwen2';
+import { qwen2Weight, qwen2WeightShapes } from '../../synthetic/qwen2';
+import type { Qwen2Shape } from '../../synthetic/qwen2';
 
 /** Weights as float64, by Hugging Face name. */
 export type ReferenceWeights = Map<string, Float64Array>;

@@ -8,8 +8,8 @@ import type { ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 
 import type { BlobStore } from '../../core/blob/store';
-import { generateArcTasks } from '../../cli/demo/arc-puzzles';
-import { generateQwen2Model } from '../../worker/extraction/synthetic/qwen2';
+import { generateArcTasks } from '../../synthetic/arc-puzzles';
+import { generateQwen2Model } from '../../synthetic/qwen2';
 import type { ShardManifest } from '../../worker/manifest';
 
 const ROOT = path.resolve(__dirname, '..', '..');

@@ -1,7 +1,7 @@
 /**
  * ARC augmentation: the 8 flips/rotations, a colour permutation and a train-pair order, chosen
  * per (run seed, task content, augmentation index) and recorded with every sample
- * (DESIGN.md, Extraction; notes/original-system.md §4.3).
+ * (docs/architecture.md#samples; docs/notes/original-system.md §4.3).
  *
  * Geometry is not random: augmentation `a` uses variant `a % 8` in the original's order
  * (no flip, 0..3 quarter turns, then flip, 0..3), so 8 predictions cover all 8 variants and
@@ -9,7 +9,7 @@
  * probability 0.9 and shuffles all ten colours otherwise, as the original did. The train
  * pairs are shuffled after the colour map.
  */
-import { Prng } from './prng';
+import { Prng } from '../../core/random';
 import type { GridTransform } from './grid';
 
 /** What one sample's augmentation was; written to the part index as `augmentation`. */

@@ -7,7 +7,7 @@ import { ConfigError } from '../../core/errors';
 
 /** Limits of one batch. */
 export interface BatchLimits {
-  /** Most sequences per batch. Default 4 (notes/onnx.md §6: B 1-4 × S≈512 is the sweet spot). */
+  /** Most sequences per batch. Default 4 (docs/notes/onnx.md §6: B 1-4 × S≈512 is the sweet spot). */
   maxBatchSize?: number;
   /** Most padded tokens per batch (`size × longest`). Default 4096. A longer single sequence gets a batch of its own. */
   maxBatchTokens?: number;

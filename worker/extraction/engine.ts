@@ -1,7 +1,7 @@
 /**
  * The extraction engine: a decoder LM in onnxruntime-node on a worker thread, so the thread
  * that renews the lease keeps beating while a forward pass runs (onnxruntime's `run` blocks
- * its thread for seconds; notes/onnx.md §1 measured a 576 ms stall of a 10 ms timer during a
+ * its thread for seconds; docs/notes/onnx.md §1 measured a 576 ms stall of a 10 ms timer during a
  * 653 ms run on the main thread, ≤102 ms with a worker thread, during loading).
  *
  * ```ts
@@ -130,7 +130,7 @@ require(workerData.entry);
 `;
 
 /**
- * The port the worker loop depends on (CONVENTIONS.md, Narrow ports): `ExtractionEngine`
+ * The port the worker loop depends on (docs/conventions.md#narrow-ports): `ExtractionEngine`
  * implements it; tests of the loop can pass a fake.
  */
 export interface Extractor {

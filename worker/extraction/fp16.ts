@@ -1,6 +1,6 @@
 /**
  * IEEE 754 half precision in plain JS: Node 20 has no `Float16Array`, and onnxruntime-node
- * returns float16 tensors as `Uint16Array` bit patterns (notes/onnx.md §1). The engine casts
+ * returns float16 tensors as `Uint16Array` bit patterns (docs/notes/onnx.md §1). The engine casts
  * to fp16 inside the graph, so these are for readers, tests and the rare fp32 → fp16 path.
  */
 

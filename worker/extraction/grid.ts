@@ -1,6 +1,6 @@
 /**
  * ARC grids: the text encoding used in prompts and the geometric and colour transforms used
- * for augmentation (notes/original-system.md §4.3, §6.7).
+ * for augmentation (docs/notes/original-system.md §4.3, §6.7).
  *
  * A grid is a non-empty rectangle of colours 0-9, `grid[row][col]`. Functions here assume a
  * validated grid (`task.ts` validates) and never mutate their input.

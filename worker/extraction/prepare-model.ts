@@ -2,7 +2,7 @@
  * Preparing a model file for extraction: read `model.onnx`, rewrite it (`surgery.ts`), and
  * write the result beside the original, where its external data (`model.onnx_data`) must be:
  * onnxruntime 1.30 refuses external data outside the model's folder, even through a symlink
- * (notes/onnx.md §1). The rewrite is cached under a key of (surgery version, SHA-256 of
+ * (docs/notes/onnx.md §1). The rewrite is cached under a key of (surgery version, SHA-256 of
  * `model.onnx`, layers, dtype): a second worker on the same machine, or a restart, reuses it.
  * Writes go to a temporary name and are renamed into place, so concurrent workers never see
  * half a file.

@@ -2,7 +2,7 @@
  * The ARC prompt template: a user-replaceable text file with `=== system ===`,
  * `=== user ===` and `=== assistant ===` sections, each a Jinja template. The default,
  * `templates/arc-default.prompt`, is shardline's own wording around the original's prompt
- * structure (notes/original-system.md §4.3); its header documents the format and variables.
+ * structure (docs/notes/original-system.md §4.3); its header documents the format and variables.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';

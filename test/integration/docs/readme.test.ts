@@ -12,7 +12,7 @@ import { parseArgs } from '../../../cli/args';
 import { COMMANDS } from '../../../cli/commands';
 import { makeTempDir } from '../../support/tmp';
 import { CLI, arcJsonl } from '../../support/worker-fixtures';
-import { generateQwen2Model } from '../../../worker/extraction/synthetic/qwen2';
+import { generateQwen2Model } from '../../../synthetic/qwen2';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');

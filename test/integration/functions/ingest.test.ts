@@ -17,7 +17,7 @@ import type { IngestRecord } from '../../../core/ingest/records';
 import { silentLogger } from '../../../core/log';
 import { createDataset } from '../../../core/split/create-dataset';
 import { sourceFromStore } from '../../../core/split/source';
-import { SHARDLINE_VERSION } from '../../../cli/version';
+import { SHARDLINE_VERSION } from '../../../core/version';
 import { cli } from '../../support/cli';
 import { readAndCheckDataset } from '../../support/dataset-check';
 import { emulatorEnv, uniqueName } from '../../support/emulators';

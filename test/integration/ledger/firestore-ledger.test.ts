@@ -36,7 +36,7 @@ ledgerContract(
       cleanup: () => db.recursiveDelete(db.collection(root)),
     });
   },
-  // Lock conflicts on the emulator resolve in 2 s steps (notes/emulators.md).
+  // Lock conflicts on the emulator resolve in 2 s steps (docs/notes/emulators.md §1).
   { concurrencyTimeoutMs: 180_000 },
 );
 

@@ -2,9 +2,9 @@
  * The short soak (issue 9), in every `npm test`: at least 16 shards, 4 worker processes, at
  * least 10 SIGKILLs at random points, SIGTERMs, redelivered doorbells and a replayed ingest
  * event; then every shard completed, every expected sample exactly once, no lease held.
- * `npm run soak` runs the long one (bench/soak/README.md).
+ * `npm run soak` runs the long one (bench/README.md).
  */
-import { formatReport, runSoak } from '../../../bench/soak/soak';
+import { formatReport, runSoak } from '../../soak/soak';
 import { emulatorEnv } from '../../support/emulators';
 import { makeTempDir } from '../../support/tmp';
 

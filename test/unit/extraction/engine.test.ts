@@ -3,11 +3,11 @@
  * pass (test/support/qwen2-reference.ts): what a researcher gets in a part must be the
  * model's residual stream, for every sample of a padded batch.
  */
-import { Prng } from '../../../worker/extraction/prng';
+import { Prng } from '../../../core/random';
 import { ExtractionEngine } from '../../../worker/extraction/engine';
 import { f16BitsToNumber } from '../../../worker/extraction/fp16';
-import { generateQwen2Model } from '../../../worker/extraction/synthetic/qwen2';
-import type { Qwen2Shape } from '../../../worker/extraction/synthetic/qwen2';
+import { generateQwen2Model } from '../../../synthetic/qwen2';
+import type { Qwen2Shape } from '../../../synthetic/qwen2';
 import { referenceResiduals, referenceWeights } from '../../support/qwen2-reference';
 import type { ReferenceWeights } from '../../support/qwen2-reference';
 import { makeTempDir } from '../../support/tmp';

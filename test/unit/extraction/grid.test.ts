@@ -1,6 +1,6 @@
 /**
  * Grid encoding and transforms, pinned to the original system's behaviour
- * (notes/original-system.md §4.3: arc24's encoder, numpy flip and rot90).
+ * (docs/notes/original-system.md §4.3: arc24's encoder, numpy flip and rot90).
  */
 import {
   GRID_ENCODING,

@@ -16,7 +16,7 @@ import type { PartResult } from '../../../worker/extraction/part-writer';
 import { loadPromptTemplate } from '../../../worker/extraction/prompt-template';
 import { buildSamples, resolveSampleOptions } from '../../../worker/extraction/samples';
 import type { Sample, SkippedSample } from '../../../worker/extraction/samples';
-import { generateQwen2Model } from '../../../worker/extraction/synthetic/qwen2';
+import { generateQwen2Model } from '../../../synthetic/qwen2';
 import { loadTokenizer } from '../../../worker/extraction/tokenizer';
 import { makeTempDir } from '../../support/tmp';
 

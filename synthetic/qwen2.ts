@@ -5,7 +5,7 @@
  * (`/model/layers.0/self_attn/q_proj/MatMul`, residual adds `/model/layers.{i}/Add` and
  * `/model/layers.{i}/Add_1`). RoPE attention with grouped KV heads, RMSNorm, SwiGLU MLP, qkv
  * bias. Any size, built in milliseconds (tiny) to ≈40 s (Qwen2.5-0.5B-shaped); no model
- * binary is ever committed (notes/onnx.md §2). A `config.json` like Hugging Face's is written
+ * binary is ever committed (docs/notes/onnx.md §2). A `config.json` like Hugging Face's is written
  * beside it.
  *
  * Weights are drawn per tensor from `Prng.fromKey(seed, name)` in Hugging Face layout
@@ -21,8 +21,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { ConfigError } from '../../../core/errors';
-import { Prng } from '../prng';
+import { ConfigError } from '../core/errors';
+import { Prng } from '../core/random';
 import { ElemType, GraphBuilder, attr } from './graph-builder';
 
 /** Shape of a Qwen2 model, in Hugging Face `config.json` terms. */

@@ -3,7 +3,7 @@
  * grid transformation (mirror, rotate, recolour, gravity, scale, outline) shown by three
  * train pairs, with one test input. Deterministic for a seed.
  */
-import { seededRandom } from '../../core/random';
+import { seededRandom } from '../core/random';
 
 /** A grid of colours 0-9. */
 export type Grid = number[][];

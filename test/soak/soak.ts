@@ -18,7 +18,7 @@ import type { CloudEvent } from '@google-cloud/functions-framework';
 import { PubSub } from '@google-cloud/pubsub';
 import type { Message } from '@google-cloud/pubsub';
 
-import { generateArcTasks } from '../../cli/demo/arc-puzzles';
+import { generateArcTasks } from '../../synthetic/arc-puzzles';
 import { ingestIdOf } from '../../core/ingest/object';
 import { MESSAGE_VERSION, encodeMessage } from '../../core/messages';
 import { seededRandom } from '../../core/random';
@@ -26,7 +26,7 @@ import { createDeps, useDepsForTesting } from '../../functions/deps';
 import { ingest } from '../../functions/ingest';
 import { progress } from '../../functions/progress';
 import { reap } from '../../functions/reap';
-import { generateQwen2Model } from '../../worker/extraction/synthetic/qwen2';
+import { generateQwen2Model } from '../../synthetic/qwen2';
 import type { ShardManifest } from '../../worker/manifest';
 
 /** Soak settings. */
@@ -93,7 +93,7 @@ interface Worker {
   alive: boolean;
 }
 
-// The built CLI, from dist/bench/soak (npm run soak) or from the sources (the test).
+// The built CLI, from dist/test/soak (npm run soak) or from the sources (the test).
 const CLI = __filename.endsWith('.ts')
   ? path.resolve(__dirname, '..', '..', 'dist', 'cli', 'main.js')
   : path.resolve(__dirname, '..', '..', 'cli', 'main.js');

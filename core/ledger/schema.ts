@@ -1,0 +1,115 @@
+/**
+ * The ledger's records, each defined once (core/ledger/record-schema.ts says what follows from
+ * a table): a dataset, a shard, a committed part. Field names are the glossary's words
+ * (docs/glossary.md#ledger-fields) and the Firestore field and SQLite column names too. Keys
+ * (`dataset_id`, `shard_id`) live outside the shard's table: they name the row.
+ */
+import { z } from 'zod';
+
+import { SHARD_STATUSES } from '../dataset/metadata';
+import type { Fields, RecordOf } from './record-schema';
+
+const int = z.number().int();
+
+/** What `complete` records about the shard's `_MANIFEST.json`. */
+export const ManifestSummarySchema = z.object({
+  /** Parts listed; must equal the parts committed in the ledger. */
+  parts: int,
+  samples: int,
+  bytes: int,
+  /** Where the manifest was written. */
+  uri: z.string().optional(),
+  /** Checksum of the manifest file. */
+  checksum: z.string().optional(),
+});
+
+/** A shard, as the ledger stores it (times in ms; callers see ISO strings). */
+export const SHARD_FIELDS = {
+  /** `available`, `in_use`, `completed` or `failed`. */
+  status: { kind: 'enum', values: SHARD_STATUSES },
+  /** The holder while `in_use`; who completed it once `completed`; null otherwise. */
+  assigned_to: { kind: 'text', nullable: true },
+  /** When the current (or last) claim was granted. */
+  started_at: { kind: 'ms', nullable: true },
+  completed_at: { kind: 'ms', nullable: true },
+  /** When the lease runs out; another worker may claim the shard after it. */
+  lease_expires_at: { kind: 'ms', nullable: true },
+  /** Last heartbeat (or claim). */
+  heartbeat_at: { kind: 'ms', nullable: true },
+  /** The lease length of the current claim, renewed by each heartbeat. */
+  lease_ms: { kind: 'int', nullable: true },
+  /** Raised by every claim; the fencing token. 0 before the first claim. */
+  epoch: { kind: 'int' },
+  /** Failed attempts so far (fail, or an expired lease). */
+  attempts: { kind: 'int' },
+  /** After this many failed attempts the shard is `failed`. */
+  max_attempts: { kind: 'int' },
+  /** Why the last attempt failed. */
+  last_error: { kind: 'text', nullable: true },
+  total_tasks: { kind: 'int' },
+  first_task_index: { kind: 'int' },
+  num_chunks: { kind: 'int' },
+  total_bytes: { kind: 'int' },
+  /** Where the next holder resumes: the last committed part's `next_task_index`. */
+  next_task_index: { kind: 'int' },
+  /**
+   * `next_task_index` when the current claim was granted (null when not held): an expired
+   * lease whose holder committed parts since counts no attempt (shard-state.ts `applyExpiry`).
+   */
+  claim_next_task_index: { kind: 'int', nullable: true },
+  parts_committed: { kind: 'int' },
+  samples_committed: { kind: 'int' },
+  bytes_committed: { kind: 'int' },
+  /** Set when the shard was completed or failed with `--force`; cleared by claim and reset. */
+  forced_action: { kind: 'enum', values: ['complete', 'fail'], nullable: true },
+  forced_by: { kind: 'text', nullable: true },
+  forced_at: { kind: 'ms', nullable: true },
+  /** Who last reset the shard, and when. */
+  reset_by: { kind: 'text', nullable: true },
+  reset_at: { kind: 'ms', nullable: true },
+  manifest: { kind: 'json', schema: ManifestSummarySchema, nullable: true },
+  updated_at: { kind: 'ms' },
+} as const satisfies Fields;
+
+/** A shard's state as stored, times in ms. */
+export type ShardState = RecordOf<typeof SHARD_FIELDS>;
+
+/** A committed part, as the ledger records it. */
+export const PART_FIELDS = {
+  dataset_id: { kind: 'text' },
+  shard_id: { kind: 'int' },
+  /** 0, 1, 2…: parts are committed in order, without gaps. */
+  part_index: { kind: 'int' },
+  /** File stem, e.g. `part_00000` (deterministic from dataset, shard and index). */
+  name: { kind: 'text' },
+  /** Global index of the first task the part covers (= the shard's `next_task_index`). */
+  first_task_index: { kind: 'int' },
+  /** Global index of the last task the part covers (`next_task_index - 1`). */
+  last_task_index: { kind: 'int' },
+  /** Where the worker resumes after this part: one past `last_task_index`. */
+  next_task_index: { kind: 'int' },
+  /** Samples (prompts) written in the part. */
+  samples: { kind: 'int' },
+  /** Bytes of the part's files together. */
+  bytes: { kind: 'int' },
+  /** File name -> checksum (e.g. CRC32C base64) of each file of the part. */
+  checksums: { kind: 'json', schema: z.record(z.string(), z.string()) },
+  /** The claim that committed it. */
+  worker_id: { kind: 'text' },
+  epoch: { kind: 'int' },
+  committed_at: { kind: 'iso' },
+} as const satisfies Fields;
+
+/** A registered dataset. */
+export const DATASET_FIELDS = {
+  dataset_id: { kind: 'text' },
+  /** Where the dataset lives (local path or gs:// URI), as registered. */
+  dataset_uri: { kind: 'text' },
+  num_shards: { kind: 'int' },
+  total_tasks: { kind: 'int' },
+  /** The attempt budget every shard was registered with. */
+  max_attempts: { kind: 'int' },
+  /** Hash of what identifies the dataset's content; a different dataset under the same id conflicts. */
+  fingerprint: { kind: 'text' },
+  registered_at: { kind: 'iso' },
+} as const satisfies Fields;

@@ -45,7 +45,7 @@ import { scanLines } from './scan';
 import type { SplitSettings } from './settings';
 import { DEFAULT_SPLIT_SETTINGS } from './settings';
 import type { Source } from './source';
-import type { LocalInput, WriteShardsOptions } from './write';
+import type { LocalInput, WriteResult, WriteShardsOptions } from './write';
 import { writeShards, writeShardsFromFile } from './write';
 
 /** Default longest line (64 MiB): longer lines are rejected rather than held in memory. */
@@ -250,6 +250,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
         }),
     };
     let shards: ShardMetadata[];
+    let rangeBytes = 0;
     if (copyFrom && scan.segments) {
       const addon = addonFor(settings.engine);
       const threads = threadsFor(scan.bytes, settings);
@@ -259,12 +260,12 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
         threads,
         plain_bytes: plain,
       });
-      shards = await writeLocal(
+      ({ shards, rangeBytes } = await writeLocal(
         { path: copyFrom, segments: scan.segments, lines: scan.lines },
         addon,
         threads,
         { ...writeOptions, onProgress: progress('write') },
-      );
+      ));
       if ((await fileVersion(copyFrom)) !== inputVersion) {
         throw new ShardlineError(
           'INVALID_INPUT',
@@ -275,7 +276,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
       log.debug('phase 2: copying from a stream');
       ({ shards } = await writeShards(source.open(progress('write')), writeOptions));
     }
-    log.debug('wrote the shards', { shards: shards.length });
+    log.debug('wrote the shards', { shards: shards.length, bytes_copied_by_range: rangeBytes });
     await refresh();
 
     const master = buildMaster({
@@ -328,7 +329,14 @@ async function scanSource(
   if (source.localPath && addon) {
     const threads = threadsFor(source.storedBytes, settings);
     log.debug('phase 1: scanning in blocks', { validator, threads });
-    return scanFileNative(source.localPath, { ...options, onProgress, addon, threads });
+    const blockBytes = settings.blockBytes;
+    return scanFileNative(source.localPath, {
+      ...options,
+      onProgress,
+      addon,
+      threads,
+      ...(blockBytes ? { blockBytes } : {}),
+    });
   }
   const threads = source.localPath ? scanThreads(source.storedBytes, settings.threads) : 1;
   log.debug('phase 1: scanning a stream', { validator, threads });
@@ -359,7 +367,7 @@ async function writeLocal(
   addon: SplitAddon | null,
   threads: number,
   options: WriteShardsOptions,
-): Promise<ShardMetadata[]> {
+): Promise<{ shards: ShardMetadata[]; rangeBytes: number }> {
   const { plan } = options;
   const jobs = Math.max(1, Math.min(threads, plan.length));
   const stop = new AbortController();
@@ -376,7 +384,7 @@ async function writeLocal(
         const first = (plan[from] as ShardRange).firstTask;
         const c = checkpointBefore(input.segments, first);
         try {
-          const { shards } = await writeShardsFromFile(
+          return await writeShardsFromFile(
             { ...input, copy: copier() },
             {
               ...options,
@@ -390,7 +398,6 @@ async function writeLocal(
               },
             },
           );
-          return shards;
         } catch (e: unknown) {
           stop.abort(e);
           throw e;
@@ -399,7 +406,11 @@ async function writeLocal(
     );
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw toError(outer?.aborted ? outer.reason : stop.signal.reason);
-    return results.flatMap((r) => (r as PromiseFulfilledResult<ShardMetadata[]>).value);
+    const written = results.map((r) => (r as PromiseFulfilledResult<WriteResult>).value);
+    return {
+      shards: written.flatMap((w) => w.shards),
+      rangeBytes: written.reduce((n, w) => n + w.rangeBytes, 0),
+    };
   } finally {
     outer?.removeEventListener('abort', forward);
   }

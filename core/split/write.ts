@@ -96,6 +96,8 @@ export interface WriteResult {
   shards: ShardMetadata[];
   /** Null when every shard asked for is written. */
   cursor: WriteCursor | null;
+  /** Bytes copied file to file by range, without being read (writeShardsFromFile). */
+  rangeBytes: number;
 }
 
 /** A step decided by the synchronous pass. */
@@ -319,6 +321,8 @@ class Executor {
   private crc = 0;
   /** Input bytes to copy next, merged while the ranges are adjacent. */
   private range: { start: number; end: number } | null = null;
+  /** Bytes copied by range so far. */
+  rangeBytes = 0;
 
   constructor(
     private readonly options: WriteShardsOptions,
@@ -368,6 +372,7 @@ class Executor {
         this.sink();
         this.crc = this.writtenBytes === 0 ? op.crc32c : crc32cCombine(this.crc, op.crc32c, length);
         this.writtenBytes += length;
+        this.rangeBytes += length;
         if (this.range && this.range.end === op.start) this.range.end = op.end;
         else {
           await this.flushRange();
@@ -464,7 +469,7 @@ async function finish(
   const { start, endTask, to } = bounds;
   if (router.cursor) {
     router.cursor.chunks = [...executor.chunks];
-    return { shards: executor.done, cursor: router.cursor };
+    return { shards: executor.done, cursor: router.cursor, rangeBytes: executor.rangeBytes };
   }
   if (router.tasksSeen !== endTask || executor.nextShard !== to) {
     await executor.abort();
@@ -472,7 +477,7 @@ async function finish(
       `the copy found ${router.tasksSeen - start.task} tasks after task ${start.task}, the scan expected ${endTask - start.task}`,
     );
   }
-  return { shards: executor.done, cursor: null };
+  return { shards: executor.done, cursor: null, rangeBytes: executor.rangeBytes };
 }
 
 /** Copies tasks into the shard layout; see the module comment. */

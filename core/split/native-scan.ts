@@ -148,10 +148,21 @@ export async function scanFileNative(
       return total;
     };
 
+    // `threads` blocks are checked on the pool while this thread reads the next one ahead
+    // (`ready`), so the pool never waits for a read.
     let position = 0;
+    let ready: Omit<Pending, 'done'> | null = null;
     try {
-      while (position < size) {
-        if (pending.length >= options.threads) {
+      while (position < size || ready) {
+        if (ready && pending.length < options.threads) {
+          const r: Omit<Pending, 'done'> = ready;
+          ready = null;
+          const max = options.maxLineBytes;
+          const done = addon.scanBlockAsync(r.buf, r.from, r.length, 0, max, r.out);
+          pending.push({ ...r, done });
+          continue;
+        }
+        if (ready) {
           await settleOldest();
           continue;
         }
@@ -176,13 +187,7 @@ export async function scanFileNative(
         }
         const length = atEnd ? got : lastNewline + 1;
         const from = position === 0 && startsWithBom(slot.buf.subarray(0, length)) ? 3 : 0;
-        pending.push({
-          ...slot,
-          offset: position,
-          from,
-          length,
-          done: addon.scanBlockAsync(slot.buf, from, length, 0, options.maxLineBytes, slot.out),
-        });
+        ready = { ...slot, offset: position, from, length };
         position += length;
       }
       while (pending.length > 0) await settleOldest();

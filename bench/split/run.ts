@@ -8,9 +8,9 @@
  *   - split -n l/8        (8 line-aligned parts, no validation)
  *   - split -C 100M       (100 MB line-aligned parts, no validation)
  *   - cp                  (one copy of the file: the floor for writing the bytes once)
- * Reports median throughput (input MB/s), the ratio to `split -n l/8`, and peak RSS (GNU time),
- * twice: as the tools finish (output still in the page cache) and until a `sync` after each run
- * returns (output on disk). For create it also reports where its time went (medians of the
+ * Reports median throughput (input MB/s), the ratio to `split -n l/8`, peak RSS and CPU time
+ * (GNU time), twice: as the tools finish (output still in the page cache) and until a `sync`
+ * after each run returns (output on disk). For create it also reports where its time went (medians of the
  * phases its --verbose log marks): start-up, phase 1 (scan), phase 2 (copy), and the rest.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -25,6 +25,8 @@ interface Sample {
   /** Seconds of the `sync` after the run: until the output is on disk, not only in page cache. */
   syncSeconds: number;
   maxRssKb: number;
+  /** CPU seconds, user + system (GNU time): what the run costs whatever else the machine runs. */
+  cpuSeconds: number;
   /** create only: milliseconds from its start to each step its log marks. */
   marks?: Record<string, number>;
 }
@@ -66,21 +68,26 @@ function marksOf(stderr: string, startedMs: number): Record<string, number> {
   return marks;
 }
 
-/** Runs a command under GNU time; returns wall seconds and peak RSS. */
+/** Runs a command under GNU time; returns wall seconds, peak RSS and CPU time. */
 function timed(cmd: string, args: string[], cwd: string): Sample {
   const startedMs = Date.now();
   const started = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { cwd, encoding: 'utf8' });
+  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', cmd, ...args], {
+    cwd,
+    encoding: 'utf8',
+  });
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   const lines = r.stderr.trim().split('\n');
+  const [rssKb, user, system] = lines[lines.length - 1]!.split(' ').map(Number);
   const syncStarted = process.hrtime.bigint();
   execFileSync('sync');
   const syncSeconds = Number(process.hrtime.bigint() - syncStarted) / 1e9;
   return {
     seconds,
     syncSeconds,
-    maxRssKb: Number(lines[lines.length - 1]),
+    maxRssKb: rssKb!,
+    cpuSeconds: user! + system!,
     marks: marksOf(r.stderr, startedMs),
   };
 }
@@ -206,9 +213,11 @@ function main(): void {
     const cached = mbps(samples, false);
     const onDisk = mbps(samples, true);
     const rss = Math.max(...samples.map((x) => x.maxRssKb)) / 1024;
+    const cpu = median(samples.map((x) => x.cpuSeconds));
     return (
       `| ${t.name} | ${cached.toFixed(0)} | ${(cached / mbps(base, false)).toFixed(2)}x ` +
-      `| ${onDisk.toFixed(0)} | ${(onDisk / mbps(base, true)).toFixed(2)}x | ${rss.toFixed(0)} |`
+      `| ${onDisk.toFixed(0)} | ${(onDisk / mbps(base, true)).toFixed(2)}x | ${rss.toFixed(0)} ` +
+      `| ${cpu.toFixed(2)} |`
     );
   });
   const ramGiB = totalmem() / 2 ** 30;
@@ -219,8 +228,8 @@ function main(): void {
       `input: ${(size / 1e9).toFixed(2)} GB, ${rounds} rounds each, load average ${Math.min(...load).toFixed(2)}-${Math.max(...load).toFixed(2)}; ` +
         `${ramGiB.toFixed(0)} GiB RAM: input and output ${cached ? 'fit' : 'do not fit'} in the page cache`,
       '',
-      '| tool | median MB/s | vs split -n l/8 | median MB/s until on disk (with sync) | vs split -n l/8 | peak RSS MB |',
-      '|---|---:|---:|---:|---:|---:|',
+      '| tool | median MB/s | vs split -n l/8 | median MB/s until on disk (with sync) | vs split -n l/8 | peak RSS MB | median CPU s (user+sys) |',
+      '|---|---:|---:|---:|---:|---:|---:|',
       ...rows,
       '',
       breakdown(results.get(tools[0]!.name)!),

@@ -17,8 +17,12 @@ import { BLOCK_CRC } from './native';
 import type { ScanCheckpoint, ScanOptions, ScanResult, ScanSegment } from './scan';
 import { LineTally, closeSegments, isPlainBlock, startsWithBom } from './scan';
 
-/** Bytes per block: big enough that a pool round trip is noise, small enough to stay in cache. */
-export const NATIVE_BLOCK_BYTES = 4 << 20;
+/**
+ * Bytes per block: big enough that a pool round trip is noise, small enough to stay in cache.
+ * Also the grain of phase 2: a block where a chunk ends is routed line by line. Measured on
+ * 1 GB of ARC data: 2 MiB took ~7 % less CPU over both phases than 1 or 4 MiB.
+ */
+export const NATIVE_BLOCK_BYTES = 2 << 20;
 
 /** Options of `scanFileNative`. */
 export interface NativeScanOptions extends ScanOptions {
@@ -197,17 +201,7 @@ export async function scanFileNative(
     }
 
     closeSegments(segments, done);
-    return {
-      bytes: done,
-      crc32c: crc >>> 0,
-      lines: tally.lines,
-      blankLines: tally.blank,
-      rejectedLines: tally.rejected.length,
-      tasks: tally.tasks,
-      rejected: tally.rejected,
-      checkpoints,
-      segments,
-    };
+    return tally.result(done, crc, checkpoints, segments);
   } finally {
     await handle.close();
   }

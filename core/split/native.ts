@@ -14,6 +14,16 @@ import * as path from 'node:path';
 
 import { ShardlineError, toError } from '../errors';
 
+/** The arguments of `scanBlock`. */
+export type BlockScan = [
+  buf: Uint8Array,
+  from: number,
+  to: number,
+  crcFrom: number,
+  maxLineBytes: number,
+  out: Float64Array,
+];
+
 /** The functions of the compiled addon (native/split/src/addon.cc). */
 export interface SplitAddon {
   /**
@@ -23,23 +33,9 @@ export interface SplitAddon {
    * has no room for one more, the scan stops before that line (`out[BLOCK_STOP]`). With
    * `crcFrom >= 0`, `out[BLOCK_CRC]` receives the CRC32C of `buf[crcFrom, to)`.
    */
-  scanBlock(
-    buf: Uint8Array,
-    from: number,
-    to: number,
-    crcFrom: number,
-    maxLineBytes: number,
-    out: Float64Array,
-  ): void;
+  scanBlock(...args: BlockScan): void;
   /** `scanBlock` on the libuv thread pool; `buf` and `out` must not change until it resolves. */
-  scanBlockAsync(
-    buf: Uint8Array,
-    from: number,
-    to: number,
-    crcFrom: number,
-    maxLineBytes: number,
-    out: Float64Array,
-  ): Promise<void>;
+  scanBlockAsync(...args: BlockScan): Promise<void>;
   /** One line's verdict (LINE_*), with the named compiled variant (default: the fastest). */
   checkLine(buf: Uint8Array, start: number, end: number, variant?: string): number;
   /** CRC32C of the bytes behind `crc` followed by `buf` (`'portable'`: the table version). */

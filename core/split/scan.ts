@@ -223,6 +223,26 @@ export class LineTally {
     return { lines: this.lines - first.lines, tasks: this.tasks - first.tasks, crLines };
   }
 
+  /** The scan's result from these counts and what the caller recorded. */
+  result(
+    bytes: number,
+    crc: number,
+    checkpoints: ScanCheckpoint[],
+    segments: ScanSegment[] | undefined,
+  ): ScanResult {
+    return {
+      bytes,
+      crc32c: crc >>> 0,
+      lines: this.lines,
+      blankLines: this.blank,
+      rejectedLines: this.rejected.length,
+      tasks: this.tasks,
+      rejected: this.rejected,
+      checkpoints,
+      ...(segments ? { segments } : {}),
+    };
+  }
+
   /** A line over the length limit, reported without its bytes (`head`: its first ones). */
   async oversized(at: number, bytes: number, head: Uint8Array): Promise<void> {
     this.lines++;
@@ -315,15 +335,5 @@ export async function scanLines(stream: Readable, options: ScanOptions): Promise
     }
   }
   if (segments) closeSegments(segments, startOffset + bytes);
-  return {
-    bytes,
-    crc32c: crc >>> 0,
-    lines: tally.lines,
-    blankLines: tally.blank,
-    rejectedLines: tally.rejected.length,
-    tasks: tally.tasks,
-    rejected: tally.rejected,
-    checkpoints,
-    ...(segments ? { segments } : {}),
-  };
+  return tally.result(bytes, crc, checkpoints, segments);
 }

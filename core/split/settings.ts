@@ -14,7 +14,7 @@ export interface SplitSettings {
    * undefined: one per core for inputs of at least 64 MiB, else 1.
    */
   threads: number | undefined;
-  /** Bytes per block of a native scan (default 4 MiB; smaller in tests, to get many blocks). */
+  /** Bytes per block of a native scan (default 2 MiB; smaller in tests, to get many blocks). */
   blockBytes?: number;
 }
 

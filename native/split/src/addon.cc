@@ -94,28 +94,27 @@ napi_value Throw(napi_env env, const char* message) {
   return nullptr;
 }
 
-bool GetBytes(napi_env env, napi_value v, uint8_t** data, size_t* length) {
+// A typed array of `want` type: its data and element count.
+bool GetTyped(napi_env env, napi_value v, napi_typedarray_type want, void** data, size_t* length) {
   bool is_typed = false;
   if (napi_is_typedarray(env, v, &is_typed) != napi_ok || !is_typed) return false;
   napi_typedarray_type type;
-  void* raw = nullptr;
   napi_value ab;
   size_t offset = 0;
-  if (napi_get_typedarray_info(env, v, &type, length, &raw, &ab, &offset) != napi_ok) return false;
-  if (type != napi_uint8_array) return false;
+  if (napi_get_typedarray_info(env, v, &type, length, data, &ab, &offset) != napi_ok) return false;
+  return type == want;
+}
+
+bool GetBytes(napi_env env, napi_value v, uint8_t** data, size_t* length) {
+  void* raw = nullptr;
+  if (!GetTyped(env, v, napi_uint8_array, &raw, length)) return false;
   *data = static_cast<uint8_t*>(raw);
   return true;
 }
 
 bool GetDoubles(napi_env env, napi_value v, double** data, size_t* length) {
-  bool is_typed = false;
-  if (napi_is_typedarray(env, v, &is_typed) != napi_ok || !is_typed) return false;
-  napi_typedarray_type type;
   void* raw = nullptr;
-  napi_value ab;
-  size_t offset = 0;
-  if (napi_get_typedarray_info(env, v, &type, length, &raw, &ab, &offset) != napi_ok) return false;
-  if (type != napi_float64_array) return false;
+  if (!GetTyped(env, v, napi_float64_array, &raw, length)) return false;
   *data = static_cast<double*>(raw);
   return true;
 }

@@ -239,6 +239,19 @@ static inline void ArrayRun(const uint8_t*& at, const uint8_t* end, const uint8_
   }
 }
 
+// A key from just after its opening quote, and the colon when it follows at once (most keys):
+// the position after them, with `state` set to what comes next; nullptr for a bad string.
+static inline const uint8_t* ScanKey(const uint8_t* p, const uint8_t* end, int& state) {
+  p = ScanString(p, end);
+  if (p == nullptr) return nullptr;
+  if (p < end && *p == ':') {
+    state = kValue;
+    return p + 1;
+  }
+  state = kColon;
+  return p;
+}
+
 // Whether [p, end) is exactly one JSON object with optional whitespace after it; *p == '{'.
 static bool ValidObject(const uint8_t* p, const uint8_t* end, const uint8_t* readable) {
   uint8_t stack[kMaxDepth];
@@ -253,7 +266,9 @@ static bool ValidObject(const uint8_t* p, const uint8_t* end, const uint8_t* rea
       case kValueOrClose:
         if (c == '[') {
           if (depth == kMaxDepth) return false;
-          if (depth + 64 < kMaxDepth) {
+          // The fast run pays off for arrays that start with a digit or another array.
+          if (depth + 64 < kMaxDepth && p + 1 < end &&
+              (IsDigit(p[1]) || p[1] == '[' || p[1] == ']')) {
             ArrayRun(p, end, readable, depth, stack, state);  // never closes the top (an object)
             continue;
           }
@@ -301,9 +316,8 @@ static bool ValidObject(const uint8_t* p, const uint8_t* end, const uint8_t* rea
       case kKeyOrClose:
       case kKey:
         if (c == '"') {
-          p = ScanString(p + 1, end);
+          p = ScanKey(p + 1, end, state);
           if (p == nullptr) return false;
-          state = kColon;
           continue;
         }
         if (c == '}' && state == kKeyOrClose) {
@@ -322,6 +336,11 @@ static bool ValidObject(const uint8_t* p, const uint8_t* end, const uint8_t* rea
         const uint8_t top = stack[depth - 1];
         if (c == ',') {
           p++;
+          if (top == kObject && p < end && *p == '"') {
+            p = ScanKey(p + 1, end, state);  // `,"key":` at once, the common case
+            if (p == nullptr) return false;
+            continue;
+          }
           state = top == kObject ? kKey : kValue;
           continue;
         }

@@ -19,6 +19,11 @@ export const EXIT = {
   NOT_HOLDER: 6,
   /** Something named does not exist (dataset, shard, file). */
   NOT_FOUND: 7,
+  /**
+   * `work` stopped with shards failed for good (by this worker, or left in its datasets): a
+   * batch job must see it. Restart policies must not retry on it (nothing changes by itself).
+   */
+  FAILED_SHARDS: 8,
   /** Interrupted by a signal. */
   INTERRUPTED: 130,
 } as const;
@@ -33,5 +38,6 @@ export const EXIT_CODE_HELP = [
   '5    nothing available to claim',
   '6    not the holder of that claim (use --force to override, recorded as forced)',
   '7    not found (dataset, shard or file)',
+  '8    work: shards are failed for good (see status; reset them to run again)',
   '130  interrupted',
 ];

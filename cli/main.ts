@@ -54,6 +54,7 @@ export function exitCodeOf(e: unknown): number {
       return EXIT.INVALID_INPUT;
     case 'DATASET_CONFLICT':
     case 'ALREADY_EXISTS':
+    case 'FINGERPRINT_MISMATCH':
       return EXIT.CONFLICT;
     case 'NOTHING_AVAILABLE':
       return EXIT.NOTHING_AVAILABLE;

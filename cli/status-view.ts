@@ -28,6 +28,14 @@ function holderOf(r: ShardStatusRow): string {
   return who === r.forced.by ? mark : `${who} (${mark})`;
 }
 
+/** The status word, with when a shard backing off after a failure may be claimed again. */
+export function statusOf(r: ShardStatusRow, asOfMs: number): string {
+  const retryMs = r.retry_at === null ? 0 : Date.parse(r.retry_at) - asOfMs;
+  return r.status === 'available' && retryMs > 0
+    ? `available (retry in ${formatDuration(retryMs)})`
+    : r.status;
+}
+
 /** The table and totals `status` prints. */
 export function renderStatus(status: LedgerStatus, ledgerWhere: string): string {
   const header = [
@@ -43,7 +51,7 @@ export function renderStatus(status: LedgerStatus, ledgerWhere: string): string 
   ];
   const rows = status.shards.map((r) => [
     formatShardId(r.shard_id),
-    r.status,
+    statusOf(r, Date.parse(status.as_of)),
     oneLine(holderOf(r), 48),
     String(r.total_tasks),
     String(r.num_chunks),

@@ -9,8 +9,9 @@ import * as os from 'node:os';
 
 import type { Location } from '../core/blob/location';
 import type { CloudSettings } from '../core/cloud-clients';
-import { resolveProjectId } from '../core/cloud-clients';
+import { DEFAULT_STORAGE_RETRIES, resolveProjectId } from '../core/cloud-clients';
 import type { Env } from '../core/config';
+import { envNumber } from '../core/config';
 import { formatLocation, parseLocation } from '../core/blob/location';
 import type { BlobStore } from '../core/blob/store';
 import type { MasterMetadata } from '../core/dataset/metadata';
@@ -135,14 +136,24 @@ export function datasetLocation(args: ParsedArgs, ctx: Pick<CommandContext, 'cwd
 
 /**
  * The cloud settings of a command: `--firestore_project` (or GOOGLE_CLOUD_PROJECT /
- * GCLOUD_PROJECT) and `--firestore_database`, for commands that have those flags.
+ * GCLOUD_PROJECT) and `--firestore_database`, for commands that have those flags, and
+ * `SHARDLINE_STORAGE_RETRIES` (retries per Cloud Storage request, default 5).
  */
 export function cloudSettings(args: ParsedArgs, env: Env): CloudSettings {
   const projectId = resolveProjectId(args.optStr('firestore_project'), env);
   const firestoreDatabase = args.optStr('firestore_database');
+  const storageRetries = envNumber(
+    env,
+    'SHARDLINE_STORAGE_RETRIES',
+    DEFAULT_STORAGE_RETRIES,
+    0,
+    20,
+    true,
+  );
   return {
     ...(projectId === undefined ? {} : { projectId }),
     ...(firestoreDatabase === undefined ? {} : { firestoreDatabase }),
+    storageRetries,
   };
 }
 

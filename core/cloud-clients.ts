@@ -28,7 +28,17 @@ export interface CloudSettings {
   projectId?: string;
   /** Firestore database id; default `(default)`. */
   firestoreDatabase?: string;
+  /**
+   * Retries per Cloud Storage request; default `DEFAULT_STORAGE_RETRIES`. With the library's
+   * backoff (1 s doubling, plus up to 1 s of jitter each) 5 retries ride through about 31-36 s
+   * of unavailability; a longer outage reaches the caller (the worker then retries the step
+   * itself: docs/decisions.md#failures-transient-permanent-or-not-known).
+   */
+  storageRetries?: number;
 }
+
+/** Retries per Cloud Storage request unless configured. */
+export const DEFAULT_STORAGE_RETRIES = 5;
 
 /**
  * The one place the project id is resolved: the explicit value (a flag), else
@@ -41,14 +51,17 @@ export function resolveProjectId(explicit: string | undefined, env: Env): string
 }
 
 /** A Storage client with retries on for every request: all shardline writes are idempotent. */
-export function createStorageClient(projectId: string | undefined): Storage {
+export function createStorageClient(
+  projectId: string | undefined,
+  retries = DEFAULT_STORAGE_RETRIES,
+): Storage {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use
   const lib = require('@google-cloud/storage') as typeof StorageLib;
   return new lib.Storage({
     ...(projectId ? { projectId } : {}),
     retryOptions: {
       autoRetry: true,
-      maxRetries: 5,
+      maxRetries: retries,
       idempotencyStrategy: lib.IdempotencyStrategy.RetryAlways,
     },
   });
@@ -82,7 +95,10 @@ export class CloudClients {
 
   /** The Storage client. */
   storage(): Storage {
-    this.storageClient ??= createStorageClient(this.settings.projectId);
+    this.storageClient ??= createStorageClient(
+      this.settings.projectId,
+      this.settings.storageRetries,
+    );
     return this.storageClient;
   }
 

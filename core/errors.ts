@@ -13,8 +13,10 @@ export type ErrorCode =
   | 'ALREADY_EXISTS'
   | 'DATASET_CONFLICT'
   | 'DATASET_INCOMPLETE'
+  | 'FINGERPRINT_MISMATCH'
   | 'NOTHING_AVAILABLE'
   | 'STORAGE'
+  | 'CORRUPT'
   | 'LEDGER'
   | 'MODEL'
   | 'INTERRUPTED'
@@ -57,6 +59,26 @@ export class ConfigError extends ShardlineError {
     super('INVALID_ARGUMENT', message, { details });
     this.name = 'ConfigError';
   }
+}
+
+/**
+ * How a failure in a shard's work is treated (docs/decisions.md#failures-transient-permanent-or-not-known):
+ *
+ * - `transient`: a service is unavailable, throttled or timed out (`isRetryable`). Retried with
+ *   backoff by whoever hit it, keeping the lease; no attempt is counted.
+ * - `permanent`: the data is wrong in a way no retry changes (`CORRUPT`: a chunk that fails its
+ *   checksum, a committed part that is missing; `INVALID_INPUT`: inputs the model cannot run).
+ *   The shard fails at once, with the reason.
+ * - `unknown`: anything else (a bug, a crashed model thread): an attempt is counted, so a shard
+ *   that keeps failing ends `failed` after its budget.
+ */
+export type FailureKind = 'transient' | 'permanent' | 'unknown';
+
+/** Which `FailureKind` an error is. */
+export function failureKind(e: unknown): FailureKind {
+  if (isRetryable(e)) return 'transient';
+  const code = errorCode(e);
+  return code === 'CORRUPT' || code === 'INVALID_INPUT' ? 'permanent' : 'unknown';
 }
 
 /** Normalises anything caught into an `Error` (docs/conventions.md#catch-e-unknown). */

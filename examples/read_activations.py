@@ -6,14 +6,20 @@ A part is two files written side by side:
   shard_000/part_00000.safetensors   tensors (safetensors format, little-endian)
       sample_offsets     int64   [n_samples + 1]  sample k = rows off[k]:off[k+1]
       sample_task_index  int64   [n_samples]      global task index of each sample
-      token_ids          int32   [n_tokens]
-      resid_post.{L}     float16 or float32 [n_tokens, hidden], one per extracted layer L:
+      token_positions    int32   [n_rows]         each row's position in its prompt
+      token_ids          int32   [n_rows]         each row's token id
+      stats.resid_post.{L}.mean / .m2   float64 [hidden]   this part's per-dimension
+                         mean and sum of squared deviations; .count_norm float64 [2]:
+                         rows and the sum of their L2 norms
+      resid_post.{L}     float16 or float32 [n_rows, hidden], one per extracted layer L:
                          the residual stream after decoder layer L (pre final norm),
-                         real tokens only (no padding)
-      __metadata__       format, format_version, model, layers, dtype, tokenizer hash, ...
+                         real tokens only (no padding); every token of each prompt, or
+                         the positions chosen with `work --positions`
+      __metadata__       format, format_version, model, layers, dtype, positions, ...
   shard_000/part_00000.index.jsonl   one JSON line per sample, line k = sample k:
       sample_id, task_index, task_id, kind, test_index, augmentation (hflip, rot90,
-      color_map, train_order), n_tokens, token_offset, train_examples_used, prompt_sha256 ...
+      color_map, train_order), n_tokens, n_rows, row_offset, train_examples_used,
+      prompt_sha256 ...
 
 Usage:
   python3 read_activations.py PART.safetensors                 # summary
@@ -23,7 +29,8 @@ Usage:
 As a library:
   from read_activations import load_part
   part = load_part("shard_000/part_00000.safetensors")
-  x = part.sample(3, layer=12)          # np.ndarray [n_tokens, hidden], memory-mapped
+  x = part.sample(3, layer=12)          # np.ndarray [n_rows, hidden], memory-mapped
+  part.positions(3)                     # which prompt positions those rows are
   part.index[3]["augmentation"]         # what produced it
   torch_tensor = torch.from_numpy(np.asarray(x, dtype=np.float32))   # for torch users
 
@@ -39,7 +46,11 @@ import sys
 
 import numpy as np
 
-DTYPES = {"F16": np.float16, "F32": np.float32, "I32": np.int32, "I64": np.int64, "BF16": None}
+DTYPES = {
+    "F16": np.float16, "F32": np.float32, "F64": np.float64,
+    "I32": np.int32, "I64": np.int64, "BF16": None,
+}
+FORMAT_VERSIONS = ("2",)
 
 
 class Part:
@@ -56,6 +67,9 @@ class Part:
         if self.data_start % 8 != 0:
             raise ValueError(f"{path}: data does not start at a multiple of 8")
         self.metadata = header.pop("__metadata__", {})
+        version = self.metadata.get("format_version")
+        if version not in FORMAT_VERSIONS:
+            raise ValueError(f"{path}: part format version {version!r}; this reader knows {FORMAT_VERSIONS}")
         size = os.path.getsize(path)
         self.tensors = {}
         end_prev = 0
@@ -95,33 +109,48 @@ class Part:
         if self.index and len(self.index) != n:
             raise ValueError(f"{self.path}: index has {len(self.index)} lines for {n} samples")
         for k, rec in enumerate(self.index):
-            if rec["token_offset"] != self.offsets[k] or rec["n_tokens"] != self.offsets[k + 1] - self.offsets[k]:
+            if rec["row_offset"] != self.offsets[k] or rec["n_rows"] != self.offsets[k + 1] - self.offsets[k]:
                 raise ValueError(f"{self.path}: index line {k} disagrees with sample_offsets")
-        n_tokens = int(self.offsets[-1]) if n >= 0 else 0
-        if self.tensors["token_ids"].shape != (n_tokens,):
-            raise ValueError(f"{self.path}: token_ids has {self.tensors['token_ids'].shape}, expected ({n_tokens},)")
+        n_rows = int(self.offsets[-1]) if n >= 0 else 0
+        for name in ("token_ids", "token_positions"):
+            if self.tensors[name].shape != (n_rows,):
+                raise ValueError(f"{self.path}: {name} has {self.tensors[name].shape}, expected ({n_rows},)")
         for layer in self.layers:
             t = self.tensors[f"resid_post.{layer}"]
-            if t.shape[0] != n_tokens:
-                raise ValueError(f"{self.path}: resid_post.{layer} has {t.shape[0]} rows, expected {n_tokens}")
+            if t.shape[0] != n_rows:
+                raise ValueError(f"{self.path}: resid_post.{layer} has {t.shape[0]} rows, expected {n_rows}")
 
     @property
     def n_samples(self):
         return len(self.offsets) - 1
 
     def rows(self, k):
-        """Row range [start, end) of sample k in token_ids and every resid_post tensor."""
+        """Row range [start, end) of sample k in token_ids, token_positions and every resid_post tensor."""
         return int(self.offsets[k]), int(self.offsets[k + 1])
 
     def sample(self, k, layer):
-        """Activations of sample k at a layer: [n_tokens, hidden] (a memory-mapped view)."""
+        """Activations of sample k at a layer: [n_rows, hidden] (a memory-mapped view)."""
         start, end = self.rows(k)
         return self.tensors[f"resid_post.{layer}"][start:end]
 
     def tokens(self, k):
-        """Token ids of sample k."""
+        """Token ids of sample k's stored rows."""
         start, end = self.rows(k)
         return self.tensors["token_ids"][start:end]
+
+    def positions(self, k):
+        """Prompt positions of sample k's stored rows (0..n_tokens-1 when all are stored)."""
+        start, end = self.rows(k)
+        return self.tensors["token_positions"][start:end]
+
+    def stats(self, layer):
+        """This part's statistics of a layer: dict(count, mean, var, mean_norm)."""
+        name = f"stats.resid_post.{layer}"
+        count, norm_sum = (float(v) for v in self.tensors[f"{name}.count_norm"])
+        mean = np.asarray(self.tensors[f"{name}.mean"])
+        var = np.asarray(self.tensors[f"{name}.m2"]) / count if count else np.zeros_like(mean)
+        return {"count": int(count), "mean": mean, "var": var,
+                "mean_norm": norm_sum / count if count else 0.0}
 
 
 def load_part(path):
@@ -147,7 +176,7 @@ def main(argv=None):
                 for name, t in part.tensors.items()
             },
             "samples": [
-                {"tokens": part.tokens(k).tolist(), "layers": {str(l): part.sample(k, l).astype(np.float64).tolist() for l in part.layers}}
+                {"tokens": part.tokens(k).tolist(), "positions": part.positions(k).tolist(), "layers": {str(l): part.sample(k, l).astype(np.float64).tolist() for l in part.layers}}
                 for k in range(part.n_samples)
             ],
         }
@@ -165,7 +194,8 @@ def main(argv=None):
     md = part.metadata
     print(f"{part.path}")
     print(f"  model {md.get('model', '?')}  hook {md.get('hook_point', '?')}  dtype {md.get('dtype', '?')}  layers {part.layers}")
-    print(f"  samples {part.n_samples}  tokens {int(part.offsets[-1])}  tasks {md.get('first_task_index', '?')}..{md.get('last_task_index', '?')}")
+    print(f"  positions {md.get('positions', 'all')}  backend {md.get('backend', '?')}")
+    print(f"  samples {part.n_samples}  tokens {md.get('n_tokens', '?')}  rows {int(part.offsets[-1])}  tasks {md.get('first_task_index', '?')}..{md.get('last_task_index', '?')}")
     skipped = json.loads(md.get("skipped", "[]"))
     if skipped:
         print(f"  skipped {len(skipped)}: " + ", ".join(f"task {s['task_index']} ({s['reason']})" for s in skipped[:5]))

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Deploys shardline's cloud side into one Google Cloud project: APIs, the bucket, the Firestore
+# Deploys shardline's cloud side into one Google Cloud project: APIs, the uploads bucket and the
+# data bucket, the Firestore
 # database with its indexes and rules, Pub/Sub topics and subscriptions with dead-lettering,
 # one service account per role with the smallest roles it needs, the Artifact Registry
 # repository, the four Cloud Functions and the Cloud Scheduler tick. See infra/README.md.
 #
 #   infra/deploy.sh [--env-file FILE] [--project ID] [--region REGION] [--bucket NAME]
-#                   [--database ID] [--set SHARDLINE_NAME=VALUE]... [--only STEP[,STEP...]]
-#                   [--dry-run]
+#                   [--uploads-bucket NAME] [--database ID] [--set SHARDLINE_NAME=VALUE]...
+#                   [--only STEP[,STEP...]] [--reconcile] [--dry-run]
 #
 # Idempotent: every resource is created only when a describe finds it missing; bindings and
 # settings are set to the same values again (no change); the functions are redeployed (a new
@@ -22,7 +23,11 @@ ROOT="$(cd "$HERE/.." && pwd)"
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$HERE/lib/common.sh"
 
-ALL_STEPS=(apis registry bucket firestore pubsub iam functions triggers scheduler)
+# A full run's steps, in order. `reconcile` (only on request: --reconcile) sets the dead-letter
+# policies on the trigger subscriptions again; the functions step already does it after every
+# deploy, so a full run needs no separate pass.
+DEFAULT_STEPS=(apis registry bucket firestore pubsub iam functions triggers scheduler)
+ALL_STEPS=("${DEFAULT_STEPS[@]}" reconcile)
 
 usage() {
   cat <<EOF
@@ -32,10 +37,13 @@ usage: infra/deploy.sh [options]
                          infra/shardline.env.example for every setting)
   --project ID           SHARDLINE_PROJECT (required, here or in the env file)
   --region REGION        SHARDLINE_REGION (default us-central1)
-  --bucket NAME          SHARDLINE_BUCKET (default PROJECT-shardline)
+  --bucket NAME          SHARDLINE_BUCKET, the data bucket (default PROJECT-shardline)
+  --uploads-bucket NAME  SHARDLINE_UPLOADS_BUCKET, the bucket uploads go to (default DATA-uploads)
   --database ID          SHARDLINE_FIRESTORE_DATABASE (default "(default)")
   --set NAME=VALUE       any other SHARDLINE_* setting; repeatable
   --only STEPS           comma-separated subset of: ${ALL_STEPS[*]}
+  --reconcile            only put the dead-letter policies back on the subscriptions Eventarc
+                         made for the triggers (the same as --only reconcile)
   --dry-run              print the commands, run none
   -h, --help             this text
 
@@ -54,6 +62,7 @@ while [ "$#" -gt 0 ]; do
   case "$1" in
     --only) ONLY=${2:?--only needs a value}; shift ;;
     --only=*) ONLY=${1#*=} ;;
+    --reconcile) ONLY=reconcile ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -83,7 +92,7 @@ fi
 
 STEPS=()
 if [ -z "$ONLY" ]; then
-  STEPS=("${ALL_STEPS[@]}")
+  STEPS=("${DEFAULT_STEPS[@]}")
 else
   IFS=, read -r -a wanted <<<"$ONLY"
   for w in "${wanted[@]}"; do
@@ -117,20 +126,24 @@ UPLOADS_DL_TOPIC="${PREFIX}-uploads${DL}"
 DL_TOPICS=("${WORK_TOPIC}${DL}" "${EVENTS_TOPIC}${DL}" "${INGEST_TOPIC}${DL}" "$UPLOADS_DL_TOPIC")
 REPO=$SHARDLINE_AR_REPOSITORY
 REPO_PATH="projects/$PROJECT/locations/$REGION/repositories/$REPO"
-TRIGGER_LOCATION=${SHARDLINE_BUCKET_LOCATION,,}
+TRIGGER_LOCATION=${SHARDLINE_UPLOADS_BUCKET_LOCATION,,}
 SCHEDULER_JOB="${PREFIX}-tick"
 OBJECTS="projects/_/buckets/$BUCKET/objects"
+# The custom role of the CI deployer for the dead-letter reconcile (role ids allow no hyphens).
+RECONCILER_ROLE="${PREFIX//-/_}_deadLetterReconciler"
 
 # The functions: deployed name, entry point (a functions-framework registration in functions/,
-# exported from dist/functions/index.js), service account, memory, CPU, timeout, max
-# instances, retry on failure, and trigger. reap gets 300 s: besides freeing expired leases
-# (one transaction per shard) it drives stalled large ingests on; a tick it overruns is skipped
-# (one instance, no retry), and the next one catches up.
+# exported from dist/functions/index.js), service account, memory, CPU, concurrency (requests
+# one instance serves at once; empty: 1), timeout, max instances, retry on failure, and trigger.
+# reap gets 300 s: besides freeing expired leases (one transaction per shard) it drives stalled
+# large ingests on; a tick it overruns is skipped (one instance, no retry), and the next one
+# catches up. ingest and ingestStep serve 4 events per instance: the ingest record makes
+# concurrent deliveries safe (infra/README.md, "Concurrency"); 2 GiB holds four splits.
 FUNCTIONS=(
-  "${PREFIX}-ingest|ingest|$INGEST_SA|1Gi|1|540s|20|retry|storage"
-  "${PREFIX}-ingest-step|ingestStep|$INGEST_SA|1Gi|1|540s|50|retry|topic:$INGEST_TOPIC"
-  "${PREFIX}-reap|reap|$LEDGER_SA|512Mi||300s|1|no-retry|topic:$TICK_TOPIC"
-  "${PREFIX}-progress|progress|$LEDGER_SA|512Mi||120s|10|retry|topic:$EVENTS_TOPIC"
+  "${PREFIX}-ingest|ingest|$INGEST_SA|2Gi|1|4|540s|20|retry|storage"
+  "${PREFIX}-ingest-step|ingestStep|$INGEST_SA|2Gi|1|4|540s|50|retry|topic:$INGEST_TOPIC"
+  "${PREFIX}-reap|reap|$LEDGER_SA|512Mi|||300s|1|no-retry|topic:$TICK_TOPIC"
+  "${PREFIX}-progress|progress|$LEDGER_SA|512Mi|||120s|10|retry|topic:$EVENTS_TOPIC"
 )
 # Functions whose trigger subscription gets a dead-letter policy, and the topic it uses.
 declare -A TRIGGER_DEAD_LETTER=(
@@ -153,12 +166,12 @@ grant_project() { # MEMBER ROLE [CONDITION]
   retry gcloud projects add-iam-policy-binding "$PROJECT" --member="$1" --role="$2" \
     --condition="${3:-None}" --format=none
 }
-grant_bucket() { # MEMBER ROLE [CONDITION]
+grant_bucket() { # BUCKET MEMBER ROLE [CONDITION]
   local -a cond=()
-  if [ -n "${3:-}" ]; then
-    cond=(--condition="$3")
+  if [ -n "${4:-}" ]; then
+    cond=(--condition="$4")
   fi
-  retry gcloud storage buckets add-iam-policy-binding "gs://$BUCKET" "$P" --member="$1" --role="$2" \
+  retry gcloud storage buckets add-iam-policy-binding "gs://$1" "$P" --member="$2" --role="$3" \
     "${cond[@]}" --format=none
 }
 grant_topic() { # TOPIC MEMBER ROLE
@@ -201,13 +214,19 @@ step_registry() {
 }
 
 step_bucket() {
-  say "bucket gs://$BUCKET (uploads under $SHARDLINE_INGEST_PREFIX, datasets under $SHARDLINE_DATASETS_PREFIX)"
+  # Two buckets: a Storage trigger fires for every object finalized anywhere in its bucket
+  # (Eventarc cannot filter by prefix), so the bucket that wakes ingest holds only uploads.
+  say "uploads bucket gs://$UPLOADS_BUCKET (uploads under $SHARDLINE_INGEST_PREFIX; the only bucket with an ingest trigger)"
+  ensure gcloud storage buckets describe "gs://$UPLOADS_BUCKET" "$P" -- \
+    gcloud storage buckets create "gs://$UPLOADS_BUCKET" "$P" --location="$SHARDLINE_UPLOADS_BUCKET_LOCATION" \
+    --uniform-bucket-level-access --public-access-prevention
+  if [ -n "$SHARDLINE_BUCKET_LIFECYCLE_FILE" ]; then
+    run gcloud storage buckets update "gs://$UPLOADS_BUCKET" "$P" --lifecycle-file="$SHARDLINE_BUCKET_LIFECYCLE_FILE"
+  fi
+  say "data bucket gs://$BUCKET (datasets under $SHARDLINE_DATASETS_PREFIX, their staging and activations; no trigger)"
   ensure gcloud storage buckets describe "gs://$BUCKET" "$P" -- \
     gcloud storage buckets create "gs://$BUCKET" "$P" --location="$SHARDLINE_BUCKET_LOCATION" \
     --uniform-bucket-level-access --public-access-prevention
-  if [ -n "$SHARDLINE_BUCKET_LIFECYCLE_FILE" ]; then
-    run gcloud storage buckets update "gs://$BUCKET" "$P" --lifecycle-file="$SHARDLINE_BUCKET_LIFECYCLE_FILE"
-  fi
 }
 
 # Lines from infra/firestore.indexes.json (the Firebase CLI's format):
@@ -337,32 +356,42 @@ step_iam() {
   local worker="serviceAccount:$WORKER_SA" build="serviceAccount:$BUILD_SA"
   local deployer="serviceAccount:$DEPLOYER_SA"
 
-  local uploads_read datasets_write
-  uploads_read="$(condition shardline-uploads-read "objects under $SHARDLINE_INGEST_PREFIX" \
-    "resource.name.startsWith(\"$OBJECTS/$SHARDLINE_INGEST_PREFIX\")")"
+  local datasets_write manifests out
   datasets_write="$(prefix_condition shardline-datasets-write "$SHARDLINE_DATASETS_PREFIX")"
+  # Dataset manifests sit beside the shards' outputs, wherever --output_dir points; progress
+  # may read and create those objects and no others.
+  manifests="$(condition shardline-manifests '_MANIFEST.json objects only' \
+    'resource.name.endsWith("/_MANIFEST.json")')"
 
   say "ingest functions: read uploads, write datasets, ledger, publish doorbells and ingest steps, receive Storage events"
-  grant_bucket "$ingest" roles/storage.objectViewer "$uploads_read"
-  grant_bucket "$ingest" roles/storage.objectUser "$datasets_write"
+  grant_bucket "$UPLOADS_BUCKET" "$ingest" roles/storage.objectViewer
+  grant_bucket "$BUCKET" "$ingest" roles/storage.objectUser "$datasets_write"
   grant_project "$ingest" roles/datastore.user
   grant_project "$ingest" roles/eventarc.eventReceiver
   grant_topic "$WORK_TOPIC" "$ingest" roles/pubsub.publisher
   grant_topic "$INGEST_TOPIC" "$ingest" roles/pubsub.publisher
 
   # reap also publishes the final shard.failed of a shard out of attempts, and drives stalled
-  # large ingests on (core/ingest/ingest.ts redriveStalled: reads the upload, writes under
-  # datasets/, publishes ingest steps and doorbells); progress writes the dataset manifest.
+  # large ingests on (core/ingest/fanout.ts redriveStalled: reads the upload, writes under
+  # datasets/, publishes ingest steps and doorbells); progress writes the dataset manifest
+  # beside the activations: under datasets/ by default, or wherever --output_dir points.
   say "ledger functions: ledger, doorbells, final failures, stalled ingests, dataset manifests"
   grant_project "$ledger" roles/datastore.user
   grant_topic "$WORK_TOPIC" "$ledger" roles/pubsub.publisher
   grant_topic "$EVENTS_TOPIC" "$ledger" roles/pubsub.publisher
   grant_topic "$INGEST_TOPIC" "$ledger" roles/pubsub.publisher
-  grant_bucket "$ledger" roles/storage.objectViewer "$uploads_read"
-  grant_bucket "$ledger" roles/storage.objectUser "$datasets_write"
+  grant_bucket "$UPLOADS_BUCKET" "$ledger" roles/storage.objectViewer
+  grant_bucket "$BUCKET" "$ledger" roles/storage.objectUser "$datasets_write"
+  grant_bucket "$BUCKET" "$ledger" roles/storage.objectUser "$manifests"
+  for out in "${OUTPUT_BUCKETS[@]}"; do
+    grant_bucket "$out" "$ledger" roles/storage.objectUser "$manifests"
+  done
 
-  say "workers: read datasets and write outputs (anywhere in the bucket), ledger, doorbells, events, image, logs"
-  grant_bucket "$worker" roles/storage.objectUser
+  say "workers: read datasets and write outputs (anywhere in the data bucket and the output buckets), ledger, doorbells, events, image, logs"
+  grant_bucket "$BUCKET" "$worker" roles/storage.objectUser
+  for out in "${OUTPUT_BUCKETS[@]}"; do
+    grant_bucket "$out" "$worker" roles/storage.objectUser
+  done
   grant_project "$worker" roles/datastore.user
   grant_project "$worker" roles/logging.logWriter
   grant_subscription "$WORK_SUB" "$worker" roles/pubsub.subscriber
@@ -371,12 +400,15 @@ step_iam() {
   grant_repo "$worker" roles/artifactregistry.reader
 
   if [ "$SHARDLINE_BUILD_SERVICE_ACCOUNT" = managed ]; then
-    say "function builds: logs, images in $REPO, read the uploaded function source"
+    # The roles Google documents for a functions build account (Cloud Run, "build service
+    # account"): Logs Writer, Artifact Registry Writer and Storage Object Admin, the last one
+    # held to the functions' own source and upload buckets (gcf-v2-sources-*, gcf-v2-uploads-*).
+    say "function builds: logs, images in $REPO, the function sources"
     grant_project "$build" roles/logging.logWriter
     grant_repo "$build" roles/artifactregistry.writer
-    grant_project "$build" roles/storage.objectViewer \
-      "$(condition shardline-function-sources 'Cloud Functions source buckets only' \
-        "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-\")")"
+    grant_project "$build" roles/storage.objectAdmin \
+      "$(condition shardline-function-sources 'Cloud Functions source and upload buckets only' \
+        "resource.name.startsWith(\"projects/_/buckets/gcf-v2-\")")"
   fi
 
   if [ "$SHARDLINE_CREATE_DEPLOYER_SA" = true ]; then
@@ -387,6 +419,14 @@ step_iam() {
       "$(condition shardline-build-sources 'Cloud Build source bucket only' \
         "resource.name.startsWith(\"projects/_/buckets/${PROJECT}_cloudbuild\")")"
     grant_repo "$deployer" roles/artifactregistry.writer
+    # The functions step puts the dead-letter policy back on each trigger subscription after
+    # every deploy (a trigger change makes a new subscription): read the trigger, read and
+    # update the subscription, and nothing else of Pub/Sub.
+    ensure gcloud iam roles describe "$RECONCILER_ROLE" "$P" -- \
+      gcloud iam roles create "$RECONCILER_ROLE" "$P" --title='shardline dead-letter reconciler' \
+      --description='Read Eventarc triggers; read and update Pub/Sub subscriptions (dead-letter policies)' \
+      --permissions=eventarc.triggers.get,pubsub.subscriptions.get,pubsub.subscriptions.update --stage=GA
+    grant_project "$deployer" "projects/$PROJECT/roles/$RECONCILER_ROLE"
     grant_sa_user "$INGEST_SA" "$deployer"
     grant_sa_user "$LEDGER_SA" "$deployer"
     if [ "$SHARDLINE_BUILD_SERVICE_ACCOUNT" = managed ]; then
@@ -400,7 +440,10 @@ step_iam() {
   for t in "${DL_TOPICS[@]}"; do
     grant_topic "$t" "$(pubsub_agent)" roles/pubsub.publisher
   done
-  grant_subscription "$WORK_SUB" "$(pubsub_agent)" roles/pubsub.subscriber
+  # Dead-lettering needs the agent to be a subscriber of each source subscription. Eventarc makes
+  # a new trigger subscription, under a new name, whenever a trigger changes; a grant on the
+  # project is the one no such re-creation can drop.
+  grant_project "$(pubsub_agent)" roles/pubsub.subscriber
   grant_topic "$TICK_TOPIC" "$(scheduler_agent)" roles/pubsub.publisher
   if [ "$SHARDLINE_GRANT_PUBSUB_TOKEN_CREATOR" = true ]; then
     say "Pub/Sub service agent of a project from before 8 April 2021: mints the push tokens"
@@ -418,8 +461,10 @@ function_env() {
     "SHARDLINE_FIRESTORE_DATABASE=$DATABASE"
     "SHARDLINE_INGEST_PREFIX=$SHARDLINE_INGEST_PREFIX"
     "SHARDLINE_DATASETS_PREFIX=$SHARDLINE_DATASETS_PREFIX"
+    "SHARDLINE_DATA_BUCKET=$BUCKET"
     "SHARDLINE_DEFAULT_NUM_SHARDS=$SHARDLINE_DEFAULT_NUM_SHARDS"
     "SHARDLINE_CHUNK_SIZE_MB=$SHARDLINE_CHUNK_SIZE_MB"
+    "SHARDLINE_SHARD_MAX_ATTEMPTS=$SHARDLINE_SHARD_MAX_ATTEMPTS"
   )
   if [ -n "$SHARDLINE_FUNCTION_ENV" ]; then
     vars+=("$SHARDLINE_FUNCTION_ENV")
@@ -429,17 +474,20 @@ function_env() {
 }
 
 step_functions() {
-  say "Cloud Functions (gen2, nodejs20; source: this repository, built by npm ci + the gcp-build script)"
-  local spec name entry sa memory cpu timeout max retry trigger
+  say "Cloud Functions (gen2, nodejs22; source: this repository, built by npm ci + the gcp-build script)"
+  local spec name entry sa memory cpu concurrency timeout max retry trigger
   local -a cmd
   for spec in "${FUNCTIONS[@]}"; do
-    IFS='|' read -r name entry sa memory cpu timeout max retry trigger <<<"$spec"
-    cmd=(gcloud functions deploy "$name" --gen2 "$P" --region="$REGION" --runtime=nodejs20
+    IFS='|' read -r name entry sa memory cpu concurrency timeout max retry trigger <<<"$spec"
+    cmd=(gcloud functions deploy "$name" --gen2 "$P" --region="$REGION" --runtime=nodejs22
       --source=. --ignore-file=infra/functions.gcloudignore --entry-point="$entry"
       --service-account="$sa" --trigger-service-account="$sa"
       --memory="$memory")
     if [ -n "$cpu" ]; then
       cmd+=(--cpu="$cpu")
+    fi
+    if [ -n "$concurrency" ]; then
+      cmd+=(--concurrency="$concurrency")
     fi
     cmd+=(--timeout="$timeout" --max-instances="$max" --ingress-settings=internal-only
       --docker-repository="$REPO_PATH"
@@ -451,7 +499,7 @@ step_functions() {
     case "$trigger" in
       storage)
         cmd+=(--trigger-event-filters=type=google.cloud.storage.object.v1.finalized
-          --trigger-event-filters="bucket=$BUCKET" --trigger-location="$TRIGGER_LOCATION") ;;
+          --trigger-event-filters="bucket=$UPLOADS_BUCKET" --trigger-location="$TRIGGER_LOCATION") ;;
       topic:*) cmd+=(--trigger-topic="${trigger#topic:}") ;;
       *) die "internal: unknown trigger $trigger" ;;
     esac
@@ -459,34 +507,49 @@ step_functions() {
       cmd+=(--retry)
     fi
     cmd+=(--quiet)
-    run "${cmd[@]}"
+    # A new project's first Storage trigger often fails while the service agents' permissions
+    # propagate: retried with backoff on exactly those errors.
+    retry_propagation "${cmd[@]}"
+    # A deploy that changed the trigger left a new subscription without a dead-letter policy.
+    dead_letter_policy "$name" "$entry"
   done
 }
 
 step_triggers() {
-  need_project_number
   say "trigger identities may invoke their own function (each function's trigger runs as its service account)"
-  local spec name entry sa rest var sub_var
+  local spec name entry sa rest
   for spec in "${FUNCTIONS[@]}"; do
     IFS='|' read -r name entry sa rest <<<"$spec"
     retry gcloud functions add-invoker-policy-binding "$name" --region="$REGION" "$P" \
       --member="serviceAccount:$sa" --format=none
   done
-  say "dead-letter policies on the subscriptions Eventarc created for the retrying functions"
+}
+
+# dead_letter_policy NAME ENTRY: sets the dead-letter policy on the subscription Eventarc made
+# for function NAME's trigger (nothing for a function that does not retry). Idempotent: the
+# same policy again changes nothing. The Pub/Sub service agent's subscriber role on it comes
+# from its project grant (step iam), so a new subscription needs no new binding.
+dead_letter_policy() {
+  local name=$1 entry=$2 var sub_var
+  [ -n "${TRIGGER_DEAD_LETTER[$name]:-}" ] || return 0
+  var="$(printf '%s' "$entry" | sed 's/\([A-Z]\)/_\1/g')"
+  var="${var^^}_TRIGGER"
+  sub_var="${var}_SUBSCRIPTION"
+  lookup "$var" gcloud functions describe "$name" --region="$REGION" "$P" \
+    --format='value(eventTrigger.trigger)'
+  lookup "$sub_var" gcloud eventarc triggers describe "${!var}" "$P" \
+    --format='value(transport.pubsub.subscription)'
+  retry gcloud pubsub subscriptions update "${!sub_var}" "$P" \
+    --dead-letter-topic="$TOPIC_PATH/${TRIGGER_DEAD_LETTER[$name]}" \
+    --max-delivery-attempts="$SHARDLINE_MAX_DELIVERY_ATTEMPTS"
+}
+
+step_reconcile() {
+  say "dead-letter policies on the subscriptions Eventarc made for the retrying functions"
+  local spec name entry rest
   for spec in "${FUNCTIONS[@]}"; do
-    IFS='|' read -r name entry sa rest <<<"$spec"
-    [ -n "${TRIGGER_DEAD_LETTER[$name]:-}" ] || continue
-    var="$(printf '%s' "$entry" | sed 's/\([A-Z]\)/_\1/g')"
-    var="${var^^}_TRIGGER"
-    sub_var="${var}_SUBSCRIPTION"
-    lookup "$var" gcloud functions describe "$name" --region="$REGION" "$P" \
-      --format='value(eventTrigger.trigger)'
-    lookup "$sub_var" gcloud eventarc triggers describe "${!var}" "$P" \
-      --format='value(transport.pubsub.subscription)'
-    run gcloud pubsub subscriptions update "${!sub_var}" "$P" \
-      --dead-letter-topic="$TOPIC_PATH/${TRIGGER_DEAD_LETTER[$name]}" \
-      --max-delivery-attempts="$SHARDLINE_MAX_DELIVERY_ATTEMPTS"
-    grant_subscription "${!sub_var}" "$(pubsub_agent)" roles/pubsub.subscriber
+    IFS='|' read -r name entry rest <<<"$spec"
+    dead_letter_policy "$name" "$entry"
   done
 }
 

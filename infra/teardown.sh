@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Removes what infra/deploy.sh created, in reverse order. By default it keeps the data: the
-# bucket (uploads, datasets, activations) and the Firestore database (the ledger) stay, and so
-# do the enabled APIs and the project-level role of the Cloud Storage service agent (other
-# Storage triggers in the project may rely on it). --delete-data removes the bucket with every
-# object in it and the Firestore database as well.
+# buckets (uploads; datasets and activations) and the Firestore database (the ledger) stay, and
+# so do the enabled APIs and the project-level roles of the Cloud Storage and Pub/Sub service
+# agents (other triggers and dead-letter policies in the project may rely on them).
+# --delete-data removes both buckets with every object in them and the Firestore database too.
 #
 #   infra/teardown.sh [--env-file FILE] [--project ID] [--region REGION] [--bucket NAME]
-#                     [--database ID] [--set SHARDLINE_NAME=VALUE]... [--delete-data] [--dry-run]
+#                     [--uploads-bucket NAME] [--database ID] [--set SHARDLINE_NAME=VALUE]...
+#                     [--delete-data] [--dry-run]
 #
 # Safe to run again: everything is deleted only if a describe still finds it. --dry-run prints
 # the commands and runs none (no gcloud call at all).
@@ -25,10 +26,11 @@ usage: infra/teardown.sh [options]
   --env-file FILE     settings file (default infra/shardline.env when it exists)
   --project ID        SHARDLINE_PROJECT (required, here or in the env file)
   --region REGION     SHARDLINE_REGION (default us-central1)
-  --bucket NAME       SHARDLINE_BUCKET (default PROJECT-shardline)
+  --bucket NAME       SHARDLINE_BUCKET, the data bucket (default PROJECT-shardline)
+  --uploads-bucket NAME  SHARDLINE_UPLOADS_BUCKET (default DATA-uploads)
   --database ID       SHARDLINE_FIRESTORE_DATABASE (default "(default)")
   --set NAME=VALUE    any other SHARDLINE_* setting; repeatable
-  --delete-data       also delete the bucket with all its objects and the Firestore database
+  --delete-data       also delete both buckets with all their objects and the Firestore database
   --dry-run           print the commands, run none
   -h, --help          this text
 EOF
@@ -68,9 +70,9 @@ PROJECT_ROLES=(
   "$INGEST_SA|roles/datastore.user" "$INGEST_SA|roles/eventarc.eventReceiver"
   "$LEDGER_SA|roles/datastore.user"
   "$WORKER_SA|roles/datastore.user" "$WORKER_SA|roles/logging.logWriter"
-  "$BUILD_SA|roles/logging.logWriter" "$BUILD_SA|roles/storage.objectViewer"
+  "$BUILD_SA|roles/logging.logWriter" "$BUILD_SA|roles/storage.objectAdmin"
   "$DEPLOYER_SA|roles/cloudfunctions.developer" "$DEPLOYER_SA|roles/logging.logWriter"
-  "$DEPLOYER_SA|roles/storage.objectViewer"
+  "$DEPLOYER_SA|roles/storage.objectViewer" "$DEPLOYER_SA|projects/$PROJECT/roles/${PREFIX//-/_}_deadLetterReconciler"
 )
 
 if dry; then
@@ -110,13 +112,17 @@ done
 for sa in "$INGEST_SA" "$LEDGER_SA" "$WORKER_SA" "$BUILD_SA" "$DEPLOYER_SA"; do
   remove gcloud iam service-accounts describe "$sa" "$P" -- gcloud iam service-accounts delete "$sa" "$P" --quiet
 done
+say "the CI deployer's custom role"
+remove gcloud iam roles describe "${PREFIX//-/_}_deadLetterReconciler" "$P" -- \
+  gcloud iam roles delete "${PREFIX//-/_}_deadLetterReconciler" "$P" --quiet
 
 if [ "$DELETE_DATA" = 1 ]; then
-  say "data: the bucket with every object in it, and the Firestore database"
+  say "data: both buckets with every object in them, and the Firestore database"
+  remove gcloud storage buckets describe "gs://$UPLOADS_BUCKET" "$P" -- gcloud storage rm --recursive "gs://$UPLOADS_BUCKET" "$P"
   remove gcloud storage buckets describe "gs://$BUCKET" "$P" -- gcloud storage rm --recursive "gs://$BUCKET" "$P"
   remove gcloud firestore databases describe --database="$DATABASE" "$P" -- \
     gcloud firestore databases delete --database="$DATABASE" "$P" --quiet
 else
-  say "kept: gs://$BUCKET and Firestore database $DATABASE (pass --delete-data to delete them)"
+  say "kept: gs://$UPLOADS_BUCKET, gs://$BUCKET and Firestore database $DATABASE (pass --delete-data to delete them)"
 fi
 say "done"

@@ -18,11 +18,13 @@
  * com.microsoft `SkipSimplifiedLayerNormalization`, the residual stream in their `output_3`, the
  * last one not emitted), `anonymous` (no meaningful node names).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { ConfigError } from '../core/errors';
 import { Prng } from '../core/random';
+import type { TensorSource } from '../core/safetensors';
+import { encodeSafetensorsHeader, safetensorsChunks, safetensorsSize } from '../core/safetensors';
 import { ElemType, GraphBuilder, attr } from './graph-builder';
 
 /** Shape of a Qwen2 model, in Hugging Face `config.json` terms. */
@@ -523,4 +525,46 @@ export function generateQwen2Model(options: Qwen2ModelOptions): GeneratedModel {
     modelBytes,
     dataBytes,
   };
+}
+
+/** What `writeHfCheckpoint` wrote. */
+export interface HfCheckpoint {
+  /** The folder: `config.json` and `model.safetensors`. */
+  dir: string;
+  /** Bytes of `model.safetensors`. */
+  weightsBytes: number;
+}
+
+/**
+ * Writes the same weights as `generateQwen2Model` (same shape and seed) as a Hugging Face
+ * checkpoint folder: `config.json` and `model.safetensors` (float32, Hugging Face names and
+ * `[out, in]` layout), which the JAX extractor (worker/jax) loads. The two backends then run
+ * one model, and their activations can be compared.
+ */
+export function writeHfCheckpoint(
+  dir: string,
+  shape: Qwen2Shape,
+  seed: number | string = 0,
+  lmHead = true,
+): HfCheckpoint {
+  mkdirSync(dir, { recursive: true });
+  const tensors: TensorSource[] = [...qwen2WeightShapes(shape, lmHead)].map(([name, dims]) => ({
+    name,
+    dtype: 'F32',
+    shape: dims,
+    pieces: [qwen2Weight(name, dims, seed)],
+  }));
+  const header = encodeSafetensorsHeader(tensors, { format: 'pt' });
+  const file = path.join(dir, 'model.safetensors');
+  const fd = openSync(file, 'w');
+  try {
+    for (const chunk of safetensorsChunks(header, tensors)) writeSync(fd, chunk);
+  } finally {
+    closeSync(fd);
+  }
+  writeFileSync(
+    path.join(dir, 'config.json'),
+    `${JSON.stringify(qwen2Config(shape, lmHead), null, 2)}\n`,
+  );
+  return { dir, weightsBytes: safetensorsSize(header, tensors) };
 }

@@ -65,11 +65,25 @@ export class LeaseKeeper {
 
   private async beat(): Promise<void> {
     if (this.stopped) return;
+    // A renewal that hangs (a frozen or unreachable ledger that never answers) is as good as a
+    // failed one: if it is still pending when the lease runs out, stop, as for failures.
+    const leftMs = Date.parse(this.current.lease_expires_at) - this.clock.nowMs();
+    const watchdog = this.timers.setTimeout(
+      () =>
+        this.lose(
+          `the lease ran out while its renewal was still waiting for the ledger (${Math.round(leftMs / 1000)} s)`,
+        ),
+      Math.max(10, leftMs),
+    );
     try {
-      this.current = await this.ledger.heartbeat(this.current, { leaseMs: this.leaseMs });
+      const renewed = await this.ledger.heartbeat(this.current, { leaseMs: this.leaseMs });
+      this.timers.clearTimeout(watchdog);
+      if (this.stopped) return;
+      this.current = renewed;
       this.failures = 0;
       this.schedule(this.leaseMs / 3);
     } catch (e: unknown) {
+      this.timers.clearTimeout(watchdog);
       if (this.stopped) return;
       if (isLeaseLost(e)) {
         this.lose(`the lease was taken: ${toError(e).message}`);
@@ -97,6 +111,7 @@ export class LeaseKeeper {
   }
 
   private lose(reason: string): void {
+    if (this.controller.signal.aborted) return;
     this.stopped = true;
     this.log.error('lease lost; stopping this shard', { reason, ...this.current });
     this.controller.abort(new Error(reason));

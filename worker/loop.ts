@@ -68,8 +68,18 @@ export interface WorkerSummary {
   failed: number;
   lost: number;
   stopped: number;
+  /** Shards given back after an outage outlasted the retry budget. */
+  released: number;
+  /** Shards refused for another run's settings (the worker then left their dataset). */
+  refused: number;
   /** True when shutdown outran the grace period and the lease was released from the loop. */
   forcedExit: boolean;
+  /**
+   * Shards left `failed` for good when the worker stopped for want of work (not after a
+   * shutdown): those it failed itself and any other of its datasets. A script or batch job sees
+   * them in the exit code (`shardline work` exits 8).
+   */
+  failedShards: Array<{ dataset_id: string; shard_id: number; last_error: string | null }>;
   outcomes: ShardOutcome[];
 }
 
@@ -94,7 +104,10 @@ export async function runWorker(
     failed: 0,
     lost: 0,
     stopped: 0,
+    released: 0,
+    refused: 0,
     forcedExit: false,
+    failedShards: [],
     outcomes: [],
   };
   const datasets = new Map(deps.datasets.map((d) => [d.datasetId, d]));
@@ -104,11 +117,14 @@ export async function runWorker(
   const rolledUp = new Set<string>();
   const log = deps.log.child({ worker_id: deps.workerId });
 
+  /** Shards this worker failed lately, by dataset: tried last (another worker may do better). */
+  const failedHere = new Map<string, number[]>();
   const claimIn = async (d: DatasetHandle, preferredShardId?: number): Promise<Claim | null> => {
     try {
       return await d.ledger.claim(d.datasetId, deps.workerId, {
         leaseMs: settings.leaseMs,
         ...(preferredShardId === undefined ? {} : { preferredShardId }),
+        avoidShardIds: failedHere.get(d.datasetId) ?? [],
       });
     } catch (e: unknown) {
       // A busy or briefly unreachable ledger is not a reason to stop working: try again later.
@@ -172,22 +188,59 @@ export async function runWorker(
     }
     const outcome = await runJob(next.claim, next.dataset, deps, settings, log, summary);
     summary.outcomes.push(outcome);
+    if (outcome.kind === 'refused') {
+      log.error('leaving the dataset: its parts were extracted with other settings', {
+        dataset_id: next.dataset.datasetId,
+        reason: outcome.reason,
+      });
+      datasets.delete(next.dataset.datasetId);
+    }
+    if (outcome.kind === 'failed') {
+      const ids = failedHere.get(outcome.claim.dataset_id) ?? [];
+      failedHere.set(outcome.claim.dataset_id, [...ids.slice(-63), outcome.claim.shard_id]);
+    }
     if (outcome.kind === 'completed' && (await rollUp(next.dataset, log)))
       rolledUp.add(next.dataset.datasetId);
     if (summary.forcedExit) break;
   }
   for (const o of summary.outcomes) summary[o.kind]++;
+  if (!deps.stop.aborted && !summary.forcedExit) {
+    for (const d of datasets.values()) {
+      try {
+        for (const s of (await d.ledger.status(d.datasetId)).shards)
+          if (s.status === 'failed')
+            summary.failedShards.push({
+              dataset_id: d.datasetId,
+              shard_id: s.shard_id,
+              last_error: s.last_error,
+            });
+      } catch (e: unknown) {
+        log.warn('could not read the final status of a dataset', {
+          dataset_id: d.datasetId,
+          error: e,
+        });
+      }
+    }
+  }
   return summary;
 }
 
-async function rollUp(d: DatasetHandle, log: Logger): Promise<void> {
+/** Writes the dataset manifest when every shard is done; true once it exists. */
+async function rollUp(d: DatasetHandle, log: Logger): Promise<boolean> {
   try {
-    await rollUpDataset(d.ledger, d.datasetId, d.output, log.child({ dataset_id: d.datasetId }));
+    const out = await rollUpDataset(
+      d.ledger,
+      d.datasetId,
+      d.output,
+      log.child({ dataset_id: d.datasetId }),
+    );
+    return out.kind !== 'in-progress';
   } catch (e: unknown) {
     log.warn('could not check whether the dataset is complete', {
       dataset_id: d.datasetId,
       error: e,
     });
+    return false;
   }
 }
 

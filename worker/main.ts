@@ -4,31 +4,37 @@
  * and runs the loop. `shardline work` parses and checks the flags into a `WorkConfig` at the
  * edge and calls `runWork`; nothing here reads the environment.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { formatLocation, parseLocation } from '../core/blob/location';
+import { childLocation, formatLocation, parseLocation } from '../core/blob/location';
 import type { Location } from '../core/blob/location';
 import type { BlobStore } from '../core/blob/store';
 import type { Clock } from '../core/clock';
 import { CloudClients } from '../core/cloud-clients';
 import { MasterMetadataSchema, decodeJson } from '../core/dataset/metadata';
-import { MASTER_METADATA } from '../core/dataset/paths';
+import { ACTIVATIONS_DIR, MASTER_METADATA } from '../core/dataset/paths';
 import { ShardlineError, errorCode } from '../core/errors';
 import type { Ledger, LedgerKind } from '../core/ledger/ledger';
 import { openLedger, resolveLedgerKind } from '../core/ledger/open';
 import type { Logger } from '../core/log';
 import { PubSubPublisher } from '../core/wakeup/publisher';
 import type { ActivationDtype } from './extraction/activations';
+import type { Extractor } from './extraction/engine';
 import { ExtractionEngine } from './extraction/engine';
-import { runMetadata } from './extraction/part-writer';
+import { partKeys, provenanceDiff, runFingerprint, runMetadata } from './extraction/part-writer';
+import type { PositionSpec } from './extraction/positions';
+import { formatPositions } from './extraction/positions';
+import { ProtocolExtractor } from './extraction/protocol-extractor';
 import { loadPromptTemplate } from './extraction/prompt-template';
 import { resolveSampleOptions } from './extraction/samples';
 import { loadTokenizer } from './extraction/tokenizer';
 import type { DoorbellSource } from './doorbells';
 import { PubSubDoorbells } from './doorbells';
 import type { DatasetHandle, WorkerSummary } from './loop';
+import { partMetadata } from './manifest';
 import { runWorker } from './loop';
+import { resolveModelPath } from './model-path';
 import type { JobMessaging, ShardProgress } from './shard-job';
 
 /** Everything `shardline work` was told. */
@@ -46,7 +52,23 @@ export interface WorkConfig {
   promptTemplatePath?: string;
   /** Layers to extract; undefined = all. */
   layers?: number[];
+  /** Which token positions are stored (`--positions`). */
+  positions: PositionSpec;
   dtype: ActivationDtype;
+  /**
+   * What runs the model: `onnx` (onnxruntime in this process, the default), `jax` (the JAX
+   * extractor of worker/jax in a child process), or `command` (`backendCommand`, a user's own
+   * implementation of the extractor protocol).
+   */
+  backend: 'onnx' | 'jax' | 'command';
+  /** The child's command line with `backend: 'command'`. */
+  backendCommand?: string[];
+  /** The JAX extractor's array library: `jax`, `numpy`, or `auto` (jax when installed). */
+  jaxArray: 'auto' | 'jax' | 'numpy';
+  /** What the protocol's backends compute in; `auto`: bfloat16 with JAX, float32 with numpy. */
+  computeDtype: 'auto' | 'float32' | 'bfloat16';
+  /** How long one batch may take in a child extractor before it is killed (ms). */
+  extractorTimeoutMs: number;
   batchSize: number;
   maxBatchTokens: number;
   maxSeqLength: number;
@@ -57,6 +79,8 @@ export interface WorkConfig {
   executionProviders: string[];
   partSizeBytes: number;
   leaseMs: number;
+  /** How long a shard rides through an outage before it is released (`--outage_seconds`). */
+  outageBudgetMs: number;
   pollMs: number;
   graceMs: number;
   follow: boolean;
@@ -68,6 +92,8 @@ export interface WorkConfig {
   projectId?: string;
   /** Firestore database id; default `(default)`. */
   firestoreDatabase?: string;
+  /** Retries per Cloud Storage request (`SHARDLINE_STORAGE_RETRIES`). */
+  storageRetries?: number;
   /** The ledger's datasets collection in Firestore. */
   firestoreRoot: string;
   /** Pub/Sub: `projects/P/subscriptions/S` or `S`. */
@@ -89,11 +115,17 @@ export interface WorkIo {
   onProgress?: (p: ShardProgress) => void;
 }
 
-/** Finds the tokenizer files of a Hugging Face style model folder (`onnx/model.onnx` or `model.onnx`). */
+/**
+ * Finds the tokenizer files of a Hugging Face style model folder: beside `model.onnx` (or
+ * `onnx/model.onnx`, in the folder above), or in a checkpoint folder itself.
+ */
 function tokenizerBeside(
   modelPath: string,
 ): { tokenizerPath: string; tokenizerConfigPath?: string } | null {
-  for (const dir of [path.dirname(modelPath), path.dirname(path.dirname(modelPath))]) {
+  const dirs = statSync(modelPath).isDirectory()
+    ? [modelPath, path.dirname(modelPath)]
+    : [path.dirname(modelPath), path.dirname(path.dirname(modelPath))];
+  for (const dir of dirs) {
     const tok = path.join(dir, 'tokenizer.json');
     if (existsSync(tok)) {
       const cfg = path.join(dir, 'tokenizer_config.json');
@@ -106,9 +138,9 @@ function tokenizerBeside(
 /** Runs the worker; resolves with what it did. */
 export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSummary> {
   const log = io.log;
-  const modelPath = path.resolve(io.cwd, config.modelPath);
-  if (!existsSync(modelPath))
-    throw new ShardlineError('NOT_FOUND', `--model_path ${modelPath} does not exist`);
+  // ONNX takes a model file or a folder holding one; the other backends take a checkpoint folder.
+  const given = path.resolve(io.cwd, config.modelPath);
+  const modelPath = (config.backend ?? 'onnx') === 'onnx' ? resolveModelPath(given) : given;
 
   // Tokenizer: the flag, else the model folder's, else the bundled Qwen tokenizer.
   const beside = config.tokenizerPath ? null : tokenizerBeside(modelPath);
@@ -132,6 +164,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     augment: config.augment,
     seed: config.seed,
     maxSeqLength: config.maxSeqLength,
+    findAnswerStart: config.positions.kind === 'answer',
   });
 
   const cloud = new CloudClients({
@@ -139,6 +172,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     ...(config.firestoreDatabase === undefined
       ? {}
       : { firestoreDatabase: config.firestoreDatabase }),
+    ...(config.storageRetries === undefined ? {} : { storageRetries: config.storageRetries }),
   });
   const openStore = (loc: Location): BlobStore => cloud.openStore(loc);
 
@@ -165,19 +199,9 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     if (config.outputDir) {
       const out = parseLocation(config.outputDir, io.cwd);
       // A worker serving several datasets keeps their outputs apart.
-      return openStore(
-        bound
-          ? out
-          : out.kind === 'local'
-            ? { kind: 'local', path: path.join(out.path, datasetId) }
-            : { ...out, prefix: [out.prefix, datasetId].filter(Boolean).join('/') },
-      );
+      return openStore(bound ? out : childLocation(out, datasetId));
     }
-    return openStore(
-      datasetLoc.kind === 'local'
-        ? { kind: 'local', path: path.join(datasetLoc.path, 'activations') }
-        : { ...datasetLoc, prefix: `${datasetLoc.prefix}/activations` },
-    );
+    return openStore(childLocation(datasetLoc, ACTIVATIONS_DIR));
   };
   const openDataset = async (
     uri: string,
@@ -217,7 +241,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
 
   let doorbells: DoorbellSource | undefined;
   let messaging: JobMessaging | undefined;
-  let engine: ExtractionEngine | undefined;
+  let engine: Extractor | undefined;
   try {
     const datasets = config.datasetDir
       ? [await openDataset(config.datasetDir, undefined, true)]
@@ -245,31 +269,44 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
       );
     }
 
-    engine = await ExtractionEngine.open({
-      modelPath,
-      ...(config.layers ? { layers: config.layers } : {}),
-      dtype: config.dtype,
-      executionProviders: config.executionProviders,
-      ...(config.threads ? { intraOpNumThreads: config.threads } : {}),
-      logger: log,
-    });
+    engine = await openExtractor(config, modelPath, log);
     const metadata = runMetadata({
-      model: config.modelName ?? path.basename(path.dirname(modelPath)),
+      model:
+        config.modelName ??
+        (statSync(modelPath).isDirectory()
+          ? path.basename(modelPath)
+          : path.basename(path.dirname(modelPath))),
       engine: engine.info,
       tokenizer: tokenizer.info,
       samples: sampleOptions,
+      stored: {
+        layers: engine.info.layers,
+        dtype: engine.info.dtype,
+        positions: formatPositions(config.positions),
+      },
+      backend: engine.info.backend,
     });
+    const fingerprint = runFingerprint(metadata);
+    // A dataset whose committed parts were made with other settings is refused up front, with
+    // what differs and the ways out.
+    for (const d of datasets) await checkRunFingerprint(d, fingerprint, metadata);
     const summary = await runWorker(
       {
         workerId: config.workerId,
         datasets,
-        openDataset: (uri, id) => openDataset(uri, id, false),
+        openDataset: async (uri, id) => {
+          const d = await openDataset(uri, id, false);
+          await checkRunFingerprint(d, fingerprint, metadata);
+          return d;
+        },
         ...(doorbells ? { doorbells } : {}),
         job: {
           extractor: engine,
           tokenizer,
           sampleOptions,
           runMetadata: metadata,
+          positions: config.positions,
+          fingerprint,
           clock: io.clock,
           ...(messaging ? { messaging } : {}),
         },
@@ -280,6 +317,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
       },
       {
         leaseMs: config.leaseMs,
+        outageBudgetMs: config.outageBudgetMs,
         partSizeBytes: config.partSizeBytes,
         batch: { maxBatchSize: config.batchSize, maxBatchTokens: config.maxBatchTokens },
         follow: config.follow,
@@ -303,4 +341,109 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     for (const l of ledgers) await l.close().catch(() => undefined);
     await cloud.close().catch(() => undefined);
   }
+}
+
+/**
+ * The folder of the bundled Python extractor (worker/jax), from the compiled worker
+ * (dist/worker) or the sources (worker/).
+ */
+function jaxPackageDir(): string {
+  for (const dir of [
+    path.resolve(__dirname, 'jax'),
+    path.resolve(__dirname, '..', '..', 'worker', 'jax'),
+  ])
+    if (existsSync(path.join(dir, 'pyproject.toml'))) return dir;
+  throw new ShardlineError(
+    'NOT_FOUND',
+    `the Python extractor (worker/jax) is not beside ${__dirname}; install it (pip install ./worker/jax) and use --backend_command`,
+  );
+}
+
+/** Opens the configured extractor: onnxruntime here, or a child speaking the protocol. */
+async function openExtractor(
+  config: WorkConfig,
+  modelPath: string,
+  log: Logger,
+): Promise<Extractor> {
+  if (config.backend === 'onnx') {
+    return ExtractionEngine.open({
+      modelPath,
+      ...(config.layers ? { layers: config.layers } : {}),
+      dtype: config.dtype,
+      executionProviders: config.executionProviders,
+      ...(config.threads ? { intraOpNumThreads: config.threads } : {}),
+      logger: log,
+    });
+  }
+  if (!statSync(modelPath).isDirectory() || !existsSync(path.join(modelPath, 'config.json')))
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `--backend ${config.backend} needs --model_path to be a Hugging Face checkpoint folder (config.json and *.safetensors); ${modelPath} is not one`,
+    );
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  let command: string[];
+  if (config.backend === 'jax') {
+    const pkg = jaxPackageDir();
+    env.PYTHONPATH = [pkg, env.PYTHONPATH].filter(Boolean).join(path.delimiter);
+    command = [
+      'python3',
+      '-m',
+      'shardline_jax',
+      ...(config.jaxArray === 'auto' ? [] : ['--array', config.jaxArray]),
+    ];
+  } else {
+    command = config.backendCommand ?? [];
+  }
+  const computeDtype =
+    config.computeDtype !== 'auto'
+      ? config.computeDtype
+      : config.backend === 'jax' && config.jaxArray !== 'numpy'
+        ? 'bfloat16'
+        : 'float32';
+  return ProtocolExtractor.open({
+    command,
+    env,
+    modelPath,
+    ...(config.layers ? { layers: config.layers } : {}),
+    computeDtype,
+    outputDtype: config.dtype,
+    maxBatchSize: config.batchSize,
+    maxBatchTokens: config.maxBatchTokens,
+    maxSeqLength: config.maxSeqLength,
+    backend: config.backend,
+    requestTimeoutMs: config.extractorTimeoutMs,
+    logger: log,
+  });
+}
+
+/**
+ * Refuses a dataset whose shards committed parts with another run fingerprint (another model,
+ * tokenizer, template, layers, dtype, positions or prompt settings): mixing them would make
+ * one dataset of two experiments. The message names what differs, read from a committed part.
+ */
+async function checkRunFingerprint(
+  d: DatasetHandle,
+  fingerprint: string,
+  metadata: Readonly<Record<string, string>>,
+): Promise<void> {
+  const status = await d.ledger.status(d.datasetId);
+  const other = status.shards.filter(
+    (s) => s.run_fingerprint !== null && s.run_fingerprint !== fingerprint,
+  );
+  if (other.length === 0) return;
+  const first = other[0]!;
+  const theirs = await partMetadata(d.output, partKeys(first.shard_id, 0).safetensors).catch(
+    () => ({}),
+  );
+  const diff = provenanceDiff(metadata, theirs)
+    .map(([k, ours, their]) => `${k}: ${their || '?'} there, ${ours} here`)
+    .join('; ');
+  throw new ShardlineError(
+    'FINGERPRINT_MISMATCH',
+    `dataset ${d.datasetId} has parts extracted with other settings in ${other.length} shard(s) (shard ${first.shard_id}: ${diff || `fingerprint ${first.run_fingerprint ?? '?'}, this run ${fingerprint}`}). ` +
+      'Write this run elsewhere (--output_dir), or run `shardline reset --discard_parts` on those shards to redo them with these settings.',
+    {
+      details: { shards: other.map((s) => s.shard_id), fingerprint, theirs: first.run_fingerprint },
+    },
+  );
 }

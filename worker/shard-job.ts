@@ -14,21 +14,23 @@ import type { Clock } from '../core/clock';
 import { isoTime } from '../core/clock';
 import { ShardMetadataSchema, decodeJson } from '../core/dataset/metadata';
 import { shardMetadataKey } from '../core/dataset/paths';
-import { ShardlineError, isLeaseLost, toError } from '../core/errors';
-import type { Claim, Ledger, PartInput } from '../core/ledger/ledger';
+import { ShardlineError, errorCode, failureKind, isLeaseLost, toError } from '../core/errors';
+import type { Claim, Ledger } from '../core/ledger/ledger';
 import type { Logger } from '../core/log';
 import { MESSAGE_VERSION } from '../core/messages';
 import { ringDoorbells } from '../core/wakeup/doorbell';
 import type { Publisher } from '../core/wakeup/publisher';
 import type { BatchLimits } from './extraction/batch';
 import type { Extractor } from './extraction/engine';
-import { PartWriter, extractInto } from './extraction/part-writer';
-import type { Sample, SampleOptions } from './extraction/samples';
+import type { PositionSpec } from './extraction/positions';
+import type { SampleOptions } from './extraction/samples';
 import { buildSamples } from './extraction/samples';
 import type { PromptTokenizer } from './extraction/tokenizer';
 import type { Timers } from './lease';
-import { LeaseKeeper } from './lease';
-import { buildShardManifest, encodeManifest, shardManifestKey } from './manifest';
+import { LeaseKeeper, realTimers } from './lease';
+import { encodeManifest, shardManifestKey } from '../core/rollup/manifests';
+import { buildShardManifest } from './manifest';
+import { PartPipeline } from './part-pipeline';
 import { shardTasks } from './tasks';
 
 /** Pub/Sub, when the worker runs with it. */
@@ -65,10 +67,16 @@ export interface ShardJobDeps {
   sampleOptions: SampleOptions;
   /** Run-level part metadata (model, tokenizer, options; see runMetadata). */
   runMetadata: Record<string, string>;
+  /** Which token positions are stored (`--positions`). */
+  positions: PositionSpec;
+  /** The run's fingerprint (`runFingerprint` of the run metadata), carried by every part. */
+  fingerprint: string;
   clock: Clock;
   log: Logger;
   messaging?: JobMessaging;
   timers?: Timers;
+  /** Jitter of the retry backoff, in [0, 1); default Math.random. */
+  random?: () => number;
   /** Fires on shutdown: finish the batch in hand, release the lease, return. */
   stop: AbortSignal;
   onProgress?: (p: ShardProgress) => void;
@@ -80,7 +88,20 @@ export interface ShardJobSettings {
   /** Cut a part once it holds this many bytes of activations. */
   partSizeBytes: number;
   batch: BatchLimits & { maxBatchSize: number };
+  /**
+   * How long the job keeps retrying through a transient failure (a service unavailable,
+   * throttled or timed out) before it gives the shard back (released: no attempt counted).
+   * Default `DEFAULT_OUTAGE_BUDGET_MS`.
+   */
+  outageBudgetMs?: number;
+  /** Backoff between those retries: full jitter from `baseMs`, doubling to `capMs`. */
+  retry?: { baseMs: number; capMs: number };
 }
+
+/** How long a job rides through an outage before releasing its shard: 30 minutes. */
+export const DEFAULT_OUTAGE_BUDGET_MS = 30 * 60_000;
+/** Backoff between retries through an outage: 1 s doubling to 60 s (with jitter). */
+export const DEFAULT_RETRY = { baseMs: 1_000, capMs: 60_000 } as const;
 
 /** How a job ended. */
 export type ShardOutcome =
@@ -89,8 +110,31 @@ export type ShardOutcome =
   | { kind: 'lost'; claim: Claim; reason: string }
   /** Shutdown: the lease was released without an attempt penalty. */
   | { kind: 'stopped'; claim: Claim }
-  /** An infrastructure error: the claim was failed (attempts + 1) with the reason. */
+  /**
+   * An outage outlasted `outageBudgetMs`: the shard was released (no attempt counted) for a
+   * worker to take up once the services are back.
+   */
+  | { kind: 'released'; claim: Claim; reason: string }
+  /**
+   * The shard's committed parts were extracted with other settings (another run fingerprint):
+   * released without an attempt, and the worker stops serving the dataset.
+   */
+  | { kind: 'refused'; claim: Claim; reason: string }
+  /**
+   * The claim was failed with the reason: attempts + 1 (`unknown` failures), or failed for good
+   * at once (`permanent` ones); `final` when the shard is now `failed`.
+   */
   | { kind: 'failed'; claim: Claim; reason: string; final: boolean };
+
+/** An outage that outlasted the job's budget. */
+class OutageTooLong extends Error {
+  constructor(
+    readonly last: unknown,
+    readonly outageMs: number,
+  ) {
+    super(`services unavailable for ${Math.round(outageMs / 1000)} s: ${toError(last).message}`);
+  }
+}
 
 class Stop extends Error {}
 
@@ -121,147 +165,211 @@ export async function processShard(
         : new ShardlineError('LEASE_LOST', 'lease lost');
     if (deps.stop.aborted) throw new Stop();
   };
+  const retry = settings.retry ?? DEFAULT_RETRY;
+  const budgetMs = settings.outageBudgetMs ?? DEFAULT_OUTAGE_BUDGET_MS;
+  const timers = deps.timers ?? realTimers;
+  const random = deps.random ?? Math.random;
+  let outageSince: number | null = null;
+  let waits = 0;
+  const progressed = (): void => {
+    outageSince = null;
+    waits = 0;
+  };
   try {
-    const metaKey = shardMetadataKey(claim.shard_id);
-    const meta = decodeJson(
-      ShardMetadataSchema,
-      (await deps.dataset.readAll(metaKey)).toString('utf8'),
-      deps.dataset.uriOf(metaKey),
-    );
-    const record = await deps.ledger.getShard(claim.dataset_id, claim.shard_id);
-    if (!record)
-      throw new ShardlineError(
-        'NOT_FOUND',
-        `shard ${claim.shard_id} of ${claim.dataset_id} is not in the ledger`,
-      );
-    const committed = await deps.ledger.listParts(claim);
-    const end = meta.first_task_index + meta.total_tasks;
-    let partIndex = committed.length;
-    let partStart = record.next_task_index;
-    if (committed.length > 0)
-      log.info('resuming after the last committed part', {
-        parts: committed.length,
-        next_task_index: partStart,
-      });
-
-    const progress: ShardProgress = {
-      shardId: claim.shard_id,
-      tasksDone: 0,
-      tasksToDo: end - partStart,
-      samples: 0,
-      tokens: 0,
-      partsCommitted: partIndex,
-    };
-    const { info } = deps.extractor;
-    let writer: PartWriter | null = null;
-    let pending: Sample[] = [];
-    let lastTask = partStart - 1;
-
-    const extractPending = async (all: boolean): Promise<void> => {
-      while (
-        writer &&
-        (pending.length >= settings.batch.maxBatchSize || (all && pending.length > 0))
-      ) {
+    // Each pass resumes from the ledger's committed state; a transient failure costs the work
+    // since the last committed part, never an attempt (docs/decisions.md).
+    for (;;) {
+      try {
+        return await extractShard(claim, deps, settings, keeper, check, log, progressed);
+      } catch (e: unknown) {
+        if (isLeaseLost(e) || keeper.lost.aborted || e instanceof Stop || deps.stop.aborted)
+          throw e;
+        if (failureKind(e) !== 'transient') throw e;
+        const now = deps.clock.nowMs();
+        outageSince ??= now;
+        if (now - outageSince >= budgetMs) throw new OutageTooLong(e, now - outageSince);
+        const waitMs = Math.min(retry.capMs, retry.baseMs * 2 ** waits) * (0.5 + random() / 2);
+        waits++;
+        log.warn('transient failure; retrying from the last committed part, lease kept', {
+          error: e,
+          wait_ms: Math.round(waitMs),
+          outage_ms: now - outageSince,
+          retries: waits,
+        });
+        await pause(waitMs, timers, [keeper.lost, deps.stop]);
         check();
-        const batch = pending.slice(0, settings.batch.maxBatchSize);
-        pending = pending.slice(batch.length);
-        await extractInto(deps.extractor, batch, writer, settings.batch);
-        progress.samples += batch.length;
-        progress.tokens += batch.reduce((n, s) => n + s.tokenIds.length, 0);
       }
+    }
+  } catch (e: unknown) {
+    keeper.stop();
+    if (isLeaseLost(e) || keeper.lost.aborted) {
+      const reason = toError(keeper.lost.aborted ? keeper.lost.reason : e).message;
+      log.warn('stopped: the lease is no longer ours; nothing more is written', { reason });
+      return { kind: 'lost', claim: keeper.claim, reason };
+    }
+    if (e instanceof Stop || deps.stop.aborted) return release(keeper.claim, deps, log);
+    if (e instanceof OutageTooLong) return releaseAfterOutage(keeper.claim, deps, log, e);
+    if (errorCode(e) === 'FINGERPRINT_MISMATCH') {
+      const reason = toError(e).message;
+      log.error('this run cannot commit into the shard: its parts were made with other settings', {
+        reason,
+      });
+      const out = await release(keeper.claim, deps, log);
+      return out.kind === 'stopped' ? { kind: 'refused', claim: keeper.claim, reason } : out;
+    }
+    return fail(keeper.claim, deps, log, e, failureKind(e) === 'permanent');
+  } finally {
+    keeper.stop();
+  }
+}
+
+/** Waits `ms`, or less when one of `signals` fires. */
+function pause(ms: number, timers: Timers, signals: AbortSignal[]): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      timers.clearTimeout(handle);
+      for (const s of signals) s.removeEventListener('abort', done);
+      resolve();
     };
-    const commit = async (): Promise<void> => {
-      if (!writer) return;
-      await extractPending(true);
-      const part = await writer.finish(deps.output);
-      writer = null;
-      check();
-      const input: PartInput = {
-        part_index: partIndex,
-        name: part.name,
-        first_task_index: partStart,
-        last_task_index: lastTask,
-        next_task_index: lastTask + 1,
-        samples: part.samples,
-        bytes: part.safetensors.bytes + part.index.bytes,
-        checksums: {
-          [`${part.name}.safetensors`]: part.safetensors.crc32c,
-          [`${part.name}.index.jsonl`]: part.index.crc32c,
-        },
-      };
+    const handle = timers.setTimeout(done, ms);
+    for (const s of signals) {
+      if (s.aborted) return done();
+      s.addEventListener('abort', done, { once: true });
+    }
+  });
+}
+
+/**
+ * One pass over a claimed shard: from the ledger's next task to the end, parts committed as
+ * they fill, then the manifest and `complete`. Throws on any failure; `processShard` decides.
+ */
+async function extractShard(
+  claim: Claim,
+  deps: ShardJobDeps,
+  settings: ShardJobSettings,
+  keeper: LeaseKeeper,
+  check: () => void,
+  log: Logger,
+  progressed: () => void,
+): Promise<ShardOutcome> {
+  const metaKey = shardMetadataKey(claim.shard_id);
+  const meta = decodeJson(
+    ShardMetadataSchema,
+    (await deps.dataset.readAll(metaKey)).toString('utf8'),
+    deps.dataset.uriOf(metaKey),
+  );
+  const record = await deps.ledger.getShard(claim.dataset_id, claim.shard_id);
+  if (!record)
+    throw new ShardlineError(
+      'NOT_FOUND',
+      `shard ${claim.shard_id} of ${claim.dataset_id} is not in the ledger`,
+    );
+  const committed = await deps.ledger.listParts(claim);
+  const end = meta.first_task_index + meta.total_tasks;
+  const start = { task: record.next_task_index, sample: record.next_sample };
+  if (committed.length > 0)
+    log.info('resuming after the last committed part', {
+      parts: committed.length,
+      next_task_index: start.task,
+      next_sample: start.sample,
+    });
+
+  const progress: ShardProgress = {
+    shardId: claim.shard_id,
+    tasksDone: 0,
+    tasksToDo: end - start.task,
+    samples: 0,
+    tokens: 0,
+    partsCommitted: committed.length,
+  };
+  const pipeline = new PartPipeline({
+    shardId: claim.shard_id,
+    extractor: deps.extractor,
+    output: deps.output,
+    positions: deps.positions,
+    metadata: deps.runMetadata,
+    partSizeBytes: settings.partSizeBytes,
+    batch: settings.batch,
+    firstPartIndex: committed.length,
+    start,
+    fingerprint: deps.fingerprint,
+    check,
+    log,
+    commit: async (input, result) => {
       await deps.ledger.commitPart(keeper.claim, input);
+      progressed();
       log.info('part committed', {
-        part: part.name,
-        tasks: `${partStart}-${lastTask}`,
-        samples: part.samples,
-        tokens: part.tokens,
+        part: result.name,
+        tasks: `${input.first_task_index}-${input.last_task_index}`,
+        samples: result.samples,
+        rows: result.rows,
+        tokens: result.tokens,
         bytes: input.bytes,
       });
-      partIndex++;
-      progress.partsCommitted = partIndex;
-      partStart = lastTask + 1;
+      progress.partsCommitted = input.part_index + 1;
       deps.onProgress?.(progress);
-    };
-
-    for await (const { taskIndex, task } of shardTasks(deps.dataset, meta, partStart)) {
+    },
+  });
+  try {
+    for await (const { taskIndex, task } of shardTasks(deps.dataset, meta, start.task)) {
       check();
-      writer ??= new PartWriter({
-        shardId: claim.shard_id,
-        partIndex,
-        layers: info.layers,
-        hiddenSize: info.hiddenSize,
-        dtype: info.dtype,
-        metadata: deps.runMetadata,
-      });
       const { samples, skipped } = buildSamples(
         task,
         taskIndex,
         deps.sampleOptions,
         deps.tokenizer,
       );
-      writer.addSkipped(skipped);
-      pending.push(...samples);
-      await extractPending(false);
-      lastTask = taskIndex;
+      await pipeline.addTask(
+        taskIndex,
+        samples,
+        skipped,
+        taskIndex === start.task ? start.sample : 0,
+      );
       progress.tasksDone++;
+      progress.samples = pipeline.counts.samples;
+      progress.tokens = pipeline.counts.tokens;
       deps.onProgress?.(progress);
-      if (writer.byteSize >= settings.partSizeBytes) {
-        await commit();
-      }
     }
-    await commit();
+    await pipeline.finish({ task: end, sample: 0 });
+  } catch (e: unknown) {
+    await pipeline.abandon();
+    throw e;
+  }
 
-    // Every task is in a committed part: write the manifest, then complete.
-    check();
-    const parts = await deps.ledger.listParts(keeper.claim);
-    const manifest = await buildShardManifest(deps.output, {
-      datasetId: claim.dataset_id,
-      shardId: claim.shard_id,
-      firstTaskIndex: meta.first_task_index,
-      totalTasks: meta.total_tasks,
-      workerId: claim.worker_id,
-      epoch: claim.epoch,
-      parts,
-    });
-    const key = shardManifestKey(claim.shard_id);
-    await deps.output.writeAll(key, encodeManifest(manifest), { contentType: 'application/json' });
-    check();
-    const manifestUri = deps.output.uriOf(key);
-    await deps.ledger.complete(keeper.claim, {
-      parts: parts.length,
-      samples: manifest.samples,
-      bytes: manifest.bytes,
-      uri: manifestUri,
-    });
-    keeper.stop();
-    log.notice('shard completed', {
-      parts: parts.length,
-      samples: manifest.samples,
-      skipped: manifest.skipped,
-      tokens: manifest.tokens,
-    });
-    if (deps.messaging) {
-      await deps.messaging.publisher.publish(deps.messaging.eventsTopic, {
+  // Every task is in a committed part: write the manifest, then complete.
+  check();
+  const parts = await deps.ledger.listParts(keeper.claim);
+  const manifest = await buildShardManifest(deps.output, {
+    datasetId: claim.dataset_id,
+    shardId: claim.shard_id,
+    firstTaskIndex: meta.first_task_index,
+    totalTasks: meta.total_tasks,
+    workerId: claim.worker_id,
+    epoch: claim.epoch,
+    parts,
+  });
+  const key = shardManifestKey(claim.shard_id);
+  await deps.output.writeAll(key, encodeManifest(manifest), { contentType: 'application/json' });
+  check();
+  const manifestUri = deps.output.uriOf(key);
+  await deps.ledger.complete(keeper.claim, {
+    parts: parts.length,
+    samples: manifest.samples,
+    bytes: manifest.bytes,
+    uri: manifestUri,
+  });
+  keeper.stop();
+  log.notice('shard completed', {
+    parts: parts.length,
+    samples: manifest.samples,
+    skipped: manifest.skipped,
+    tokens: manifest.tokens,
+  });
+  if (deps.messaging) {
+    // Best effort: the ledger already says completed, and workers roll the dataset manifest up
+    // themselves when the event is lost (worker/loop.ts).
+    await deps.messaging.publisher
+      .publish(deps.messaging.eventsTopic, {
         type: 'shard.completed',
         version: MESSAGE_VERSION,
         dataset_id: claim.dataset_id,
@@ -272,27 +380,16 @@ export async function processShard(
         parts: parts.length,
         samples: manifest.samples,
         completed_at: isoTime(deps.clock.nowMs()),
-      });
-    }
-    return {
-      kind: 'completed',
-      claim: keeper.claim,
-      parts: parts.length,
-      samples: manifest.samples,
-      manifestUri,
-    };
-  } catch (e: unknown) {
-    keeper.stop();
-    if (isLeaseLost(e) || keeper.lost.aborted) {
-      const reason = toError(keeper.lost.aborted ? keeper.lost.reason : e).message;
-      log.warn('stopped: the lease is no longer ours; nothing more is written', { reason });
-      return { kind: 'lost', claim: keeper.claim, reason };
-    }
-    if (e instanceof Stop || deps.stop.aborted) return release(keeper.claim, deps, log);
-    return fail(keeper.claim, deps, log, e);
-  } finally {
-    keeper.stop();
+      })
+      .catch((e: unknown) => log.warn('could not publish shard.completed', { error: e }));
   }
+  return {
+    kind: 'completed',
+    claim: keeper.claim,
+    parts: parts.length,
+    samples: manifest.samples,
+    manifestUri,
+  };
 }
 
 /** Gives the shard back without an attempt penalty (shutdown), and rings its doorbell. */
@@ -320,12 +417,35 @@ async function release(claim: Claim, deps: ShardJobDeps, log: Logger): Promise<S
   return { kind: 'stopped', claim };
 }
 
-/** Records an infrastructure failure against the claim, so the shard is retried elsewhere. */
+/**
+ * Gives the shard back after an outage outlasted the job's budget: released, no attempt
+ * counted (the shard did nothing wrong); its doorbell rings for when the services are back.
+ */
+async function releaseAfterOutage(
+  claim: Claim,
+  deps: ShardJobDeps,
+  log: Logger,
+  outage: OutageTooLong,
+): Promise<ShardOutcome> {
+  const reason = outage.message;
+  log.error('an outage outlasted the retry budget; releasing the shard (no attempt counted)', {
+    reason,
+    outage_ms: outage.outageMs,
+  });
+  const out = await release(claim, deps, log);
+  return out.kind === 'stopped' ? { kind: 'released', claim, reason } : out;
+}
+
+/**
+ * Records a failure against the claim: a counted attempt (the shard is retried elsewhere after
+ * its backoff), or, when `permanent` (docs/decisions.md), the shard fails at once.
+ */
 async function fail(
   claim: Claim,
   deps: ShardJobDeps,
   log: Logger,
   e: unknown,
+  permanent: boolean,
 ): Promise<ShardOutcome> {
   const err = toError(e);
   const reason =
@@ -335,7 +455,7 @@ async function fail(
     );
   let final = false;
   try {
-    const after = await deps.ledger.fail(claim, reason);
+    const after = await deps.ledger.fail(claim, reason, { final: permanent });
     final = after.status === 'failed';
   } catch (failError: unknown) {
     if (isLeaseLost(failError)) return { kind: 'lost', claim, reason: toError(failError).message };
@@ -345,7 +465,11 @@ async function fail(
     return { kind: 'failed', claim, reason, final: false };
   }
   log.error(
-    final ? 'shard failed for good (max attempts)' : 'shard failed; it goes back to be retried',
+    permanent
+      ? 'shard failed for good: the data is wrong in a way no retry fixes'
+      : final
+        ? 'shard failed for good (max attempts)'
+        : 'shard failed; it goes back to be retried after its backoff',
     { error: err, reason },
   );
   if (deps.messaging) {

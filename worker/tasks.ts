@@ -1,7 +1,8 @@
 /**
  * Streams a shard's tasks from its chunk files, starting at any task index, without holding
- * the shard (or a chunk) in memory. Every chunk read in full is checked against the CRC32C in
- * the shard's metadata: a corrupted chunk fails the shard instead of feeding it garbage.
+ * the shard in memory. Every chunk is checked against the CRC32C in the shard's metadata
+ * before its tasks are handed out: a corrupted chunk fails the shard (`CORRUPT`) instead of
+ * feeding it garbage.
  */
 import { crc32c } from '@node-rs/crc32';
 
@@ -21,8 +22,7 @@ export interface ShardTask {
 
 /**
  * Yields the shard's tasks with index >= `fromTask`, in order. Chunks entirely before
- * `fromTask` are not read; the chunk holding it is read from its start (lines before are
- * skipped) so its checksum can still be verified.
+ * `fromTask` are not read; the chunk holding it is read whole (its checksum covers it all).
  */
 export async function* shardTasks(
   store: BlobStore,
@@ -40,17 +40,17 @@ export async function* shardTasks(
   for (const chunk of shard.chunks) {
     if (chunk.first_task_index + chunk.num_tasks <= fromTask) continue;
     const key = `${shardDirName(shard.shard_id)}/${chunk.file}`;
-    let crc = 0;
-    let bytes = 0;
+    // The whole chunk is checked before any of its tasks is handed out: a task of a corrupted
+    // chunk must never reach a committed part. A chunk up to `VERIFY_IN_MEMORY_BYTES` is read
+    // once and kept; a larger one is read twice (checked, then parsed), never held.
+    const held = await verifyChunk(store, key, chunk, signal);
     let taskIndex = chunk.first_task_index;
     let carry: Buffer | null = null;
-    const stream = store.read(key);
+    const pieces: AsyncIterable<Buffer> | Iterable<Buffer> = held ? [held] : store.read(key);
     try {
-      for await (const piece of stream) {
+      for await (const piece of pieces) {
         signal?.throwIfAborted();
-        const buf = piece as Buffer;
-        crc = crc32c(buf, crc);
-        bytes += buf.length;
+        const buf = piece;
         const data: Buffer = carry ? Buffer.concat([carry, buf]) : buf;
         carry = null;
         let s = 0;
@@ -62,25 +62,57 @@ export async function* shardTasks(
         if (s < data.length) carry = Buffer.from(data.subarray(s));
       }
     } finally {
-      stream.destroy();
+      if (!held) (pieces as { destroy?: () => void }).destroy?.();
     }
-    if (carry && carry.length > 0) throw corrupt(store, key, 'the last line has no newline');
-    const sum = crc32cBase64(crc);
-    if (bytes !== chunk.bytes || sum !== chunk.crc32c) {
-      throw corrupt(
-        store,
-        key,
-        `${bytes} bytes with crc32c ${sum}; the dataset says ${chunk.bytes} bytes, ${chunk.crc32c}`,
-      );
-    }
-    if (taskIndex !== chunk.first_task_index + chunk.num_tasks) {
-      throw corrupt(
-        store,
-        key,
-        `${taskIndex - chunk.first_task_index} lines; the dataset says ${chunk.num_tasks}`,
-      );
-    }
+    if (taskIndex !== chunk.first_task_index + chunk.num_tasks)
+      throw corrupt(store, key, `its tasks changed while it was read`);
   }
+}
+
+/** Chunks up to this size are kept in memory after their check (read once); 64 MiB. */
+export const VERIFY_IN_MEMORY_BYTES = 64 << 20;
+
+/**
+ * Reads a chunk to its end and checks its bytes, CRC32C and line count against the dataset's
+ * metadata; returns its bytes when small enough to keep, else null (read it again to parse).
+ */
+async function verifyChunk(
+  store: BlobStore,
+  key: string,
+  chunk: ShardMetadata['chunks'][number],
+  signal?: AbortSignal,
+): Promise<Buffer | null> {
+  const keep = chunk.bytes <= VERIFY_IN_MEMORY_BYTES;
+  const kept: Buffer[] = [];
+  let crc = 0;
+  let bytes = 0;
+  let lines = 0;
+  let last = 10;
+  const stream = store.read(key);
+  try {
+    for await (const piece of stream) {
+      signal?.throwIfAborted();
+      const buf = piece as Buffer;
+      crc = crc32c(buf, crc);
+      bytes += buf.length;
+      for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, i + 1)) lines++;
+      if (buf.length > 0) last = buf[buf.length - 1]!;
+      if (keep) kept.push(buf);
+    }
+  } finally {
+    stream.destroy();
+  }
+  if (bytes > 0 && last !== 10) throw corrupt(store, key, 'the last line has no newline');
+  const sum = crc32cBase64(crc);
+  if (bytes !== chunk.bytes || sum !== chunk.crc32c)
+    throw corrupt(
+      store,
+      key,
+      `${bytes} bytes with crc32c ${sum}; the dataset says ${chunk.bytes} bytes, ${chunk.crc32c}`,
+    );
+  if (lines !== chunk.num_tasks)
+    throw corrupt(store, key, `${lines} lines; the dataset says ${chunk.num_tasks}`);
+  return keep ? Buffer.concat(kept) : null;
 }
 
 function parseLine(data: Buffer, s: number, e: number): unknown {
@@ -93,5 +125,5 @@ function parseLine(data: Buffer, s: number, e: number): unknown {
 }
 
 function corrupt(store: BlobStore, key: string, what: string): ShardlineError {
-  return new ShardlineError('STORAGE', `chunk ${store.uriOf(key)} is corrupt: ${what}`);
+  return new ShardlineError('CORRUPT', `chunk ${store.uriOf(key)} is corrupt: ${what}`);
 }

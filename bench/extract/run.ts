@@ -21,6 +21,7 @@ import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 
 import { ExtractionEngine } from '../../worker/extraction/engine';
+import { packedRows } from '../../worker/extraction/activations';
 import { Prng } from '../../core/random';
 import { ElemType, GraphBuilder } from '../../synthetic/graph-builder';
 import { QWEN25_05B, generateQwen2Model, qwen2Config } from '../../synthetic/qwen2';
@@ -312,7 +313,7 @@ async function main(): Promise<void> {
       layer,
     };
     writeFileSync(compare.tokens, tokens);
-    writeFileSync(compare.values, out.activations[layer]!);
+    writeFileSync(compare.values, packedRows(out, layer));
   } finally {
     await engine.close();
   }

@@ -9,6 +9,7 @@ import { formatLocation, parseLocation, splitParent } from '../../core/blob/loca
 import { checkDatasetId, slugDatasetId } from '../../core/dataset/id';
 import { REJECTED_FILE } from '../../core/dataset/paths';
 import type { LedgerKind, RegisterResult } from '../../core/ledger/ledger';
+import { DEFAULT_MAX_ATTEMPTS } from '../../core/ledger/ledger';
 import { resolveLedgerKind } from '../../core/ledger/open';
 import type { CreateResult } from '../../core/split/create-dataset';
 import { createDataset } from '../../core/split/create-dataset';
@@ -101,6 +102,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   try {
     registered = await ledger.registerDataset(result.master, {
       datasetUri: formatLocation(outputLoc),
+      maxAttempts: args.num('max_attempts'),
     });
   } finally {
     await ledger.close();
@@ -269,6 +271,16 @@ export const createCommand: Command = {
       name: 'strict',
       type: 'boolean',
       description: 'stop at the first line that is not a JSON object (nothing is written)',
+    },
+    {
+      name: 'max_attempts',
+      type: 'int',
+      default: DEFAULT_MAX_ATTEMPTS,
+      min: 1,
+      max: 100,
+      placeholder: 'N',
+      description:
+        "failed attempts a shard may have before it is failed for good (the ledger's max_attempts)",
     },
     {
       name: 'max_line_mb',

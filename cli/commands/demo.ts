@@ -15,10 +15,10 @@ import * as path from 'node:path';
 
 import { LocalBlobStore } from '../../core/blob/local';
 import { formatLocation } from '../../core/blob/location';
-import { LOCAL_LEDGER_FILE, MASTER_METADATA } from '../../core/dataset/paths';
+import { ACTIVATIONS_DIR, LOCAL_LEDGER_FILE, MASTER_METADATA } from '../../core/dataset/paths';
 import { SqliteLedger } from '../../core/ledger/sqlite';
 import { silentLogger } from '../../core/log';
-import { MANIFEST_FILE } from '../../core/rollup/progress';
+import { MANIFEST_FILE } from '../../core/rollup/manifests';
 import { createDataset } from '../../core/split/create-dataset';
 import { sourceFromStore } from '../../core/split/source';
 import { SHARDLINE_VERSION } from '../../core/version';
@@ -68,7 +68,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const say = (line: string): void => void ctx.stdout.write(`${line}\n`);
 
   // A finished demo starts again from scratch; an interrupted one resumes.
-  const finished = existsSync(path.join(datasetDir, 'activations', MANIFEST_FILE));
+  const finished = existsSync(path.join(datasetDir, ACTIVATIONS_DIR, MANIFEST_FILE));
   if (args.bool('fresh') || finished) rmSync(datasetDir, { recursive: true, force: true });
   else if (existsSync(path.join(datasetDir, MASTER_METADATA)))
     say('(resuming the previous, unfinished demo run; --fresh starts over)');
@@ -179,14 +179,14 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       );
       return EXIT.FAILURE;
     }
-    const out = new LocalBlobStore(path.join(datasetDir, 'activations'));
+    const out = new LocalBlobStore(path.join(datasetDir, ACTIVATIONS_DIR));
     let bytes = 0;
     let parts = 0;
     for await (const f of out.list('')) {
       bytes += f.size;
       if (f.key.endsWith('.safetensors')) parts++;
     }
-    const firstPart = path.join(datasetDir, 'activations', 'shard_000', 'part_00000.safetensors');
+    const firstPart = path.join(datasetDir, ACTIVATIONS_DIR, 'shard_000', 'part_00000.safetensors');
     const rel = path.relative(ctx.cwd, firstPart);
     say(
       `6. Outputs: ${path.relative(ctx.cwd, out.root)}/ (${parts} parts, ${formatBytes(bytes)}; every shard's _MANIFEST.json and the dataset's _MANIFEST.json)`,

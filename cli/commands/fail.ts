@@ -6,6 +6,7 @@
 import type { Command } from '../command';
 import { COMMON_FLAGS } from '../command';
 import { EXIT } from '../exit-codes';
+import { formatDuration } from '../format';
 import { LEDGER_FLAGS } from '../wiring';
 import { HOLDER_FLAGS, asHolderOrForced } from '../holder-verbs';
 
@@ -16,6 +17,12 @@ export const failCommand: Command = {
   usage: '--dataset_dir DIR --shard_id N --worker_id ID [--reason TEXT] [--force] [--json]',
   flags: [
     ...HOLDER_FLAGS,
+    {
+      name: 'final',
+      type: 'boolean',
+      description:
+        'fail it for good now (a deterministic failure a retry cannot fix), whatever the attempts left',
+    },
     {
       name: 'reason',
       type: 'string',
@@ -38,15 +45,20 @@ export const failCommand: Command = {
       'fail',
       args,
       ctx,
-      (ledger, claim) => ledger.fail(claim, reason),
+      (ledger, claim) => ledger.fail(claim, reason, { final: args.bool('final') }),
       (ledger, ds, id, by) => ledger.forceFail(ds, id, by, reason),
     );
     if (args.bool('json')) {
       ctx.stdout.write(`${JSON.stringify({ shard: after, forced_by: forcedBy }, null, 2)}\n`);
       return EXIT.OK;
     }
+    const retryMs = after.retry_at === null ? 0 : Date.parse(after.retry_at) - ctx.clock.nowMs();
     const next =
-      after.status === 'failed' ? 'failed for good (reset it to run it again)' : 'available again';
+      after.status === 'failed'
+        ? 'failed for good (reset it to run it again)'
+        : retryMs > 0
+          ? `available again in ${formatDuration(retryMs)}`
+          : 'available again';
     const forced = forcedBy === null ? '' : `; forced by ${forcedBy}`;
     ctx.stdout.write(
       `✓ Marked shard ${after.shard_id} as failed: attempt ${after.attempts} of ${after.max_attempts}, ${next}${forced}\n`,

@@ -10,6 +10,7 @@ import { demoCommand } from './demo';
 import { failCommand } from './fail';
 import { ingestsCommand } from './ingests';
 import { resetCommand } from './reset';
+import { statsCommand } from './stats';
 import { statusCommand } from './status';
 import { workCommand } from './work';
 
@@ -23,5 +24,6 @@ export const COMMANDS: readonly Command[] = [
   workCommand,
   failCommand,
   ingestsCommand,
+  statsCommand,
   demoCommand,
 ];

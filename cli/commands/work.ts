@@ -9,11 +9,13 @@ import { DEFAULT_TOPICS } from '../../core/messages';
 import type { WorkConfig } from '../../worker/main';
 import { runWork } from '../../worker/main';
 import type { ShardProgress } from '../../worker/shard-job';
+import { DEFAULT_OUTAGE_BUDGET_MS } from '../../worker/shard-job';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
 import { COMMON_FLAGS } from '../command';
 import { EXIT } from '../exit-codes';
 import { formatDuration } from '../format';
+import { parsePositions } from '../../worker/extraction/positions';
 import { LEDGER_FLAGS, WORKER_FLAGS, cloudSettings, workerIdFrom } from '../wiring';
 
 /** `all`, `10,11,12`, `10-23`, or a mix: the layers to extract (undefined = all). */
@@ -53,6 +55,12 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
     ...opt('chatTemplatePath', args.optStr('chat_template_path')),
     ...opt('promptTemplatePath', args.optStr('prompt_template')),
     ...opt('layers', parseLayers(args.str('layers'))),
+    positions: parsePositions(args.str('positions')),
+    backend: args.optStr('backend_command') ? 'command' : (args.str('backend') as 'onnx' | 'jax'),
+    ...opt('backendCommand', args.optStr('backend_command')?.trim().split(/\s+/)),
+    jaxArray: args.str('jax_array') as 'auto' | 'jax' | 'numpy',
+    computeDtype: args.str('compute_dtype') as 'auto' | 'float32' | 'bfloat16',
+    extractorTimeoutMs: Math.round(args.num('extractor_timeout_seconds') * 1000),
     dtype: args.str('dtype') === 'fp32' ? 'float32' : 'float16',
     batchSize: args.num('batch_size'),
     maxBatchTokens: args.num('max_batch_tokens'),
@@ -68,6 +76,7 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
       .filter(Boolean),
     partSizeBytes: Math.floor(args.num('part_size_mb') * 1024 * 1024),
     leaseMs: Math.round(args.num('lease_seconds') * 1000),
+    outageBudgetMs: Math.round(args.num('outage_seconds') * 1000),
     pollMs: args.num('poll_seconds') * 1000,
     graceMs: args.num('grace_seconds') * 1000,
     follow: args.bool('follow'),
@@ -147,10 +156,28 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     if (!ctx.signal.aborted) clearTimeout(backstop);
     ctx.signal.removeEventListener('abort', armBackstop);
   }
-  const line = `${summary.completed} completed, ${summary.stopped} released at shutdown, ${summary.failed} failed, ${summary.lost} lost to another worker`;
+  const line = `${summary.completed} completed, ${summary.stopped} released at shutdown, ${summary.released} released after an outage, ${summary.failed} failed, ${summary.lost} lost to another worker`;
   if (args.bool('json'))
     ctx.stdout.write(`${JSON.stringify({ worker_id: config.workerId, ...summary }, null, 2)}\n`);
-  else ctx.stdout.write(`Worker ${config.workerId}: ${line}.\n`);
+  else {
+    ctx.stdout.write(`Worker ${config.workerId}: ${line}.\n`);
+    for (const f of summary.failedShards)
+      ctx.stdout.write(
+        `  shard ${f.shard_id} of ${f.dataset_id} is failed for good: ${f.last_error ?? 'no reason recorded'}\n`,
+      );
+  }
+  if (summary.refused > 0) {
+    ctx.stderr.write(
+      `shardline work: a dataset's parts were extracted with other settings; see the log for what differs.\n`,
+    );
+    return EXIT.CONFLICT;
+  }
+  if (summary.failedShards.length > 0) {
+    ctx.stderr.write(
+      `shardline work: ${summary.failedShards.length} shard(s) failed for good; \`shardline status\` shows why, \`shardline reset\` runs them again.\n`,
+    );
+    return EXIT.FAILED_SHARDS;
+  }
   return EXIT.OK;
 }
 
@@ -190,9 +217,10 @@ export const workCommand: Command = {
       name: 'model_path',
       type: 'string',
       required: true,
-      placeholder: 'FILE',
+      placeholder: 'PATH',
       env: 'SHARDLINE_MODEL_PATH',
-      description: 'the ONNX decoder (model.onnx, with model.onnx_data beside it)',
+      description:
+        'onnx: the decoder (model.onnx, with model.onnx_data beside it) or a folder holding one; jax: a Hugging Face checkpoint folder',
     },
     {
       name: 'model_name',
@@ -231,6 +259,52 @@ export const workCommand: Command = {
       default: 'all',
       placeholder: 'LIST',
       description: 'layers to extract: all, 10,11,12 or 10-23',
+    },
+    {
+      name: 'positions',
+      type: 'string',
+      default: 'all',
+      placeholder: 'WHICH',
+      description:
+        'token positions stored: all, last, answer (ARC: where the answer grid opens), or a list like 0,16-31,-1',
+    },
+    {
+      name: 'backend',
+      type: 'string',
+      default: 'onnx',
+      choices: ['onnx', 'jax'],
+      description:
+        'what runs the model: onnx (onnxruntime here; --model_path an ONNX export) or jax (the JAX extractor in a child process, on TPU/GPU; --model_path a Hugging Face folder)',
+    },
+    {
+      name: 'backend_command',
+      type: 'string',
+      placeholder: 'CMD',
+      description:
+        'your own extractor: a command speaking the extractor protocol (docs/extractor-protocol.md)',
+    },
+    {
+      name: 'jax_array',
+      type: 'string',
+      default: 'auto',
+      choices: ['auto', 'jax', 'numpy'],
+      description: '--backend jax: the array library (auto: jax when it is installed)',
+    },
+    {
+      name: 'compute_dtype',
+      type: 'string',
+      default: 'auto',
+      choices: ['auto', 'float32', 'bfloat16'],
+      description:
+        'what a child extractor computes in (auto: bfloat16 with jax, float32 with numpy)',
+    },
+    {
+      name: 'extractor_timeout_seconds',
+      type: 'number',
+      default: 600,
+      min: 1,
+      placeholder: 'S',
+      description: 'a child extractor that takes longer for one batch is killed (the claim fails)',
     },
     {
       name: 'dtype',
@@ -313,6 +387,16 @@ export const workCommand: Command = {
       max: MAX_LEASE_MS / 1000,
       placeholder: 'S',
       description: 'lease length; renewed every third of it',
+    },
+    {
+      name: 'outage_seconds',
+      type: 'number',
+      default: DEFAULT_OUTAGE_BUDGET_MS / 1000,
+      min: 0,
+      max: 7 * 24 * 3600,
+      placeholder: 'S',
+      description:
+        'how long a shard rides through an outage (Storage, the ledger, the model backend unavailable) before it is released',
     },
     {
       name: 'poll_seconds',

@@ -78,3 +78,10 @@ export function splitParent(loc: Location): { parent: Location; name: string } {
     name: i === -1 ? loc.prefix : loc.prefix.slice(i + 1),
   };
 }
+
+/** The location of `name` inside `loc` (a subfolder or an object under it). */
+export function childLocation(loc: Location, name: string): Location {
+  return loc.kind === 'local'
+    ? { kind: 'local', path: path.join(loc.path, name) }
+    : { ...loc, prefix: [loc.prefix, name].filter(Boolean).join('/') };
+}

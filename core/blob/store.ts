@@ -17,8 +17,10 @@ export interface BlobInfo {
   /** Size in bytes. */
   size: number;
   /**
-   * Version of the object: the Cloud Storage generation, or locally the file's modification
-   * time in nanoseconds. Changes whenever the content is replaced.
+   * Version of the object, a decimal number: the Cloud Storage generation, or locally the
+   * file's modification time in nanoseconds, which the local store keeps unique per key
+   * (core/blob/local.ts). Changes whenever the content is replaced, and is never one the key
+   * had before.
    */
   generation: string;
   /** CRC32C (big-endian, base64) when the store knows it without reading the object. */

@@ -13,6 +13,8 @@ export const CREATING_MARKER = '_CREATING.json';
 export const SHARD_METADATA = 'metadata.json';
 /** The local SQLite ledger file beside a local dataset. */
 export const LOCAL_LEDGER_FILE = 'ledger.sqlite';
+/** The default output folder inside a dataset (`work` without `--output_dir`). */
+export const ACTIVATIONS_DIR = 'activations';
 /** The version of the dataset format this code writes and reads. */
 export const FORMAT_VERSION = 1;
 

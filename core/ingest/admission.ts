@@ -13,10 +13,11 @@ import { createDataset } from '../split/create-dataset';
 import { sourceFromStore } from '../split/source';
 import { startOrRedriveFanout } from './fanout';
 import type { IngestConfig, IngestDeps, IngestOutcome } from './ingest';
-import { failIngest, heartbeat, placesOf, registerAndAnnounce } from './ingest';
+import { dataBucketOf, failIngest, heartbeat, placesOf, registerAndAnnounce } from './ingest';
 import type { StorageObject } from './object';
 import {
   METADATA_CHUNK_SIZE_MB,
+  METADATA_MAX_ATTEMPTS,
   METADATA_NUM_SHARDS,
   StorageObjectSchema,
   classifyObject,
@@ -30,7 +31,7 @@ import type { IngestRecord } from './records';
 function settingsOf(
   obj: StorageObject,
   config: IngestConfig,
-): { numShards: number; chunkSizeMb: number } {
+): { numShards: number; chunkSizeMb: number; maxAttempts: number } {
   const meta = obj.metadata ?? {};
   const num = (key: string, fallback: number, rule: Parameters<typeof parseNumberSetting>[2]) => {
     const raw = meta[key];
@@ -47,6 +48,11 @@ function settingsOf(
     chunkSizeMb: num(METADATA_CHUNK_SIZE_MB, config.defaultChunkSizeMb, {
       min: 0.001,
       max: 10_000,
+    }),
+    maxAttempts: num(METADATA_MAX_ATTEMPTS, config.defaultMaxAttempts, {
+      min: 1,
+      max: 100,
+      integer: true,
     }),
   };
 }
@@ -76,13 +82,14 @@ export async function handleObjectFinalized(
   });
   const verdict = classifyObject(obj, deps.config.incomingPrefix);
   if (!verdict.accept) {
-    // Storage triggers cannot filter by prefix: every chunk and part written to the bucket
-    // lands here too. Those are expected; only surprises are worth an INFO line.
+    // Storage triggers cannot filter by prefix: in a single-bucket deployment (no data
+    // bucket) every chunk and part written to the bucket lands here too. Those are expected;
+    // only surprises are worth an INFO line.
     const ours = obj.name.startsWith(deps.config.datasetsPrefix);
     log[ours ? 'debug' : 'info']('object ignored', { reason: verdict.reason });
     return { kind: 'ignored', reason: verdict.reason };
   }
-  let settings: { numShards: number; chunkSizeMb: number } | undefined;
+  let settings: ReturnType<typeof settingsOf> | undefined;
   let settingsError: unknown;
   try {
     settings = settingsOf(obj, deps.config);
@@ -100,12 +107,13 @@ export async function handleObjectFinalized(
       event_id: eventId,
       num_shards: settings?.numShards ?? deps.config.defaultNumShards,
       chunk_size_mb: settings?.chunkSizeMb ?? deps.config.defaultChunkSizeMb,
+      max_attempts: settings?.maxAttempts ?? deps.config.defaultMaxAttempts,
       mode: gzip || obj.size <= deps.config.directMaxBytes ? 'direct' : 'fanout',
       name: (version) => {
         const datasetId = datasetIdOf(obj, version);
         return {
           dataset_id: datasetId,
-          dataset_uri: `gs://${obj.bucket}/${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${datasetId}`,
+          dataset_uri: `gs://${dataBucketOf(deps.config, obj.bucket)}/${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${datasetId}`,
         };
       },
     },

@@ -16,6 +16,7 @@
  * Both paths produce the same bytes (core/split/write.ts). Every step is idempotent; the ingest
  * record (core/ingest/records.ts) says what is done.
  */
+import { parseLocation } from '../blob/location';
 import type { BlobStore } from '../blob/store';
 import type { Clock } from '../clock';
 import { isoTime } from '../clock';
@@ -35,10 +36,22 @@ import type { BadLine, IngestRecord, IngestRecords } from './records';
 export interface IngestConfig {
   /** Inputs are objects under this prefix. Default `incoming/`. */
   incomingPrefix: string;
-  /** Datasets go under this prefix of the same bucket. Default `datasets/`. */
+  /** Datasets go under this prefix of the data bucket. Default `datasets/`. */
   datasetsPrefix: string;
+  /**
+   * The bucket datasets (and a fanned-out ingest's staging area) are written to, apart from
+   * the uploads bucket whose trigger wakes the ingest
+   * (docs/decisions.md#an-uploads-bucket-apart-from-the-data-bucket). Undefined: the
+   * upload's own bucket (a single-bucket deployment).
+   */
+  dataBucket?: string;
   defaultNumShards: number;
   defaultChunkSizeMb: number;
+  /**
+   * The shards' attempt budget (`max_attempts`) when the upload does not set
+   * `shardline-max-attempts`. Not `maxAttempts` below, which is the ingest's own.
+   */
+  defaultMaxAttempts: number;
   /** Time one invocation spends on a step before handing the rest to a new step (ms). */
   stepBudgetMs: number;
   /** Uncompressed inputs up to this size are split in one invocation; larger ones fan out. */
@@ -54,7 +67,7 @@ export interface IngestConfig {
   maxLineBytes: number;
   /** A running ingest without a heartbeat for this long is taken over. */
   staleMs: number;
-  /** Give up (failed) after this many attempts. */
+  /** The ingest record's own budget: give up (failed) after this many takeovers of a stalled run. */
   maxAttempts: number;
   topics: Topics;
 }
@@ -124,18 +137,26 @@ export interface IngestPlaces {
   staging: BlobStore;
 }
 
-/** Where the input, the dataset and the staging area of an ingest live. */
+/** The bucket a new upload's dataset goes to: the data bucket, else the upload's own. */
+export function dataBucketOf(config: IngestConfig, uploadBucket: string): string {
+  return config.dataBucket ?? uploadBucket;
+}
+
+/**
+ * Where the input, the dataset and the staging area of an ingest live. The dataset's bucket is
+ * the one its record named when the ingest began (`dataset_uri`), so an ingest under way keeps
+ * writing where it started even if the data bucket setting changes meanwhile.
+ */
 export function placesOf(deps: IngestDeps, record: IngestRecord): IngestPlaces {
-  const datasetPrefix = `${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${record.dataset_id}`;
+  const datasets = deps.config.datasetsPrefix.replace(/\/+$/, '');
+  const target = parseLocation(record.dataset_uri, '/');
+  const bucket = target.kind === 'gcs' ? target.bucket : record.bucket;
   const input = inputPlaceOf(record.object);
   return {
     input: deps.store(record.bucket, input.prefix),
     inputKey: input.key,
-    dataset: deps.store(record.bucket, datasetPrefix),
-    staging: deps.store(
-      record.bucket,
-      `${deps.config.datasetsPrefix.replace(/\/+$/, '')}/${STAGING}/${record.ingest_id}`,
-    ),
+    dataset: deps.store(bucket, `${datasets}/${record.dataset_id}`),
+    staging: deps.store(bucket, `${datasets}/${STAGING}/${record.ingest_id}`),
   };
 }
 
@@ -177,7 +198,10 @@ export async function registerAndAnnounce(
     );
   let phase = record.phase;
   if (phase === 'register') {
-    await deps.ledger.registerDataset(master, { datasetUri: record.dataset_uri });
+    await deps.ledger.registerDataset(master, {
+      datasetUri: record.dataset_uri,
+      ...(record.max_attempts === undefined ? {} : { maxAttempts: record.max_attempts }),
+    });
     await deps.records.update(record.ingest_id, { phase: 'announce' });
     phase = 'announce';
   }

@@ -27,6 +27,8 @@ export type StorageObject = z.infer<typeof StorageObjectSchema>;
 export const METADATA_NUM_SHARDS = 'shardline-num-shards';
 /** Custom-metadata key for the chunk size in MiB. */
 export const METADATA_CHUNK_SIZE_MB = 'shardline-chunk-size-mb';
+/** Custom-metadata key for the shards' attempt budget (`max_attempts` in the ledger). */
+export const METADATA_MAX_ATTEMPTS = 'shardline-max-attempts';
 
 /** Whether an object is an input, and why not. */
 export type ObjectVerdict = { accept: true } | { accept: false; reason: string };

@@ -51,6 +51,12 @@ export interface IngestRecord {
   version: number;
   num_shards: number;
   chunk_size_mb: number;
+  /**
+   * The attempt budget the dataset's shards are registered with (the upload's
+   * `shardline-max-attempts`, or the deployment's default). Records written before it existed
+   * lack it: the ledger's default then.
+   */
+  max_attempts?: number;
   state: IngestState;
   phase: IngestPhase;
   mode: 'direct' | 'fanout';
@@ -93,6 +99,7 @@ export type IngestDraft = Pick<
   | 'event_id'
   | 'num_shards'
   | 'chunk_size_mb'
+  | 'max_attempts'
   | 'mode'
 > & {
   /** Builds the dataset id and URI from the version number `begin` allocates. */

@@ -20,13 +20,14 @@ export function fnv1a32(text: string): number {
 /**
  * The order in which `workerId` tries `shardIds`: `preferred` first when listed, then the rest
  * shuffled by a generator seeded with the worker id and `round` (a claimer that re-reads the
- * candidates passes a new round and gets a fresh order).
+ * candidates passes a new round and gets a fresh order), the ones in `avoid` last.
  */
 export function candidateOrder(
   shardIds: readonly number[],
   workerId: string,
   preferred?: number,
   round = 0,
+  avoid: readonly number[] = [],
 ): number[] {
   const rest = [...new Set(shardIds)].filter((id) => id !== preferred).sort((a, b) => a - b);
   const random = seededRandom(fnv1a32(`${workerId}#${round}`));
@@ -34,5 +35,10 @@ export function candidateOrder(
     const j = Math.floor(random() * (i + 1));
     [rest[i], rest[j]] = [rest[j]!, rest[i]!];
   }
-  return preferred !== undefined && shardIds.includes(preferred) ? [preferred, ...rest] : rest;
+  // Shards to avoid keep their shuffled order, after the others.
+  const last = new Set(avoid);
+  const ordered = [...rest.filter((id) => !last.has(id)), ...rest.filter((id) => last.has(id))];
+  return preferred !== undefined && shardIds.includes(preferred)
+    ? [preferred, ...ordered]
+    : ordered;
 }

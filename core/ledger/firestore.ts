@@ -73,6 +73,8 @@ import {
   leaseExpired,
   newDatasetRecord,
   newShardState,
+  peersLostWith,
+  lostTogetherWindowMs,
   requireHolder,
   sameShardShape,
   toShardRecord,
@@ -116,6 +118,13 @@ export interface FirestoreLedgerOptions {
 const shardCodec = codecOf(SHARD_FIELDS, 'firestore');
 const datasetCodec = codecOf(DATASET_FIELDS, 'firestore');
 const partCodec = codecOf(PART_FIELDS, 'firestore');
+
+/** A Timestamp's ms, or null (absent, null, or not a Timestamp). */
+function millisOf(v: unknown): number | null {
+  return typeof (v as { toMillis?: unknown } | null)?.toMillis === 'function'
+    ? (v as { toMillis(): number }).toMillis()
+    : null;
+}
 
 /** Document id of a part: `part_00000`. */
 export function partDocId(partIndex: number): string {
@@ -301,11 +310,58 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
         .then((snap) => snap.docs.map((d) => d.get('shard_id') as number));
     const [available, expired] = await this.getOrWrap(() =>
       Promise.all([
-        ids(shards.where('status', '==', 'available')),
+        // Shards backing off (`retry_at` ahead) are left out here rather than in the query:
+        // "no retry_at, or one passed" is two conditions Firestore would need an OR for.
+        shards
+          .where('status', '==', 'available')
+          .select('shard_id', 'retry_at')
+          .get()
+          .then((snap) =>
+            snap.docs
+              .filter((d) => (millisOf(d.get('retry_at')) ?? 0) <= now.getTime())
+              .map((d) => d.get('shard_id') as number),
+          ),
         ids(shards.where('status', '==', 'in_use').where('lease_expires_at', '<=', now)),
       ]),
     );
     return [...available, ...expired];
+  }
+
+  /**
+   * Other shards of the dataset whose holder was lost with `s`'s (shard-state.ts
+   * `peersLostWith`): the held shards, and those whose last lost holder went silent in the
+   * window. Read without locks inside the claim's or the reaper's transaction callback (they
+   * write only `s`'s document).
+   */
+  private async peersLost(ref: ShardRef, s: ShardState, nowMs: number): Promise<number> {
+    const shards = this.shardsOf(ref.dataset_id);
+    const fields = ['shard_id', 'status', 'heartbeat_at', 'lease_ms', 'lost_at'] as const;
+    const queries = [
+      shards
+        .where('status', '==', 'in_use')
+        .select(...fields)
+        .get(),
+    ];
+    if (s.heartbeat_at !== null)
+      queries.push(
+        shards
+          .where('lost_at', '>=', new Date(s.heartbeat_at - lostTogetherWindowMs(s)))
+          .select(...fields)
+          .get(),
+      );
+    const others = new Map<number, Parameters<typeof peersLostWith>[1][number]>();
+    for (const snap of await Promise.all(queries))
+      for (const d of snap.docs) {
+        const id = d.get('shard_id') as number;
+        if (id === ref.shard_id) continue;
+        others.set(id, {
+          status: d.get('status') as ShardState['status'],
+          heartbeat_at: millisOf(d.get('heartbeat_at')),
+          lease_ms: (d.get('lease_ms') as number | null | undefined) ?? null,
+          lost_at: millisOf(d.get('lost_at')),
+        });
+      }
+    return peersLostWith(s, [...others.values()], nowMs);
   }
 
   /** Confirms one candidate in a transaction that reads only its document. */
@@ -319,10 +375,11 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
           if (!snap.exists) return { kind: 'taken' };
           const state = this.stateOf(snap.data(), ref);
           const now = this.clock.nowMs();
-          const verdict = claimability(state, now);
-          if (verdict === 'exhausted') tx.set(doc, this.shardDoc(ref, applyExpiry(state, now)));
+          const peers = leaseExpired(state, now) ? await this.peersLost(ref, state, now) : 0;
+          const verdict = claimability(state, now, peers);
+          if (verdict === 'expire') tx.set(doc, this.shardDoc(ref, applyExpiry(state, now, peers)));
           if (verdict !== 'claimable') return { kind: 'taken' };
-          const next = applyClaim(state, workerId, now, leaseMs);
+          const next = applyClaim(state, workerId, now, leaseMs, peers);
           tx.set(doc, this.shardDoc(ref, next));
           return { kind: 'claimed', claim: claimOf(ref, next) };
         },
@@ -378,7 +435,7 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
       const ids = (await this.claimableIds(datasetId)).filter((id) => round > 0 || id !== skip);
       if (ids.length === 0) return null;
       let lostRace = false;
-      for (const id of candidateOrder(ids, workerId, preferred, round)) {
+      for (const id of candidateOrder(ids, workerId, preferred, round, options.avoidShardIds)) {
         const attempt = await this.tryClaim(
           { dataset_id: datasetId, shard_id: id },
           workerId,
@@ -480,7 +537,7 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
         if (!fresh.exists) return null;
         const s = this.stateOf(fresh.data(), ref);
         if (!leaseExpired(s, now)) return null;
-        const next = applyExpiry(s, now);
+        const next = applyExpiry(s, now, await this.peersLost(ref, s, now));
         tx.set(found.ref, this.shardDoc(ref, next));
         return reapedOf(ref, s, next);
       });

@@ -53,6 +53,17 @@ export interface ClaimOptions {
   preferredShardId?: number;
   /** Lease length in ms; default `DEFAULT_LEASE_MS`, at most `MAX_LEASE_MS`. */
   leaseMs?: number;
+  /** Tried last (a worker that just failed these shards prefers others). */
+  avoidShardIds?: readonly number[];
+}
+
+/** Options of `fail`. */
+export interface FailOptions {
+  /**
+   * A deterministic failure no retry can fix (a chunk that fails its checksum, inputs the model
+   * cannot run): the shard is `failed` at once instead of after max attempts.
+   */
+  final?: boolean;
 }
 
 /** A committed part as the ledger records it (fields: core/ledger/schema.ts `PART_FIELDS`). */
@@ -187,10 +198,11 @@ export interface Ledger {
 
   /**
    * Claims one shard for `workerId`: the preferred shard when it is claimable, else another in
-   * an order that differs per worker. A shard is claimable when `available`, or `in_use` with an
-   * expired lease (that counts as a failed attempt of the old holder; at max attempts the shard
-   * becomes `failed` instead). Raises the shard's epoch. Null when nothing is claimable;
-   * `NOT_FOUND` when the dataset is not registered.
+   * an order that differs per worker. A shard is claimable when `available` and past its
+   * `retry_at`, or `in_use` with an expired lease (which may count a failed attempt of the old
+   * holder: shard-state.ts `applyExpiry`; at max attempts the shard becomes `failed` instead,
+   * and a counted attempt's backoff makes it wait). Raises the shard's epoch. Null when nothing
+   * is claimable; `NOT_FOUND` when the dataset is not registered.
    */
   claim(datasetId: string, workerId: string, options?: ClaimOptions): Promise<Claim | null>;
   /** Renews the lease from now (by `leaseMs`, default the claim's lease length). */
@@ -207,8 +219,11 @@ export interface Ledger {
    * the parts committed. Repeating it for the same claim is a no-op.
    */
   complete(claim: Claim, manifest?: ManifestSummary): Promise<ShardRecord>;
-  /** attempts + 1 and `last_error = reason`; `available` again, or `failed` at max attempts. */
-  fail(claim: Claim, reason: string): Promise<ShardRecord>;
+  /**
+   * attempts + 1 and `last_error = reason`; `available` again after a backoff that grows with
+   * the attempts (`retry_at`), or `failed` at max attempts (at once with `final`).
+   */
+  fail(claim: Claim, reason: string, options?: FailOptions): Promise<ShardRecord>;
   /** Gives the shard back (`available`) without counting an attempt: a clean shutdown. */
   release(claim: Claim): Promise<ShardRecord>;
 

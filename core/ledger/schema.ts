@@ -23,6 +23,39 @@ export const ManifestSummarySchema = z.object({
   checksum: z.string().optional(),
 });
 
+/** What happened to a shard, as its history keeps it (heartbeats and commits are not kept). */
+export const SHARD_EVENT_KINDS = [
+  'claim',
+  'release',
+  'expire',
+  'fail',
+  'complete',
+  'force-complete',
+  'force-fail',
+  'reset',
+  'split',
+] as const;
+
+/** One event of a shard's history: when (ms), what, who, and the claim's epoch. */
+export const ShardEventSchema = z.object({
+  at: int,
+  kind: z.enum(SHARD_EVENT_KINDS),
+  /** The worker (or operator) it concerns. */
+  worker: z.string().nullable(),
+  /** The epoch of the claim it concerns. */
+  epoch: int,
+  /** Set when it counted a failed attempt. */
+  attempt: z.boolean().optional(),
+  /** Why (an error, a reason), cut to 200 characters. */
+  note: z.string().optional(),
+});
+
+/** A shard event. */
+export type ShardEvent = z.infer<typeof ShardEventSchema>;
+
+/** Events a shard keeps: the most recent; `history_dropped` counts the older ones let go. */
+export const MAX_SHARD_HISTORY = 100;
+
 /** A shard, as the ledger stores it (times in ms; callers see ISO strings). */
 export const SHARD_FIELDS = {
   /** `available`, `in_use`, `completed` or `failed`. */
@@ -46,12 +79,35 @@ export const SHARD_FIELDS = {
   max_attempts: { kind: 'int' },
   /** Why the last attempt failed. */
   last_error: { kind: 'text', nullable: true },
+  /**
+   * Backoff after a failed attempt: the shard is not claimable before this time (null: at
+   * once). Grows with the attempts (shard-state.ts `retryDelayMs`).
+   */
+  retry_at: { kind: 'ms', nullable: true },
+  /**
+   * When the last holder lost without notice (its lease expired) went silent: its last
+   * heartbeat. Other holders silent at the same time make it a fleet-wide loss, which counts
+   * no attempt (shard-state.ts `applyExpiry`).
+   */
+  lost_at: { kind: 'ms', nullable: true },
   total_tasks: { kind: 'int' },
   first_task_index: { kind: 'int' },
   num_chunks: { kind: 'int' },
   total_bytes: { kind: 'int' },
   /** Where the next holder resumes: the last committed part's `next_task_index`. */
   next_task_index: { kind: 'int' },
+  /**
+   * And the sample within that task to resume at: parts are cut by size, so a task's samples
+   * may span two parts (0 when the last part ended at a task boundary).
+   */
+  next_sample: { kind: 'int', absent: 0 },
+  /**
+   * What the shard's committed parts were extracted with (a hash of the model, tokenizer,
+   * template, layers, dtype, positions and prompt settings), fixed by its first part: a worker
+   * with other settings cannot commit into it. Null before the first part, and after a reset
+   * that discards the parts.
+   */
+  run_fingerprint: { kind: 'text', nullable: true },
   /**
    * `next_task_index` when the current claim was granted (null when not held): an expired
    * lease whose holder committed parts since counts no attempt (shard-state.ts `applyExpiry`).
@@ -68,6 +124,13 @@ export const SHARD_FIELDS = {
   reset_by: { kind: 'text', nullable: true },
   reset_at: { kind: 'ms', nullable: true },
   manifest: { kind: 'json', schema: ManifestSummarySchema, nullable: true },
+  /**
+   * Claims, releases, expiries, failures, completions, resets, splits: the shard's past for
+   * `shardline report`, the most recent `MAX_SHARD_HISTORY` of them.
+   */
+  history: { kind: 'json', schema: z.array(ShardEventSchema), absent: [] },
+  /** Events dropped from the front of `history` to keep it bounded. */
+  history_dropped: { kind: 'int', absent: 0 },
   updated_at: { kind: 'ms' },
 } as const satisfies Fields;
 
@@ -84,16 +147,24 @@ export const PART_FIELDS = {
   name: { kind: 'text' },
   /** Global index of the first task the part covers (= the shard's `next_task_index`). */
   first_task_index: { kind: 'int' },
-  /** Global index of the last task the part covers (`next_task_index - 1`). */
+  /** The first sample of that task in the part (= the shard's `next_sample`; 0 at a task start). */
+  first_sample: { kind: 'int', absent: 0 },
+  /** Global index of the last task the part has samples of. */
   last_task_index: { kind: 'int' },
-  /** Where the worker resumes after this part: one past `last_task_index`. */
+  /**
+   * Where the worker resumes after this part: the task, and the sample within it
+   * (`next_sample`, 0 when the part ends at a task boundary, one past `last_task_index`).
+   */
   next_task_index: { kind: 'int' },
+  next_sample: { kind: 'int', absent: 0 },
   /** Samples (prompts) written in the part. */
   samples: { kind: 'int' },
   /** Bytes of the part's files together. */
   bytes: { kind: 'int' },
   /** File name -> checksum (e.g. CRC32C base64) of each file of the part. */
   checksums: { kind: 'json', schema: z.record(z.string(), z.string()) },
+  /** The run fingerprint the part was extracted with (see the shard's `run_fingerprint`). */
+  fingerprint: { kind: 'text', absent: '' },
   /** The claim that committed it. */
   worker_id: { kind: 'text' },
   epoch: { kind: 'int' },

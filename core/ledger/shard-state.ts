@@ -27,8 +27,8 @@ import type {
 } from './ledger';
 import { DEFAULT_LEASE_MS, MAX_LEASE_MS } from './ledger';
 import { withIsoTimes } from './record-schema';
-import type { ShardState } from './schema';
-import { SHARD_FIELDS } from './schema';
+import type { ShardEvent, ShardState } from './schema';
+import { MAX_SHARD_HISTORY, SHARD_FIELDS } from './schema';
 
 export type { ShardState };
 
@@ -162,9 +162,35 @@ export function checkSameDataset(existing: DatasetRecord, master: MasterMetadata
 const EMPTY_SHARD: ShardState = Object.fromEntries(
   Object.entries(SHARD_FIELDS).map(([k, spec]) => [
     k,
-    'nullable' in spec && spec.nullable ? null : spec.kind === 'enum' ? spec.values[0] : 0,
+    'absent' in spec
+      ? spec.absent
+      : 'nullable' in spec && spec.nullable
+        ? null
+        : spec.kind === 'enum'
+          ? spec.values[0]
+          : 0,
   ]),
-) as ShardState;
+) as unknown as ShardState;
+
+/** `s` with `event` appended to its history (the oldest dropped past `MAX_SHARD_HISTORY`). */
+function logged(
+  s: ShardState,
+  event: Omit<ShardEvent, 'worker' | 'epoch'> & Partial<Pick<ShardEvent, 'worker' | 'epoch'>>,
+): ShardState {
+  const e: ShardEvent = {
+    ...event,
+    worker: event.worker ?? s.assigned_to,
+    epoch: event.epoch ?? s.epoch,
+    ...(event.note === undefined ? {} : { note: event.note.slice(0, 200) }),
+  };
+  const history = [...s.history, e];
+  const drop = Math.max(0, history.length - MAX_SHARD_HISTORY);
+  return {
+    ...s,
+    history: drop > 0 ? history.slice(drop) : history,
+    history_dropped: s.history_dropped + drop,
+  };
+}
 
 /** A newly registered shard: available, epoch 0, nothing committed. */
 export function newShardState(
@@ -201,14 +227,34 @@ export function leaseExpired(s: ShardState, nowMs: number): boolean {
 }
 
 /**
- * Whether a claim may take the shard now: `claimable`; `exhausted` when its holder's lease
- * expired and that was the last allowed attempt (mark it failed with `applyExpiry` instead);
- * or `no`.
+ * The backoff after a failed attempt: the shard may be claimed again this long after it. It
+ * doubles with each attempt from a base of a tenth of the lease (at least 1 s, at most 60 s:
+ * 60 s for the default 10-minute lease) up to 20 times the base: 1, 2, 4… minutes for the
+ * default lease. A transient cause gets time to clear, and a shard that fails at once is not
+ * taken straight back by the worker that just failed it.
  */
-export function claimability(s: ShardState, nowMs: number): 'claimable' | 'exhausted' | 'no' {
-  if (s.status === 'available') return 'claimable';
+export function retryDelayMs(attempts: number, leaseMs: number | null): number {
+  const base = Math.min(60_000, Math.max(1_000, Math.round((leaseMs ?? DEFAULT_LEASE_MS) / 10)));
+  return Math.min(20 * base, base * 2 ** Math.max(0, Math.min(attempts, 20) - 1));
+}
+
+/**
+ * Whether a claim may take the shard now: `claimable`; `expire` when its holder's lease expired
+ * and that was the last allowed attempt (write `applyExpiry`, which marks it failed, and move
+ * on); or `no` (held, finished, or backing off after a failure).
+ */
+export function claimability(
+  s: ShardState,
+  nowMs: number,
+  peersLost = 0,
+): 'claimable' | 'expire' | 'no' {
+  if (s.status === 'available')
+    return s.retry_at !== null && s.retry_at > nowMs ? 'no' : 'claimable';
   if (leaseExpired(s, nowMs)) {
-    return !progressed(s) && s.attempts + 1 >= s.max_attempts ? 'exhausted' : 'claimable';
+    const after = applyExpiry(s, nowMs, peersLost);
+    return after.status === 'available' && (after.retry_at === null || after.retry_at <= nowMs)
+      ? 'claimable'
+      : 'expire';
   }
   return 'no';
 }
@@ -233,30 +279,102 @@ function released(s: ShardState, nowMs: number): ShardState {
     lease_expires_at: null,
     heartbeat_at: null,
     lease_ms: null,
+    retry_at: null,
     updated_at: nowMs,
   };
 }
 
-/** A counted failure: attempts + 1, the reason kept; `failed` at max attempts, else available. */
-function failedAttempt(s: ShardState, reason: string, nowMs: number): ShardState {
+/**
+ * A counted failure: attempts + 1, the reason kept; `failed` at max attempts (or at once when
+ * `final`: a deterministic failure no retry can fix), else available again, after a backoff
+ * (`retry_at`) when `backoff` is set. An expired lease needs none: a lease has passed since its
+ * holder's last sign of life, longer than the first steps of `retryDelayMs`.
+ */
+function failedAttempt(
+  s: ShardState,
+  reason: string,
+  nowMs: number,
+  how: { final?: boolean; backoff?: boolean } = {},
+): ShardState {
   const attempts = s.attempts + 1;
   const next = { ...released(s, nowMs), attempts, last_error: clip(reason) };
-  return attempts >= s.max_attempts ? { ...next, status: 'failed' } : next;
+  if (how.final || attempts >= s.max_attempts) return { ...next, status: 'failed' };
+  return how.backoff ? { ...next, retry_at: nowMs + retryDelayMs(attempts, s.lease_ms) } : next;
 }
 
-/** The holder's lease expired: a failed attempt (reaper, or a claim that finds it expired). */
-export function applyExpiry(s: ShardState, nowMs: number): ShardState {
-  // A holder that committed parts before its lease ran out was doing the work (killed,
-  // preempted): that is no evidence against the shard, so no attempt is counted. A shard that
-  // kills its workers (a task that runs out of memory) makes no progress and still ends
-  // `failed` after max attempts.
-  if (progressed(s)) {
-    return {
-      ...released(s, nowMs),
-      last_error: clip(`${expiryReason(s)} after committing parts; not counted as an attempt`),
-    };
+/**
+ * How far apart two holders may have gone silent (last heartbeat) and still count as lost
+ * together: half a lease. A live holder renews every third of its lease, so holders killed at
+ * the same moment fall silent within a third of a lease of each other.
+ */
+export function lostTogetherWindowMs(s: ShardState): number {
+  return Math.round((s.lease_ms ?? DEFAULT_LEASE_MS) / 2);
+}
+
+/**
+ * How many other shards of the dataset lost their holder at the same time as `s` (whose lease
+ * expired): shards still held whose holder went silent within the window of `s`'s holder and
+ * has missed a renewal since, and shards whose last lost holder (`lost_at`) did. The ledgers
+ * pass this count to `applyExpiry`.
+ */
+export function peersLostWith(
+  s: ShardState,
+  others: ReadonlyArray<Pick<ShardState, 'status' | 'heartbeat_at' | 'lease_ms' | 'lost_at'>>,
+  nowMs: number,
+): number {
+  const silentAt = s.heartbeat_at;
+  if (silentAt === null) return 0;
+  const window = lostTogetherWindowMs(s);
+  const near = (t: number | null): boolean => t !== null && Math.abs(t - silentAt) <= window;
+  let n = 0;
+  for (const o of others) {
+    // A live holder renews every third of its lease: half a lease without one is a miss.
+    const overdue =
+      o.status === 'in_use' &&
+      o.heartbeat_at !== null &&
+      nowMs - o.heartbeat_at > (o.lease_ms ?? DEFAULT_LEASE_MS) / 2;
+    if ((overdue && near(o.heartbeat_at)) || near(o.lost_at)) n++;
   }
-  return failedAttempt(s, expiryReason(s), nowMs);
+  return n;
+}
+
+/**
+ * The holder's lease expired (found by the reaper, or by a claim). When that counts an attempt
+ * against the shard (docs/decisions.md#when-a-lost-holder-counts-an-attempt):
+ *
+ * - a holder that committed parts since its claim was doing the work (killed, preempted): no
+ *   attempt;
+ * - a holder that went silent together with others (`peersLost` > 0: a fleet-wide loss, an
+ *   outage of the ledger) tells nothing about this shard: no attempt;
+ * - a holder that died alone before committing anything: one attempt, with backoff. A shard
+ *   that kills every worker it meets (a task that runs out of memory) makes no progress and
+ *   ends `failed` after max attempts.
+ */
+export function applyExpiry(s: ShardState, nowMs: number, peersLost = 0): ShardState {
+  const lost = { lost_at: s.heartbeat_at ?? s.started_at ?? nowMs };
+  if (progressed(s) || peersLost > 0) {
+    const why = progressed(s)
+      ? 'after committing parts'
+      : `with ${peersLost} other holder${peersLost === 1 ? '' : 's'} at the same time`;
+    return logged(
+      {
+        ...released(s, nowMs),
+        ...lost,
+        last_error: clip(`${expiryReason(s)} ${why}; not counted as an attempt`),
+      },
+      { at: nowMs, kind: 'expire', worker: s.assigned_to, note: why },
+    );
+  }
+  return logged(
+    { ...failedAttempt(s, expiryReason(s), nowMs), ...lost },
+    {
+      at: nowMs,
+      kind: 'expire',
+      worker: s.assigned_to,
+      attempt: true,
+      note: 'alone, before any part',
+    },
+  );
 }
 
 /** Grants the shard to `workerId`: epoch + 1, `in_use`, a fresh lease. Check `claimability` first. */
@@ -265,25 +383,30 @@ export function applyClaim(
   workerId: string,
   nowMs: number,
   leaseMs: number,
+  peersLost = 0,
 ): ShardState {
-  const base = s.status === 'in_use' ? applyExpiry(s, nowMs) : s;
-  return {
-    ...base,
-    status: 'in_use',
-    assigned_to: workerId,
-    started_at: nowMs,
-    completed_at: null,
-    lease_expires_at: nowMs + leaseMs,
-    heartbeat_at: nowMs,
-    lease_ms: leaseMs,
-    claim_next_task_index: base.next_task_index,
-    epoch: s.epoch + 1,
-    forced_action: null,
-    forced_by: null,
-    forced_at: null,
-    manifest: null,
-    updated_at: nowMs,
-  };
+  const base = s.status === 'in_use' ? applyExpiry(s, nowMs, peersLost) : s;
+  return logged(
+    {
+      ...base,
+      status: 'in_use',
+      assigned_to: workerId,
+      started_at: nowMs,
+      completed_at: null,
+      lease_expires_at: nowMs + leaseMs,
+      heartbeat_at: nowMs,
+      lease_ms: leaseMs,
+      claim_next_task_index: base.next_task_index,
+      retry_at: null,
+      epoch: s.epoch + 1,
+      forced_action: null,
+      forced_by: null,
+      forced_at: null,
+      manifest: null,
+      updated_at: nowMs,
+    },
+    { at: nowMs, kind: 'claim', worker: workerId, epoch: s.epoch + 1 },
+  );
 }
 
 /** The claim a granted state represents. */
@@ -351,17 +474,27 @@ export function checkPartInput(part: PartInput): void {
   const counts: Array<[string, number]> = [
     ['part_index', part.part_index],
     ['first_task_index', part.first_task_index],
+    ['first_sample', part.first_sample],
     ['next_task_index', part.next_task_index],
+    ['next_sample', part.next_sample],
     ['samples', part.samples],
     ['bytes', part.bytes],
   ];
   for (const [name, v] of counts) {
     if (!Number.isSafeInteger(v) || v < 0) bad(`${name} must be a whole number >= 0, got ${v}`);
   }
-  if (part.next_task_index <= part.first_task_index)
-    bad(`covers no task (first ${part.first_task_index}, next ${part.next_task_index})`);
-  if (part.last_task_index !== part.next_task_index - 1)
-    bad(`last_task_index ${part.last_task_index} must be next_task_index - 1`);
+  const empty =
+    part.next_task_index < part.first_task_index ||
+    (part.next_task_index === part.first_task_index && part.next_sample <= part.first_sample);
+  if (empty)
+    bad(
+      `covers nothing (from task ${part.first_task_index} sample ${part.first_sample} to task ${part.next_task_index} sample ${part.next_sample})`,
+    );
+  const last = part.next_sample > 0 ? part.next_task_index : part.next_task_index - 1;
+  if (part.last_task_index !== last)
+    bad(
+      `last_task_index ${part.last_task_index} must be ${last} (next_task_index ${part.next_task_index}, next_sample ${part.next_sample})`,
+    );
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(part.name))
     bad(`invalid name ${JSON.stringify(part.name)}`);
   for (const [file, sum] of Object.entries(part.checksums)) {
@@ -377,8 +510,11 @@ function samePart(a: PartInput, b: PartInput): boolean {
     a.part_index === b.part_index &&
     a.name === b.name &&
     a.first_task_index === b.first_task_index &&
+    a.first_sample === b.first_sample &&
     a.last_task_index === b.last_task_index &&
     a.next_task_index === b.next_task_index &&
+    a.next_sample === b.next_sample &&
+    a.fingerprint === b.fingerprint &&
     a.samples === b.samples &&
     a.bytes === b.bytes &&
     sums(a) === sums(b)
@@ -412,28 +548,28 @@ export function applyCommitPart(
       'INVALID_ARGUMENT',
       `part ${part.part_index} of shard ${claim.shard_id} skips ahead: ${s.parts_committed} parts are committed`,
     );
-  if (part.first_task_index !== s.next_task_index)
+  if (part.first_task_index !== s.next_task_index || part.first_sample !== s.next_sample)
     throw new ShardlineError(
       'INVALID_ARGUMENT',
-      `part ${part.part_index} starts at task ${part.first_task_index}, the shard resumes at ${s.next_task_index}`,
+      `part ${part.part_index} starts at task ${part.first_task_index} sample ${part.first_sample}, the shard resumes at task ${s.next_task_index} sample ${s.next_sample}`,
     );
   const end = s.first_task_index + s.total_tasks;
-  if (part.next_task_index > end)
+  if (part.next_task_index > end || (part.next_task_index === end && part.next_sample > 0))
     throw new ShardlineError(
       'INVALID_ARGUMENT',
-      `part ${part.part_index} ends at task ${part.next_task_index - 1}, past the shard's last task ${end - 1}`,
+      `part ${part.part_index} ends at task ${part.last_task_index}, past the shard's last task ${end - 1}`,
+    );
+  if (s.run_fingerprint !== null && part.fingerprint !== s.run_fingerprint)
+    throw new ShardlineError(
+      'FINGERPRINT_MISMATCH',
+      `part ${part.part_index} of shard ${claim.shard_id} was extracted with other settings (fingerprint ${part.fingerprint || 'none'}) than the shard's committed parts (${s.run_fingerprint})`,
+      { details: { shard_fingerprint: s.run_fingerprint, part_fingerprint: part.fingerprint } },
     );
   const record: PartRecord = {
+    ...part,
+    checksums: { ...part.checksums },
     dataset_id: claim.dataset_id,
     shard_id: claim.shard_id,
-    part_index: part.part_index,
-    name: part.name,
-    first_task_index: part.first_task_index,
-    last_task_index: part.last_task_index,
-    next_task_index: part.next_task_index,
-    samples: part.samples,
-    bytes: part.bytes,
-    checksums: { ...part.checksums },
     worker_id: claim.worker_id,
     epoch: claim.epoch,
     committed_at: isoTime(nowMs),
@@ -441,7 +577,9 @@ export function applyCommitPart(
   return {
     state: {
       ...renewed,
+      run_fingerprint: s.run_fingerprint ?? (part.fingerprint === '' ? null : part.fingerprint),
       next_task_index: part.next_task_index,
+      next_sample: part.next_sample,
       parts_committed: s.parts_committed + 1,
       samples_committed: s.samples_committed + part.samples,
       bytes_committed: s.bytes_committed + part.bytes,
@@ -495,29 +633,50 @@ export function applyComplete(
     return null;
   const held = requireHolder(s, claim, 'complete');
   checkManifest(held, manifest, claim.shard_id);
-  return {
-    ...held,
-    status: 'completed',
-    completed_at: nowMs,
-    lease_expires_at: null,
-    manifest: cleanManifest(manifest),
-    updated_at: nowMs,
-  };
+  return logged(
+    {
+      ...held,
+      status: 'completed',
+      completed_at: nowMs,
+      lease_expires_at: null,
+      manifest: cleanManifest(manifest),
+      updated_at: nowMs,
+    },
+    { at: nowMs, kind: 'complete' },
+  );
 }
 
-/** `fail` by the holder: a counted failed attempt with `reason`. */
+/**
+ * `fail` by the holder: a counted failed attempt with `reason`; with `final` (a deterministic
+ * failure: a chunk that fails its checksum, inputs the model cannot run) the shard is `failed`
+ * at once.
+ */
 export function applyFail(
   s: ShardState | null,
   claim: Claim,
   reason: string,
   nowMs: number,
+  final = false,
 ): ShardState {
-  return failedAttempt(requireHolder(s, claim, 'fail'), reason, nowMs);
+  const held = requireHolder(s, claim, 'fail');
+  return logged(failedAttempt(held, reason, nowMs, { final, backoff: true }), {
+    at: nowMs,
+    kind: 'fail',
+    worker: claim.worker_id,
+    epoch: claim.epoch,
+    attempt: true,
+    note: reason,
+  });
 }
 
 /** `release` by the holder: available, no attempt counted. */
 export function applyRelease(s: ShardState | null, claim: Claim, nowMs: number): ShardState {
-  return released(requireHolder(s, claim, 'release'), nowMs);
+  return logged(released(requireHolder(s, claim, 'release'), nowMs), {
+    at: nowMs,
+    kind: 'release',
+    worker: claim.worker_id,
+    epoch: claim.epoch,
+  });
 }
 
 function forced(
@@ -538,16 +697,19 @@ export function applyForceComplete(
 ): ShardState | null {
   if (s.status === 'completed') return null;
   checkManifest(s, manifest, shardId);
-  return {
-    ...s,
-    status: 'completed',
-    assigned_to: s.status === 'in_use' ? s.assigned_to : by,
-    completed_at: nowMs,
-    lease_expires_at: null,
-    manifest: cleanManifest(manifest),
-    ...forced('complete', by, nowMs),
-    updated_at: nowMs,
-  };
+  return logged(
+    {
+      ...s,
+      status: 'completed',
+      assigned_to: s.status === 'in_use' ? s.assigned_to : by,
+      completed_at: nowMs,
+      lease_expires_at: null,
+      manifest: cleanManifest(manifest),
+      ...forced('complete', by, nowMs),
+      updated_at: nowMs,
+    },
+    { at: nowMs, kind: 'force-complete', worker: by },
+  );
 }
 
 /** An operator fails the shard whoever holds it (a counted attempt); refused when completed. */
@@ -562,7 +724,10 @@ export function applyForceFail(
       'INVALID_ARGUMENT',
       'the shard is completed; reset it to run it again',
     );
-  return { ...failedAttempt(s, reason, nowMs), ...forced('fail', by, nowMs) };
+  return logged(
+    { ...failedAttempt(s, reason, nowMs, { backoff: true }), ...forced('fail', by, nowMs) },
+    { at: nowMs, kind: 'force-fail', worker: by, attempt: true, note: reason },
+  );
 }
 
 /** An operator reset: available, no holder, fresh attempts; optionally forget committed parts. */
@@ -572,26 +737,29 @@ export function applyReset(
   nowMs: number,
   discardParts: boolean,
 ): ShardState {
-  return {
-    ...released(s, nowMs),
-    completed_at: null,
-    attempts: 0,
-    last_error: null,
-    forced_action: null,
-    forced_by: null,
-    forced_at: null,
-    manifest: null,
-    reset_by: by,
-    reset_at: nowMs,
-    ...(discardParts
-      ? {
-          next_task_index: s.first_task_index,
-          parts_committed: 0,
-          samples_committed: 0,
-          bytes_committed: 0,
-        }
-      : {}),
-  };
+  return logged(
+    {
+      ...released(s, nowMs),
+      completed_at: null,
+      attempts: 0,
+      last_error: null,
+      forced_action: null,
+      forced_by: null,
+      forced_at: null,
+      manifest: null,
+      reset_by: by,
+      reset_at: nowMs,
+      ...(discardParts
+        ? {
+            next_task_index: s.first_task_index,
+            parts_committed: 0,
+            samples_committed: 0,
+            bytes_committed: 0,
+          }
+        : {}),
+    },
+    { at: nowMs, kind: 'reset', worker: by, ...(discardParts ? { note: 'parts discarded' } : {}) },
+  );
 }
 
 /** The record callers see: times as ISO strings, `forced` as one object. */

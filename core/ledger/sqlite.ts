@@ -52,13 +52,14 @@ import {
   leaseExpired,
   newDatasetRecord,
   newShardState,
+  peersLostWith,
   requireHolder,
   sameShardShape,
   toShardRecord,
 } from './shard-state';
 
 /** The schema this code writes (`PRAGMA user_version`). */
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 /** How long a verb waits for another process's write lock by default: 30 s. */
 export const DEFAULT_BUSY_TIMEOUT_MS = 30_000;
 
@@ -280,6 +281,16 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
     return row === undefined ? null : stateOf(row).state;
   }
 
+  /** Other shards of the dataset whose holder was lost with `s`'s (read in the transaction). */
+  private peersLost(ref: ShardRef, s: ShardState, nowMs: number): number {
+    const others = this.stmt.shards
+      .all(ref.dataset_id)
+      .map(stateOf)
+      .filter((o) => o.ref.shard_id !== ref.shard_id)
+      .map((o) => o.state);
+    return peersLostWith(s, others, nowMs);
+  }
+
   private save(ref: ShardRef, s: ShardState): void {
     this.stmt.updateShard.run(rowOf(ref, s));
   }
@@ -352,12 +363,20 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
         const now = this.clock.nowMs();
         const rows = this.stmt.claimable.all(datasetId, now).map(stateOf);
         const byId = new Map(rows.map((r) => [r.ref.shard_id, r]));
-        for (const id of candidateOrder([...byId.keys()], workerId, options.preferredShardId)) {
+        const order = candidateOrder(
+          [...byId.keys()],
+          workerId,
+          options.preferredShardId,
+          0,
+          options.avoidShardIds,
+        );
+        for (const id of order) {
           const { ref, state } = byId.get(id)!;
-          const verdict = claimability(state, now);
-          if (verdict === 'exhausted') this.save(ref, applyExpiry(state, now));
+          const peers = leaseExpired(state, now) ? this.peersLost(ref, state, now) : 0;
+          const verdict = claimability(state, now, peers);
+          if (verdict === 'expire') this.save(ref, applyExpiry(state, now, peers));
           if (verdict !== 'claimable') continue;
-          const next = applyClaim(state, workerId, now, leaseMs);
+          const next = applyClaim(state, workerId, now, leaseMs, peers);
           this.save(ref, next);
           return claimOf(ref, next);
         }
@@ -428,7 +447,7 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
         const reaped: ReapedShard[] = [];
         for (const { ref, state } of rows.map(stateOf)) {
           if (!leaseExpired(state, now)) continue;
-          const next = applyExpiry(state, now);
+          const next = applyExpiry(state, now, this.peersLost(ref, state, now));
           this.save(ref, next);
           reaped.push(reapedOf(ref, state, next));
         }

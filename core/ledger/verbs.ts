@@ -7,6 +7,7 @@
 import { toError } from '../errors';
 import type {
   Claim,
+  FailOptions,
   ManifestSummary,
   ReapedShard,
   ResetOptions,
@@ -57,8 +58,10 @@ export abstract class LedgerVerbs {
     return this.holderVerb(claim, (s, now) => applyComplete(s, claim, manifest, now));
   }
 
-  fail(claim: Claim, reason: string): Promise<ShardRecord> {
-    return this.holderVerb(claim, (s, now) => applyFail(s, claim, reason, now));
+  fail(claim: Claim, reason: string, options: FailOptions = {}): Promise<ShardRecord> {
+    return this.holderVerb(claim, (s, now) =>
+      applyFail(s, claim, reason, now, options.final ?? false),
+    );
   }
 
   release(claim: Claim): Promise<ShardRecord> {

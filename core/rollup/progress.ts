@@ -3,42 +3,21 @@
  * ledger (a read; no counter document is written per event, so there is no hot document), and
  * when every shard is completed write the dataset's `_MANIFEST.json` beside the shards' outputs.
  *
- * The manifest's content is derived only from the ledger (its time is the last shard's
- * completion, not "now"), and it is written only if absent: duplicate or late events change
- * nothing.
+ * The manifest's content is derived only from the ledger and the shard manifests, read in
+ * shard order (its time is the last shard's completion, not "now"; its statistics are merged
+ * in shard order, whatever order the shards completed in), and it is written only if absent:
+ * duplicate or late events change nothing.
  */
 import type { BlobStore } from '../blob/store';
 import type { Ledger, LedgerStatus } from '../ledger/ledger';
 import type { Logger } from '../log';
 import { EventMessageSchema, decodeMessage } from '../messages';
 import { encodeJson } from '../dataset/metadata';
-
-/** The dataset manifest's file name (the shards' are `shard_XXX/_MANIFEST.json`). */
-export const MANIFEST_FILE = '_MANIFEST.json';
-
-/** `OUTPUT/_MANIFEST.json`: the dataset's outputs, complete. */
-export interface DatasetManifest {
-  format_version: 1;
-  dataset_id: string;
-  dataset_uri: string;
-  /** When the last shard completed. */
-  completed_at: string;
-  num_shards: number;
-  total_tasks: number;
-  parts: number;
-  samples: number;
-  bytes: number;
-  shards: Array<{
-    shard_id: number;
-    /** The shard manifest, relative to this file. */
-    manifest: string;
-    parts: number;
-    samples: number;
-    bytes: number;
-    worker_id: string | null;
-    completed_at: string | null;
-  }>;
-}
+import { shardDirName } from '../dataset/paths';
+import { ShardlineError } from '../errors';
+import { mergeStats } from '../layer-stats';
+import { DATASET_MANIFEST_VERSION, MANIFEST_FILE } from './manifests';
+import type { DatasetManifest, ShardManifest } from './manifests';
 
 /** What `onShardEvent` did. */
 export type ProgressOutcome =
@@ -63,25 +42,35 @@ export function outputRootOf(shardManifestUri: string): string {
   return m[1];
 }
 
-/** The dataset manifest of a fully completed dataset. */
-export function datasetManifestOf(status: LedgerStatus, outputRoot: string): DatasetManifest {
+/** The dataset manifest of a fully completed dataset, from the ledger and its shard manifests. */
+export function datasetManifestOf(
+  status: LedgerStatus,
+  outputRoot: string,
+  shardManifests: readonly ShardManifest[],
+): DatasetManifest {
+  const byId = new Map(shardManifests.map((m) => [m.shard_id, m]));
   const shards = status.shards.map((s) => {
-    const uri =
-      s.manifest?.uri ??
-      `${outputRoot}/shard_${String(s.shard_id).padStart(3, '0')}/${MANIFEST_FILE}`;
+    const uri = s.manifest?.uri ?? `${outputRoot}/${shardDirName(s.shard_id)}/${MANIFEST_FILE}`;
+    const m = byId.get(s.shard_id);
     return {
       shard_id: s.shard_id,
       manifest: uri.startsWith(`${outputRoot}/`) ? uri.slice(outputRoot.length + 1) : uri,
       parts: s.manifest?.parts ?? s.parts_committed,
       samples: s.manifest?.samples ?? s.samples_committed,
+      rows: m?.rows ?? 0,
       bytes: s.manifest?.bytes ?? s.bytes_committed,
       worker_id: s.assigned_to,
       completed_at: s.completed_at,
     };
   });
-  const sum = (k: 'parts' | 'samples' | 'bytes'): number => shards.reduce((n, s) => n + s[k], 0);
+  const sum = (k: 'parts' | 'samples' | 'rows' | 'bytes'): number =>
+    shards.reduce((n, s) => n + s[k], 0);
+  const ordered = [...shardManifests].sort((a, b) => a.shard_id - b.shard_id);
+  const fingerprints = new Set(ordered.map((m) => m.fingerprint));
+  const run = ordered[0];
   return {
-    format_version: 1,
+    format: 'shardline.dataset-manifest',
+    format_version: DATASET_MANIFEST_VERSION,
     dataset_id: status.dataset.dataset_id,
     dataset_uri: status.dataset.dataset_uri,
     completed_at:
@@ -91,11 +80,42 @@ export function datasetManifestOf(status: LedgerStatus, outputRoot: string): Dat
         .at(-1) ?? '',
     num_shards: shards.length,
     total_tasks: status.dataset.total_tasks,
+    fingerprint: fingerprints.size === 1 ? (run?.fingerprint ?? '') : '',
+    model: run?.model ?? '',
+    layers: run?.layers ?? [],
+    dtype: run?.dtype ?? '',
+    positions: run?.positions ?? '',
+    hidden_size: run?.hidden_size ?? 0,
     parts: sum('parts'),
     samples: sum('samples'),
+    tokens: ordered.reduce((n, m) => n + m.tokens, 0),
+    rows: sum('rows'),
     bytes: sum('bytes'),
+    stats: mergeStats(ordered.map((m) => m.stats)),
     shards,
   };
+}
+
+/** Reads every shard's manifest from `output`, in shard order (a few at a time). */
+async function readShardManifests(
+  output: BlobStore,
+  status: LedgerStatus,
+): Promise<ShardManifest[]> {
+  const ids = status.shards.map((s) => s.shard_id).sort((a, b) => a - b);
+  const out: ShardManifest[] = new Array<ShardManifest>(ids.length);
+  let next = 0;
+  const reader = async (): Promise<void> => {
+    while (next < ids.length) {
+      const k = next++;
+      const key = `${shardDirName(ids[k]!)}/${MANIFEST_FILE}`;
+      const bytes = await output.readAll(key).catch((e: unknown) => {
+        throw new ShardlineError('CORRUPT', `cannot read ${output.uriOf(key)}`, { cause: e });
+      });
+      out[k] = JSON.parse(bytes.toString('utf8')) as ShardManifest;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, ids.length) }, reader));
+  return out;
 }
 
 /** Handles one message of the events topic. Never throws for a bad message. */
@@ -156,7 +176,12 @@ export async function rollUpDataset(
     return { kind: 'already-completed', manifestUri };
   }
   const root = manifestUri.slice(0, -MANIFEST_FILE.length - 1);
-  const manifest = datasetManifestOf(status, root);
+  const shardManifests = await readShardManifests(output, status);
+  const manifest = datasetManifestOf(status, root, shardManifests);
+  if (!manifest.fingerprint)
+    log.error('the shards were written by different runs; run `shardline verify`', {
+      fingerprints: [...new Set(shardManifests.map((m) => m.fingerprint))],
+    });
   try {
     await output.writeAll(MANIFEST_FILE, encodeJson(manifest), {
       contentType: 'application/json',

@@ -103,6 +103,45 @@ retry() {
   done
 }
 
+# Google's errors while a new project's service agents are still getting their permissions
+# (Eventarc's agent; Cloud Storage's agent publishing to the trigger's topic). The first Storage
+# trigger of a project often meets one; Eventarc's troubleshooting guide says to wait a few
+# minutes and create the trigger again.
+PROPAGATION_ERRORS='it may take a few minutes before all necessary permissions are propagated|Permission denied while using the Eventarc Service Agent|unable to publish to Cloud Pub/Sub topics in the specified project'
+
+# retry_propagation CMD...: like run, but a real run tries again, up to 8 times with backoff
+# (SHARDLINE_PROPAGATION_RETRY_SECONDS, default 30 s, doubling to 120 s: about 11 minutes in
+# all), while CMD fails with one of PROPAGATION_ERRORS. Any other failure fails at once.
+retry_propagation() {
+  if dry; then
+    run "$@"
+    return
+  fi
+  local attempt=1 max=8 delay=${SHARDLINE_PROPAGATION_RETRY_SECONDS:-30} err
+  err=$(mktemp)
+  printf '+ %s\n' "$(quote_cmd "$@")" >&2
+  until "$@" 2>"$err"; do
+    cat "$err" >&2
+    if ! grep -Eq "$PROPAGATION_ERRORS" "$err"; then
+      rm -f "$err"
+      return 1
+    fi
+    if ((attempt >= max)); then
+      printf '%s: service-agent permissions still not propagated after %d attempts: %s\n' \
+        "$SCRIPT_NAME" "$max" "$(quote_cmd "$@")" >&2
+      rm -f "$err"
+      return 1
+    fi
+    printf '%s: attempt %d met a service-agent permission that is still propagating; retrying in %d s\n' \
+      "$SCRIPT_NAME" "$attempt" "$delay" >&2
+    sleep "$delay"
+    delay=$((delay * 2 > 120 ? 120 : delay * 2))
+    attempt=$((attempt + 1))
+  done
+  cat "$err" >&2
+  rm -f "$err"
+}
+
 # ensure PROBE... -- CREATE...: runs CREATE unless PROBE succeeds (the thing exists).
 ensure() {
   local -a probe=()
@@ -250,6 +289,11 @@ load_config() {
   default SHARDLINE_NAME_PREFIX shardline
   default SHARDLINE_BUCKET "${SHARDLINE_PROJECT}-shardline"
   default SHARDLINE_BUCKET_LOCATION "$SHARDLINE_REGION"
+  # The uploads bucket: the only one with an ingest trigger (infra/README.md, "Two buckets").
+  default SHARDLINE_UPLOADS_BUCKET "${SHARDLINE_BUCKET}-uploads"
+  default SHARDLINE_UPLOADS_BUCKET_LOCATION "$SHARDLINE_BUCKET_LOCATION"
+  # More buckets that `shardline work --output_dir` writes to (comma-separated names).
+  default SHARDLINE_OUTPUT_BUCKETS ''
   default SHARDLINE_FIRESTORE_DATABASE '(default)'
   default SHARDLINE_FIRESTORE_LOCATION "$SHARDLINE_REGION"
   default SHARDLINE_WORK_TOPIC shardline-work
@@ -263,6 +307,7 @@ load_config() {
   default SHARDLINE_DATASETS_PREFIX datasets/
   default SHARDLINE_DEFAULT_NUM_SHARDS 8
   default SHARDLINE_CHUNK_SIZE_MB 100
+  default SHARDLINE_SHARD_MAX_ATTEMPTS 3
   default SHARDLINE_AR_REPOSITORY shardline
   default SHARDLINE_IMAGE_TAG latest
 
@@ -271,6 +316,13 @@ load_config() {
   check_match SHARDLINE_NAME_PREFIX '^[a-z][a-z0-9-]{1,14}[a-z0-9]$' \
     '3-16 lowercase letters, digits and hyphens (service account ids are PREFIX-ROLE)'
   check_match SHARDLINE_BUCKET '^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$' 'a bucket name'
+  check_match SHARDLINE_UPLOADS_BUCKET '^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$' \
+    'a bucket name (default: the data bucket name + -uploads, which must stay within 63 characters)'
+  if [ "$SHARDLINE_UPLOADS_BUCKET" = "$SHARDLINE_BUCKET" ]; then
+    die "SHARDLINE_UPLOADS_BUCKET must differ from SHARDLINE_BUCKET ('$SHARDLINE_BUCKET'): every object written to the uploads bucket wakes the ingest function, so datasets and activations live in the data bucket"
+  fi
+  check_match SHARDLINE_OUTPUT_BUCKETS '^([a-z0-9][a-z0-9._-]{1,61}[a-z0-9](,[a-z0-9][a-z0-9._-]{1,61}[a-z0-9])*)?$' \
+    'empty or bucket names separated by commas'
   check_match SHARDLINE_FIRESTORE_DATABASE '^(\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9])$' \
     "'(default)' or a Firestore database id"
   local t
@@ -285,6 +337,7 @@ load_config() {
   check_int SHARDLINE_MAX_DELIVERY_ATTEMPTS 5 100
   check_int SHARDLINE_DEFAULT_NUM_SHARDS 1 100000
   check_int SHARDLINE_CHUNK_SIZE_MB 1 10000
+  check_int SHARDLINE_SHARD_MAX_ATTEMPTS 1 100
   check_match SHARDLINE_AR_REPOSITORY '^[a-z][a-z0-9-]{0,62}$' 'an Artifact Registry repository id'
   check_match SHARDLINE_IMAGE_TAG '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$' 'a container image tag'
 
@@ -292,6 +345,11 @@ load_config() {
   PROJECT=$SHARDLINE_PROJECT
   REGION=$SHARDLINE_REGION
   BUCKET=$SHARDLINE_BUCKET
+  UPLOADS_BUCKET=$SHARDLINE_UPLOADS_BUCKET
+  OUTPUT_BUCKETS=()
+  if [ -n "$SHARDLINE_OUTPUT_BUCKETS" ]; then
+    IFS=, read -r -a OUTPUT_BUCKETS <<<"$SHARDLINE_OUTPUT_BUCKETS"
+  fi
   DATABASE=$SHARDLINE_FIRESTORE_DATABASE
   PREFIX=$SHARDLINE_NAME_PREFIX
   SA_DOMAIN="${PROJECT}.iam.gserviceaccount.com"
@@ -300,7 +358,7 @@ load_config() {
   WORKER_SA="${PREFIX}-worker@${SA_DOMAIN}"
   BUILD_SA="${PREFIX}-build@${SA_DOMAIN}"
   DEPLOYER_SA="${PREFIX}-deployer@${SA_DOMAIN}"
-  WORKER_IMAGE="${REGION}-docker.pkg.dev/${PROJECT}/${SHARDLINE_AR_REPOSITORY}/worker"
+  IMAGES="${REGION}-docker.pkg.dev/${PROJECT}/${SHARDLINE_AR_REPOSITORY}"
   DEAD_LETTER_SUFFIX=$SHARDLINE_DEAD_LETTER_SUFFIX
 }
 
@@ -325,6 +383,8 @@ common_flag() {
     --region=*) SHARDLINE_REGION=${1#*=} ;;
     --bucket) SHARDLINE_BUCKET=${2:?--bucket needs a value}; FLAG_WORDS=2 ;;
     --bucket=*) SHARDLINE_BUCKET=${1#*=} ;;
+    --uploads-bucket) SHARDLINE_UPLOADS_BUCKET=${2:?--uploads-bucket needs a value}; FLAG_WORDS=2 ;;
+    --uploads-bucket=*) SHARDLINE_UPLOADS_BUCKET=${1#*=} ;;
     --database) SHARDLINE_FIRESTORE_DATABASE=${2:?--database needs a value}; FLAG_WORDS=2 ;;
     --database=*) SHARDLINE_FIRESTORE_DATABASE=${1#*=} ;;
     --set) set_assignment "${2:?--set needs NAME=VALUE}"; FLAG_WORDS=2 ;;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Creates (or deletes, or shows) a TPU VM slice whose hosts all run the shardline worker image:
 # infra/tpu/startup.sh runs on every host at boot and starts `shardline work` with that host's
-# id and the number of hosts, as the worker service account (no key files). On a TPU VM the
-# extraction runs on the host CPUs (onnxruntime-node has no TPU provider); use
-# --workers-per-host to run several workers per host.
+# id and the number of hosts, as the worker service account (no key files). By default the
+# hosts run the TPU image (worker-tpu) with `--backend jax`: the JAX extractor on the host's
+# TPU chips, one worker per host using them all; `--backend onnx` runs the CPU image instead
+# (onnxruntime-node on the host CPUs; several workers per host use more of them).
 #
 #   infra/tpu/workers.sh create --dataset-id ID --model-path PATH [options]
 #   infra/tpu/workers.sh delete [--name NAME] [--zone ZONE] [--queued]
@@ -32,8 +33,11 @@ usage: infra/tpu/workers.sh create|delete|status [options]
   --queued                 request through a queued resource (waits for capacity)
   --dataset-id ID          the dataset: gs://BUCKET/DATASETS_PREFIX/ID
   --dataset-dir URI        or the dataset's full gs:// folder
-  --model-path PATH        `shardline work --model_path`, as the container sees it
+  --backend jax|onnx       SHARDLINE_TPU_BACKEND (default jax: the TPU chips; onnx: the host CPUs)
+  --model-path PATH        `shardline work --model_path`, as the container sees it (jax: a
+                           Hugging Face checkpoint folder; onnx: a .onnx file or its folder)
   --model-uri gs://...     a model folder copied to every host and mounted at /models
+  --image-name NAME        worker image in the repository (default worker-tpu for jax, worker for onnx)
   --image-tag TAG          worker image tag (SHARDLINE_IMAGE_TAG, default latest)
   --workers-per-host N     worker containers per host (default 1)
   --worker-args "ARGS"     more `shardline work` flags (split on whitespace)
@@ -56,7 +60,7 @@ ENV_FILE=$(abs_path "${SHARDLINE_ENV_FILE:-$INFRA/shardline.env}")
 ENV_EXPLICIT=0
 if [ -n "${SHARDLINE_ENV_FILE:-}" ]; then ENV_EXPLICIT=1; fi
 NAME="" ZONE="" ACCELERATOR="" VERSION="" SPOT=1 QUEUED=0
-DATASET_ID="" DATASET_DIR="" MODEL_PATH="" MODEL_URI="" PER_HOST=1 WORKER_ARGS=""
+DATASET_ID="" DATASET_DIR="" MODEL_PATH="" MODEL_URI="" PER_HOST=1 WORKER_ARGS="" BACKEND="" IMAGE_NAME=""
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
@@ -72,6 +76,8 @@ while [ "$#" -gt 0 ]; do
     --model-path) MODEL_PATH=${2:?--model-path needs a value}; shift ;;
     --model-uri) MODEL_URI=${2:?--model-uri needs a value}; shift ;;
     --image-tag) SHARDLINE_IMAGE_TAG=${2:?--image-tag needs a value}; shift ;;
+    --image-name) IMAGE_NAME=${2:?--image-name needs a value}; shift ;;
+    --backend) BACKEND=${2:?--backend needs a value}; shift ;;
     --workers-per-host) PER_HOST=${2:?--workers-per-host needs a value}; shift ;;
     --worker-args) WORKER_ARGS=${2?--worker-args needs a value}; shift ;;
     --env-file) ENV_FILE=$(abs_path "${2:?--env-file needs a value}"); ENV_EXPLICIT=1; shift ;;
@@ -88,6 +94,7 @@ load_config "$ENV_FILE" "$ENV_EXPLICIT"
 default SHARDLINE_TPU_ZONE "${REGION}-a"
 default SHARDLINE_TPU_ACCELERATOR_TYPE v5litepod-16
 default SHARDLINE_TPU_RUNTIME_VERSION v2-alpha-tpuv5-lite
+default SHARDLINE_TPU_BACKEND jax
 NAME=${NAME:-${PREFIX}-workers}
 ZONE=${ZONE:-$SHARDLINE_TPU_ZONE}
 ACCELERATOR=${ACCELERATOR:-$SHARDLINE_TPU_ACCELERATOR_TYPE}
@@ -129,13 +136,24 @@ fi
 [[ $DATASET_DIR == gs://* ]] || die "--dataset-dir must be a gs:// folder; got '$DATASET_DIR'"
 [ -n "$MODEL_PATH" ] || die "create needs --model-path (the model as the container sees it; /models/... with --model-uri)"
 [[ $PER_HOST =~ ^[1-9][0-9]?$ ]] || die "--workers-per-host must be 1-99; got '$PER_HOST'"
+BACKEND=${BACKEND:-$SHARDLINE_TPU_BACKEND}
+[[ $BACKEND =~ ^(jax|onnx)$ ]] || die "--backend must be jax or onnx; got '$BACKEND'"
+[[ " $WORKER_ARGS " != *" --backend "* ]] || die "give the backend with --backend, not in --worker-args"
+if [ "$BACKEND" = jax ] && [ "$PER_HOST" != 1 ]; then
+  die "--backend jax runs one worker per host (it uses every TPU chip of the host, and a chip serves one process); got --workers-per-host $PER_HOST"
+fi
+if [ -z "$IMAGE_NAME" ]; then
+  if [ "$BACKEND" = jax ]; then IMAGE_NAME=worker-tpu; else IMAGE_NAME=worker; fi
+fi
+[[ $IMAGE_NAME =~ ^[a-z0-9][a-z0-9._/-]{0,127}$ ]] || die "--image-name must be an image name; got '$IMAGE_NAME'"
 [[ -z $MODEL_URI || $MODEL_URI == gs://* ]] || die "--model-uri must be a gs:// folder; got '$MODEL_URI'"
 for v in "$DATASET_DIR" "$MODEL_PATH" "$MODEL_URI" "$WORKER_ARGS"; do
   [[ $v != *'|'* ]] || die "values may not contain '|' (it separates the metadata entries): $v"
 done
 
 METADATA=(
-  "shardline-image=${WORKER_IMAGE}:${SHARDLINE_IMAGE_TAG}"
+  "shardline-image=${IMAGES}/${IMAGE_NAME}:${SHARDLINE_IMAGE_TAG}"
+  "shardline-backend=$BACKEND"
   "shardline-dataset-dir=$DATASET_DIR"
   "shardline-subscription=projects/$PROJECT/subscriptions/$SHARDLINE_WORK_SUBSCRIPTION"
   "shardline-model-path=$MODEL_PATH"
@@ -145,6 +163,8 @@ METADATA=(
   "shardline-events-topic=$SHARDLINE_EVENTS_TOPIC"
 )
 if [ -n "$MODEL_URI" ]; then METADATA+=("shardline-model-uri=$MODEL_URI"); fi
+# The JAX backend runs on the chips: the container needs the TPU devices.
+if [ "$BACKEND" = jax ]; then METADATA+=("shardline-accelerator=tpu"); fi
 if [ -n "$WORKER_ARGS" ]; then METADATA+=("shardline-worker-args=$WORKER_ARGS"); fi
 metadata_flag() {
   local IFS='|'
@@ -163,7 +183,7 @@ if dry; then
 fi
 say "APIs"
 run gcloud services enable tpu.googleapis.com compute.googleapis.com "$P"
-say "TPU VM $NAME: $ACCELERATOR in $ZONE, $([ "$SPOT" = 1 ] && printf spot || printf on-demand), dataset $DATASET_DIR"
+say "TPU VM $NAME: $ACCELERATOR in $ZONE, $([ "$SPOT" = 1 ] && printf spot || printf on-demand), dataset $DATASET_DIR, backend $BACKEND"
 if [ "$QUEUED" = 1 ]; then
   ensure gcloud compute tpus queued-resources describe "$NAME" "$Z" "$P" -- \
     gcloud compute tpus queued-resources create "$NAME" "$Z" "$P" --node-id="$NAME" \
@@ -173,4 +193,4 @@ else
     gcloud compute tpus tpu-vm create "$NAME" "$Z" "$P" --accelerator-type="$ACCELERATOR" \
     --version="$VERSION" "${CAPACITY[@]}" "${COMMON[@]}"
 fi
-say "watch: shardline status --dataset_dir $DATASET_DIR; logs: Cloud Logging, log gcplogs-docker-driver"
+say "watch: shardline status --dataset_dir $DATASET_DIR; logs: Cloud Logging, log gcplogs-docker-driver; why a worker stopped: the serial console"

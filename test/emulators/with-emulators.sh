@@ -141,6 +141,9 @@ export FIRESTORE_EMULATOR_HOST="127.0.0.1:$FS_PORT"
 export PUBSUB_EMULATOR_HOST="127.0.0.1:$PS_PORT"
 export STORAGE_EMULATOR_HOST="http://127.0.0.1:$GCS_PORT"
 export GCLOUD_PROJECT="$PROJECT" GOOGLE_CLOUD_PROJECT="$PROJECT" METADATA_SERVER_DETECTION=none
+# The emulators' process groups (each started with setsid), for tests that freeze one with
+# SIGSTOP and thaw it with SIGCONT (the outage soak).
+export SHARDLINE_EMULATOR_PGIDS="firestore=${PIDS[0]},pubsub=${PIDS[1]},storage=${PIDS[2]}"
 set +e
 "$@"
 status=$?

@@ -1,33 +1,42 @@
 /**
- * The soak run (issue 9): the cloud path on the emulators, a few hundred tasks in at least 16
- * shards, at least 4 worker processes, and a chaos driver that for a bounded time kills workers
- * with SIGKILL at random points, sends SIGTERM to others, redelivers doorbells, replays the
- * ingest event and restarts workers. Then it waits for the dataset to complete and checks what
- * a researcher relies on: every shard completed, every expected sample exactly once in the
- * outputs, no lease held.
+ * The soak run: the cloud path on the emulators (the functions called in this process as
+ * Eventarc and Pub/Sub would call them; the workers separate processes of the built CLI), a
+ * few hundred tasks in at least 16 shards, at least 4 workers, and a schedule of faults
+ * (test/soak/schedule.ts) fired as the dataset makes progress: workers killed before and after
+ * their first part, SIGTERMs, redelivered doorbells, a replayed ingest event; and, for the
+ * outage soak, the services themselves: an emulator frozen (SIGSTOP, then SIGCONT), and a
+ * fault-injecting proxy between the workers and an emulator that resets, drops or delays
+ * connections, or answers 503. Then it checks what a researcher relies on: every shard
+ * completed, every expected sample exactly once, no lease held, no shard failed; and it
+ * reports each fault, with how long the workers took to commit again after a service came back.
  *
- * The functions run in this process (their entry points, called as Eventarc and Pub/Sub would
- * call them); the workers are separate processes of the built CLI.
+ * It stops at once, with the report and its workers killed, when a shard ends `failed`, and
+ * gives up at `timeoutMs`.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 
 import type { CloudEvent } from '@google-cloud/functions-framework';
 import { PubSub } from '@google-cloud/pubsub';
 import type { Message } from '@google-cloud/pubsub';
 
-import { generateArcTasks } from '../../synthetic/arc-puzzles';
 import { ingestIdOf } from '../../core/ingest/object';
+import type { LedgerStatus } from '../../core/ledger/ledger';
 import { MESSAGE_VERSION, encodeMessage } from '../../core/messages';
 import { seededRandom } from '../../core/random';
 import { createDeps, useDepsForTesting } from '../../functions/deps';
 import { ingest } from '../../functions/ingest';
 import { progress } from '../../functions/progress';
 import { reap } from '../../functions/reap';
+import { generateArcTasks } from '../../synthetic/arc-puzzles';
 import { generateQwen2Model } from '../../synthetic/qwen2';
-import type { ShardManifest } from '../../worker/manifest';
+import type { ShardManifest } from '../../core/rollup/manifests';
+import type { Fault } from './fault-proxy';
+import { FaultProxy } from './fault-proxy';
+import type { FaultAction, FaultStep, Service } from './schedule';
+import { faultName } from './schedule';
 
 /** Soak settings. */
 export interface SoakOptions {
@@ -37,18 +46,41 @@ export interface SoakOptions {
   tasks: number;
   shards: number;
   workers: number;
-  /** How long the chaos lasts (ms); kills continue past it until `minKills` is reached. */
-  chaosMs: number;
-  minKills: number;
   leaseSeconds: number;
-  /** Attempts a shard may fail (killed holders with no committed part) before it is `failed`. */
+  /**
+   * The shards' attempt budget, registered through the upload's `shardline-max-attempts`
+   * metadata (the knob a user has), and printed in the report as the ledger holds it.
+   */
   maxAttempts: number;
   predictionsPerTask: number;
   seed: number;
+  /** The faults, in order. */
+  schedule: FaultStep[];
+  /** Route the workers through fault proxies (needed for connection faults). */
+  proxies: boolean;
+  /** The workers' retries per Cloud Storage request (default the product's, 5). */
+  storageRetries?: number;
   /** Progress lines. */
   say: (line: string) => void;
-  /** Give up waiting for completion after this long (ms). */
+  /** Give up after this long (ms), checks and all. */
   timeoutMs: number;
+}
+
+/** One fault as it happened. */
+export interface FaultRecord {
+  name: string;
+  kind: FaultAction['kind'];
+  /** Committed parts when it fired. */
+  atParts: number;
+  /** Ms from the soak's start. */
+  firedAtMs: number;
+  /** For service faults: ms from the start when the service was back. */
+  recoveredAtMs: number | null;
+  /** For service faults: ms from recovery to the next committed part. */
+  resumeMs: number | null;
+  /** Attempts counted over all shards when it fired, and once the next part was committed. */
+  attemptsBefore: number;
+  attemptsAfter: number | null;
 }
 
 /** What the soak saw and checked. */
@@ -56,6 +88,8 @@ export interface SoakReport {
   tasks: number;
   shards: number;
   workersAtOnce: number;
+  /** The shards' attempt budget, read back from the ledger. */
+  maxAttempts: number;
   samplesExpected: number;
   samplesFound: number;
   /** Samples present more than once (must be 0). */
@@ -63,26 +97,40 @@ export interface SoakReport {
   /** Expected samples absent (must be 0). */
   missingSamples: number;
   shardsCompleted: number;
+  /** Shards that ended `failed`, with why (must be none). */
+  failedShards: Array<{ shard_id: number; attempts: number; last_error: string | null }>;
   /** Shards still `in_use` at the end (must be 0). */
   leasesHeld: number;
-  kills: number;
+  killsMid: number;
+  killsEarly: number;
   sigterms: number;
   restarts: number;
   doorbellsRedelivered: number;
   ingestReplays: number;
   /** Replayed ingest events that changed nothing. */
   duplicateIngestsSuppressed: number;
-  /** Failed attempts counted over all shards (holders killed before committing a part). */
+  /** Failed attempts counted over all shards. */
   attemptsCounted: number;
   /** Claims beyond the first, over all shards (each is a reclaim after a kill, release or failure). */
   reclaims: number;
   /** Committed parts kept from an earlier holder and resumed after (not redone). */
   resumedParts: number;
-  /** Milliseconds from a SIGKILL to another worker's claim of a shard the killed worker held. */
+  /** Milliseconds from a SIGKILL to another worker's claim of the shard it held. */
   reclaimAfterKillMs: { count: number; median: number; max: number };
   /** Completion events the progress function handled (duplicates included). */
   progressEvents: number;
+  /**
+   * Times a worker retried a step after a transient failure, keeping its lease (from the
+   * workers' logs): an outage longer than the client libraries' own retries shows here.
+   */
+  workerRetries: number;
   datasetManifest: boolean;
+  /** Every fault, in order. */
+  faults: FaultRecord[];
+  /** Scheduled faults that never found their moment (the run ended first). */
+  missedFaults: string[];
+  /** Why the run stopped before the dataset completed, if it did. */
+  stoppedEarly: string | null;
   wallMs: number;
 }
 
@@ -93,12 +141,21 @@ interface Worker {
   alive: boolean;
 }
 
-// The built CLI, from dist/test/soak (npm run soak) or from the sources (the test).
+// The built CLI, from dist/test/soak (npm run soak) or from the sources (the tests).
 const CLI = __filename.endsWith('.ts')
   ? path.resolve(__dirname, '..', '..', 'dist', 'cli', 'main.js')
   : path.resolve(__dirname, '..', '..', 'cli', 'main.js');
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `p`, or null when it takes longer than `ms` (a frozen emulator never answers). */
+function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.catch(() => null),
+    new Promise<null>((r) => (timer = setTimeout(() => r(null), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
 
 function pubsubEvent(
   topic: string,
@@ -115,9 +172,27 @@ function pubsubEvent(
   };
 }
 
+/** The emulators' process groups, as test/emulators/with-emulators.sh exports them. */
+function emulatorGroups(): Partial<Record<Service, number>> {
+  const out: Partial<Record<Service, number>> = {};
+  for (const pair of (process.env.SHARDLINE_EMULATOR_PGIDS ?? '').split(',')) {
+    const [name, pid] = pair.split('=');
+    if (name && pid && /^\d+$/.test(pid)) out[name as Service] = Number(pid);
+  }
+  return out;
+}
+
+/** Host and port of an emulator from its variable (`127.0.0.1:8081` or `http://…`). */
+function portOf(v: string | undefined): number {
+  const m = /:(\d+)\/?$/.exec(v ?? '');
+  if (!m) throw new Error(`cannot read an emulator port from ${JSON.stringify(v)}`);
+  return Number(m[1]);
+}
+
 /** Runs the soak; resolves with the report (it does not throw on a failed check: read the report). */
 export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const started = Date.now();
+  const since = (): number => Date.now() - started;
   const random = seededRandom(o.seed);
   const ns = `soak-${Date.now().toString(36)}`;
   const bucket = ns;
@@ -137,11 +212,6 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     SHARDLINE_INGESTS_COLLECTION: `${ns}-ingests`,
     SHARDLINE_INGEST_OBJECTS_COLLECTION: `${ns}-objects`,
     SHARDLINE_CHUNK_SIZE_MB: '0.004',
-    // The chaos SIGKILLs a worker every few seconds, far more often than any real fleet loses
-    // machines; a holder killed before its first committed part costs its shard an attempt
-    // (the rule that stops a shard that kills every worker). The default budget (5) is sized
-    // for real fleets; here the soak tests that nothing is lost or duplicated, not the budget.
-    SHARDLINE_INGEST_MAX_ATTEMPTS: String(o.maxAttempts),
     SHARDLINE_LOG_LEVEL: 'ERROR',
   });
   useDepsForTesting(deps);
@@ -149,13 +219,16 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     tasks: o.tasks,
     shards: o.shards,
     workersAtOnce: o.workers,
+    maxAttempts: 0,
     samplesExpected: o.tasks * o.predictionsPerTask,
     samplesFound: 0,
     duplicateSamples: 0,
     missingSamples: 0,
     shardsCompleted: 0,
+    failedShards: [],
     leasesHeld: 0,
-    kills: 0,
+    killsMid: 0,
+    killsEarly: 0,
     sigterms: 0,
     restarts: 0,
     doorbellsRedelivered: 0,
@@ -166,19 +239,33 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     resumedParts: 0,
     reclaimAfterKillMs: { count: 0, median: 0, max: 0 },
     progressEvents: 0,
+    workerRetries: 0,
     datasetManifest: false,
+    faults: [],
+    missedFaults: [],
+    stoppedEarly: null,
     wallMs: 0,
   };
   const workers: Worker[] = [];
-  // Whatever ends this process (an error, a signal the caller turns into exit) ends its workers.
+  // Whatever ends this process (an error, a signal the caller turns into exit) ends its workers
+  // and thaws any frozen emulator.
+  const groups = emulatorGroups();
+  const frozen = new Set<Service>();
+  const thaw = (service: Service): void => {
+    const pgid = groups[service];
+    if (pgid !== undefined) process.kill(-pgid, 'SIGCONT');
+    frozen.delete(service);
+  };
   const killWorkers = (): void => {
     for (const w of workers) if (w.alive) w.child.kill('SIGKILL');
+    for (const s of [...frozen]) thaw(s);
   };
   process.on('exit', killWorkers);
   const eventsSub = pubsub.subscription(`${topics.events}-sub`);
+  const proxies: Partial<Record<Service, FaultProxy>> = {};
   let reaper: NodeJS.Timeout | undefined;
   try {
-    // The model and the upload.
+    // The model and the upload (its metadata sets the shard count and the attempt budget).
     const modelDir = path.join(o.workDir, 'model');
     mkdirSync(path.join(o.workDir, 'logs'), { recursive: true });
     generateQwen2Model({
@@ -204,7 +291,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       name: 'incoming/soak.jsonl',
       generation: info.generation,
       size: info.size,
-      metadata: { 'shardline-num-shards': String(o.shards) },
+      metadata: {
+        'shardline-num-shards': String(o.shards),
+        'shardline-max-attempts': String(o.maxAttempts),
+      },
     };
     const finalized = {
       specversion: '1.0',
@@ -218,7 +308,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       throw new Error(`the ingest did not complete: ${JSON.stringify(first)}`);
     const record = (await deps.ingest.records.get(ingestIdOf(object)))!;
     const datasetId = record.dataset_id;
-    o.say(`dataset ${datasetId}: ${o.tasks} tasks in ${o.shards} shards at ${record.dataset_uri}`);
+    const ledger = deps.ledger;
+    report.maxAttempts = (await ledger.getDataset(datasetId))!.max_attempts;
+    o.say(
+      `dataset ${datasetId}: ${o.tasks} tasks in ${o.shards} shards, attempt budget ${report.maxAttempts}`,
+    );
 
     // The progress function on the events topic, the reaper on a 2 s tick.
     eventsSub.on('message', (m: Message) => {
@@ -238,6 +332,23 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         .catch(() => undefined)
         .finally(() => (ticking = false));
     }, 2000);
+
+    // The proxies the workers talk through.
+    const workerEnv: NodeJS.ProcessEnv = { ...process.env };
+    if (o.proxies) {
+      const targets: Record<Service, string | undefined> = {
+        firestore: process.env.FIRESTORE_EMULATOR_HOST,
+        pubsub: process.env.PUBSUB_EMULATOR_HOST,
+        storage: process.env.STORAGE_EMULATOR_HOST,
+      };
+      for (const s of ['firestore', 'pubsub', 'storage'] as const)
+        proxies[s] = await FaultProxy.start(portOf(targets[s]), random);
+      workerEnv.FIRESTORE_EMULATOR_HOST = `127.0.0.1:${proxies.firestore!.port}`;
+      workerEnv.PUBSUB_EMULATOR_HOST = `127.0.0.1:${proxies.pubsub!.port}`;
+      workerEnv.STORAGE_EMULATOR_HOST = `http://127.0.0.1:${proxies.storage!.port}`;
+    }
+    if (o.storageRetries !== undefined)
+      workerEnv.SHARDLINE_STORAGE_RETRIES = String(o.storageRetries);
 
     // Workers.
     let generation = 0;
@@ -276,10 +387,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         '--log_format',
         'json',
       ];
-      const child = spawn(process.execPath, args, {
-        stdio: ['ignore', 'ignore', 'ignore'],
-        env: process.env,
-      });
+      const log = openSync(path.join(o.workDir, 'logs', `${id}.log`), 'w');
+      const child = spawn(process.execPath, args, { stdio: ['ignore', log, log], env: workerEnv });
+      closeSync(log);
       const w: Worker = {
         id,
         child,
@@ -292,129 +402,209 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     };
     for (let i = 0; i < o.workers; i++) start();
     const running = (): Worker[] => workers.filter((w) => w.alive);
-    const ledger = deps.ledger;
-    const reclaimWaits: Array<{ at: number; shards: Map<number, number> }> = [];
+    const holderOf = (s: LedgerStatus['shards'][number]): Worker | undefined =>
+      s.status === 'in_use' ? running().find((w) => w.id === s.assigned_to) : undefined;
+
+    // Kills wait for the killed shard's next claim, to time the reclaim.
+    const reclaimWaits: Array<{ at: number; shard: number; epoch: number }> = [];
     const reclaimTimes: number[] = [];
-    const watchReclaims = async (): Promise<void> => {
-      if (reclaimWaits.length === 0) return;
-      const status = await ledger.status(datasetId);
-      const epochOf = new Map(status.shards.map((s) => [s.shard_id, s.epoch]));
-      for (const wait of reclaimWaits) {
-        for (const [shard, epoch] of [...wait.shards]) {
-          if ((epochOf.get(shard) ?? 0) > epoch) {
-            reclaimTimes.push(Date.now() - wait.at);
-            wait.shards.delete(shard);
-          }
+    /** Committed parts of each shard when its current epoch was first seen (kill-early). */
+    const epochStart = new Map<number, { epoch: number; parts: number }>();
+
+    let next = 0;
+    // Set inside `fire`: a cast keeps TypeScript from narrowing it to null in the loop.
+    let active = null as { record: FaultRecord; action: FaultAction; until: number } | null;
+    let lastParts = 0;
+    /** Committed parts when the last service fault was over. */
+    let partsAtRecovery = 0;
+    let lastStatus: LedgerStatus | null = null;
+    const deadline = started + o.timeoutMs;
+
+    const heal = (a: FaultAction): void => {
+      if (a.kind === 'freeze') thaw(a.service);
+      else if ('service' in a) proxies[a.service]?.set({ kind: 'none' });
+    };
+    const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)]!;
+
+    /** Tries to fire `step`; false when it has no target yet. */
+    const fire = async (step: FaultStep, status: LedgerStatus): Promise<boolean> => {
+      const a = step.action;
+      const faultRecord: FaultRecord = {
+        name: faultName(a),
+        kind: a.kind,
+        atParts: status.totals.parts_committed,
+        firedAtMs: since(),
+        recoveredAtMs: null,
+        resumeMs: null,
+        attemptsBefore: status.totals.attempts,
+        attemptsAfter: null,
+      };
+      const kill = (shard: LedgerStatus['shards'][number], signal: NodeJS.Signals): void => {
+        const w = holderOf(shard)!;
+        if (signal === 'SIGKILL')
+          reclaimWaits.push({ at: Date.now(), shard: shard.shard_id, epoch: shard.epoch });
+        w.child.kill(signal);
+        faultRecord.name = `${faultName(a)} (shard ${shard.shard_id}, ${w.id})`;
+      };
+      switch (a.kind) {
+        case 'kill-mid': {
+          const targets = status.shards.filter(
+            (s) => holderOf(s) && s.parts_committed > 0 && s.tasks_done <= s.total_tasks - 2,
+          );
+          if (targets.length === 0) return false;
+          kill(pick(targets), 'SIGKILL');
+          report.killsMid++;
+          break;
+        }
+        case 'kill-early': {
+          const targets = status.shards.filter(
+            (s) =>
+              holderOf(s) &&
+              epochStart.get(s.shard_id)?.epoch === s.epoch &&
+              epochStart.get(s.shard_id)?.parts === s.parts_committed &&
+              s.tasks_done < s.total_tasks,
+          );
+          if (targets.length === 0) return false;
+          kill(pick(targets), 'SIGKILL');
+          report.killsEarly++;
+          break;
+        }
+        case 'sigterm': {
+          const targets = status.shards.filter((s) => holderOf(s));
+          if (targets.length === 0) return false;
+          kill(pick(targets), 'SIGTERM');
+          report.sigterms++;
+          break;
+        }
+        case 'doorbell':
+          await pubsub.topic(topics.work).publishMessage(
+            encodeMessage({
+              type: 'shard.available',
+              version: MESSAGE_VERSION,
+              dataset_id: datasetId,
+              shard_id: a.shard,
+              dataset_uri: record.dataset_uri,
+              reason: 'ingest',
+              published_at: new Date().toISOString(),
+            }),
+          );
+          report.doorbellsRedelivered++;
+          break;
+        case 'ingest-replay': {
+          report.ingestReplays++;
+          const again = await ingest({ ...finalized, id: `upload-replay-${report.ingestReplays}` });
+          if (again.kind === 'duplicate') report.duplicateIngestsSuppressed++;
+          break;
+        }
+        case 'freeze': {
+          const pgid = groups[a.service];
+          if (pgid === undefined)
+            throw new Error(
+              `no process group for the ${a.service} emulator (SHARDLINE_EMULATOR_PGIDS)`,
+            );
+          process.kill(-pgid, 'SIGSTOP');
+          frozen.add(a.service);
+          active = { record: faultRecord, action: a, until: Date.now() + a.ms };
+          break;
+        }
+        default: {
+          const proxy = proxies[a.service];
+          if (!proxy) throw new Error(`the ${a.kind} fault needs the proxies (proxies: true)`);
+          const fault: Fault =
+            a.kind === 'resets'
+              ? { kind: 'reset', share: a.share }
+              : a.kind === 'drops'
+                ? { kind: 'drop', share: a.share }
+                : a.kind === 'delays'
+                  ? { kind: 'delay', delayMs: a.delayMs }
+                  : { kind: 'unavailable' };
+          proxy.set(fault);
+          active = { record: faultRecord, action: a, until: Date.now() + a.ms };
         }
       }
-      reclaimWaits.splice(0, reclaimWaits.length, ...reclaimWaits.filter((w) => w.shards.size > 0));
+      report.faults.push(faultRecord);
+      o.say(`${(since() / 1000).toFixed(1)} s, ${faultRecord.atParts} parts: ${faultRecord.name}`);
+      return true;
     };
 
-    // Chaos.
-    // Let the fleet start working before the chaos does.
-    const ready = Date.now() + 120_000;
-    while (
-      (await ledger.status(datasetId)).totals.in_use < Math.min(2, o.workers) &&
-      Date.now() < ready
-    )
-      await sleep(250);
-    o.say(`chaos for ${Math.round(o.chaosMs / 1000)} s with ${o.workers} workers`);
-    const chaosEnd = Date.now() + o.chaosMs;
-    const status0 = async () => ledger.status(datasetId);
-    while (Date.now() < chaosEnd || report.kills < o.minKills) {
-      await sleep(500 + random() * 1000);
-      await watchReclaims();
-      const status = await status0();
-      // Done early: nothing is left to kill workers in (the report shows how many kills).
-      if (status.totals.completed === status.totals.shards) break;
-      const roll = random();
-      const victims = running();
-      if (roll < 0.6 && victims.length > 0) {
-        // SIGKILL a worker in the middle of a shard (at a random point of its work),
-        // remembering what it held.
-        const holding = victims.filter((w) =>
-          status.shards.some((s) => s.status === 'in_use' && s.assigned_to === w.id),
-        );
-        if (holding.length === 0) continue;
-        const w = holding[Math.floor(random() * holding.length)]!;
-        const held = new Map(
-          status.shards
-            .filter((s) => s.status === 'in_use' && s.assigned_to === w.id)
-            .map((s) => [s.shard_id, s.epoch]),
-        );
-        w.child.kill('SIGKILL');
-        report.kills++;
-        reclaimWaits.push({ at: Date.now(), shards: held });
-        await w.exited;
-      } else if (roll < 0.68 && victims.length > 1) {
-        const w = victims[Math.floor(random() * victims.length)]!;
-        w.child.kill('SIGTERM');
-        report.sigterms++;
-      } else if (roll < 0.84) {
-        // A doorbell delivered again (at least once delivery), for a random shard.
-        const shard = Math.floor(random() * o.shards);
-        await pubsub.topic(topics.work).publishMessage(
-          encodeMessage({
-            type: 'shard.available',
-            version: MESSAGE_VERSION,
-            dataset_id: datasetId,
-            shard_id: shard,
-            dataset_uri: record.dataset_uri,
-            reason: 'ingest',
-            published_at: new Date().toISOString(),
-          }),
-        );
-        report.doorbellsRedelivered++;
-      } else {
-        // The upload's event delivered again.
-        report.ingestReplays++;
-        const again = await ingest({ ...finalized, id: `upload-replay-${report.ingestReplays}` });
-        if (again.kind === 'duplicate') report.duplicateIngestsSuppressed++;
+    for (;;) {
+      // A frozen service is thawed on time, whatever else is slow.
+      if (active && Date.now() >= active.until) {
+        heal(active.action);
+        active.record.recoveredAtMs = since();
+        o.say(`${(since() / 1000).toFixed(1)} s: ${active.record.name}: over`);
+        active = null;
+        partsAtRecovery = lastParts;
+      }
+      const status = await within(ledger.status(datasetId), 3000);
+      if (status) {
+        lastStatus = status;
+        const failed = status.shards.filter((s) => s.status === 'failed');
+        if (failed.length > 0) {
+          report.stoppedEarly = `shard ${failed.map((s) => s.shard_id).join(', ')} failed: ${failed[0]!.last_error ?? 'no reason'}`;
+          o.say(report.stoppedEarly);
+          break;
+        }
+        for (const s of status.shards) {
+          const seen = epochStart.get(s.shard_id);
+          if (!seen || seen.epoch !== s.epoch)
+            epochStart.set(s.shard_id, { epoch: s.epoch, parts: s.parts_committed });
+        }
+        for (const wait of [...reclaimWaits]) {
+          const s = status.shards[wait.shard];
+          if (s && s.epoch > wait.epoch) {
+            reclaimTimes.push(Date.now() - wait.at);
+            reclaimWaits.splice(reclaimWaits.indexOf(wait), 1);
+          }
+        }
+        const parts = status.totals.parts_committed;
+        if (parts > lastParts) {
+          for (const f of report.faults)
+            if (f.recoveredAtMs !== null && f.resumeMs === null) {
+              f.resumeMs = since() - f.recoveredAtMs;
+              f.attemptsAfter = status.totals.attempts;
+            }
+          lastParts = parts;
+        }
+        if (status.totals.completed === status.totals.shards) {
+          const manifest = await within(
+            deps.storeAt(`${record.dataset_uri}/activations`).stat('_MANIFEST.json'),
+            3000,
+          );
+          if (manifest) break;
+        }
+        const step = o.schedule[next];
+        const due = step && parts >= step.afterParts + (step.sincePrevious ? partsAtRecovery : 0);
+        if (!active && step && due && (await fire(step, status))) next++;
+      }
+      if (Date.now() > deadline) {
+        report.stoppedEarly = `timed out after ${Math.round(o.timeoutMs / 1000)} s: ${lastStatus?.totals.completed ?? '?'}/${o.shards} shards completed`;
+        o.say(report.stoppedEarly);
+        break;
       }
       // Keep the fleet at strength.
       while (running().length < o.workers) {
         start();
         report.restarts++;
       }
+      await sleep(50);
     }
-    o.say(
-      `chaos over: ${report.kills} kills, ${report.sigterms} SIGTERMs, ${report.restarts} restarts; waiting for the dataset to complete`,
-    );
-
-    const deadline = Date.now() + o.timeoutMs;
-    for (;;) {
-      await watchReclaims();
-      while (running().length < o.workers) {
-        start();
-        report.restarts++;
-      }
-      const status = await status0();
-      const manifest = await deps
-        .storeAt(`${record.dataset_uri}/activations`)
-        .stat('_MANIFEST.json');
-      if (status.totals.completed === status.totals.shards && manifest) break;
-      const failed = status.shards.filter((x) => x.status === 'failed');
-      if (failed.length > 0) {
-        // Nothing will change without a `shardline reset`: stop, and let the checks fail.
-        o.say(
-          `shard ${failed.map((x) => x.shard_id).join(', ')} failed after ${failed[0]!.attempts} attempts (${failed[0]!.last_error ?? 'no error'}); stopping`,
-        );
-        break;
-      }
-      if (Date.now() > deadline) {
-        o.say(`timed out: ${status.totals.completed}/${status.totals.shards} shards completed`);
-        break;
-      }
-      await sleep(500);
+    if (active) {
+      heal(active.action);
+      active.record.recoveredAtMs = since();
     }
+    report.missedFaults = o.schedule.slice(next).map((s) => faultName(s.action));
 
-    // Stop the fleet, then check the outputs.
-    for (const w of running()) w.child.kill('SIGTERM');
+    // Stop the fleet (at once after a failure or a timeout), then check the outputs.
+    for (const w of running()) w.child.kill(report.stoppedEarly ? 'SIGKILL' : 'SIGTERM');
     await Promise.all(workers.map((w) => w.exited));
-    const status = await status0();
+    const status = await ledger.status(datasetId);
     report.shardsCompleted = status.totals.completed;
     report.leasesHeld = status.totals.in_use;
     report.attemptsCounted = status.totals.attempts;
+    report.failedShards = status.shards
+      .filter((s) => s.status === 'failed')
+      .map((s) => ({ shard_id: s.shard_id, attempts: s.attempts, last_error: s.last_error }));
     report.reclaims = status.shards.reduce((n, s) => n + Math.max(0, s.epoch - 1), 0);
     const out = deps.storeAt(`${record.dataset_uri}/activations`);
     report.datasetManifest = (await out.stat('_MANIFEST.json')) !== null;
@@ -447,12 +637,18 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       median: sorted[Math.floor(sorted.length / 2)] ?? 0,
       max: sorted.at(-1) ?? 0,
     };
-    report.wallMs = Date.now() - started;
+    const logs = path.join(o.workDir, 'logs');
+    for (const f of readdirSync(logs))
+      report.workerRetries += readFileSync(path.join(logs, f), 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('transient failure; retrying')).length;
+    report.wallMs = since();
     return report;
   } finally {
     clearInterval(reaper);
     killWorkers();
     process.off('exit', killWorkers);
+    for (const p of Object.values(proxies)) await p.close().catch(() => undefined);
     await eventsSub.close().catch(() => undefined);
     await pubsub.close().catch(() => undefined);
     useDepsForTesting(undefined);
@@ -460,17 +656,40 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   }
 }
 
-/** The report as a markdown table. */
+/** The checks every soak must pass, as failures (empty when it passed). */
+export function soakProblems(r: SoakReport): string[] {
+  const problems: string[] = [];
+  if (r.stoppedEarly) problems.push(`stopped early: ${r.stoppedEarly}`);
+  if (r.missedFaults.length > 0) problems.push(`faults never placed: ${r.missedFaults.join('; ')}`);
+  if (r.failedShards.length > 0) problems.push(`${r.failedShards.length} shard(s) failed`);
+  if (r.duplicateSamples > 0) problems.push(`${r.duplicateSamples} samples duplicated`);
+  if (r.missingSamples > 0) problems.push(`${r.missingSamples} samples missing`);
+  if (r.samplesFound !== r.samplesExpected)
+    problems.push(`${r.samplesFound} samples found, ${r.samplesExpected} expected`);
+  if (r.shardsCompleted !== r.shards) problems.push(`${r.shardsCompleted}/${r.shards} completed`);
+  if (r.leasesHeld > 0) problems.push(`${r.leasesHeld} leases still held`);
+  if (!r.datasetManifest) problems.push('no dataset manifest');
+  return problems;
+}
+
+/** The report as a markdown table, the faults after it. */
 export function formatReport(r: SoakReport): string {
   const rows: Array<[string, string]> = [
     ['tasks / shards / workers at once', `${r.tasks} / ${r.shards} / ${r.workersAtOnce}`],
+    ['attempt budget (max_attempts, from the upload)', String(r.maxAttempts)],
     ['samples expected / found', `${r.samplesExpected} / ${r.samplesFound}`],
     ['samples duplicated / missing', `${r.duplicateSamples} / ${r.missingSamples}`],
-    ['shards completed / leases still held', `${r.shardsCompleted} / ${r.leasesHeld}`],
+    [
+      'shards completed / failed / leases still held',
+      `${r.shardsCompleted} / ${r.failedShards.length} / ${r.leasesHeld}`,
+    ],
     ['dataset manifest written', String(r.datasetManifest)],
-    ['SIGKILLs / SIGTERMs / restarts', `${r.kills} / ${r.sigterms} / ${r.restarts}`],
+    [
+      'SIGKILLs after / before a first part, SIGTERMs, restarts',
+      `${r.killsMid} / ${r.killsEarly}, ${r.sigterms}, ${r.restarts}`,
+    ],
     ['reclaims (claims beyond the first)', String(r.reclaims)],
-    ['attempts counted (holder killed before its first part)', String(r.attemptsCounted)],
+    ['attempts counted', String(r.attemptsCounted)],
     ['parts resumed from an earlier holder', String(r.resumedParts)],
     [
       'time to reclaim after a kill (median / max, n)',
@@ -482,7 +701,24 @@ export function formatReport(r: SoakReport): string {
       `${r.ingestReplays} / ${r.duplicateIngestsSuppressed}`,
     ],
     ['completion events handled by progress', String(r.progressEvents)],
+    ['steps retried by workers through a transient failure (lease kept)', String(r.workerRetries)],
     ['wall time', `${(r.wallMs / 1000).toFixed(0)} s`],
   ];
-  return ['| | |', '|---|---|', ...rows.map(([k, v]) => `| ${k} | ${v} |`)].join('\n');
+  const lines = ['| | |', '|---|---|', ...rows.map(([k, v]) => `| ${k} | ${v} |`)];
+  const services = r.faults.filter((f) => f.recoveredAtMs !== null);
+  if (services.length > 0) {
+    lines.push(
+      '',
+      '| service fault | at parts | recovery to next commit | attempts counted during |',
+      '|---|---:|---:|---:|',
+      ...services.map(
+        (f) =>
+          `| ${f.name} | ${f.atParts} | ${f.resumeMs === null ? 'none' : `${(f.resumeMs / 1000).toFixed(1)} s`} | ${f.attemptsAfter === null ? '-' : f.attemptsAfter - f.attemptsBefore} |`,
+      ),
+    );
+  }
+  if (r.stoppedEarly) lines.push('', `stopped early: ${r.stoppedEarly}`);
+  if (r.missedFaults.length > 0)
+    lines.push('', `faults never placed: ${r.missedFaults.join('; ')}`);
+  return lines.join('\n');
 }

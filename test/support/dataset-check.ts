@@ -79,7 +79,10 @@ export async function readAndCheckDataset(
         .split('\n');
       expect(lines.length).toBe(c.num_tasks);
       // The size limit holds unless the chunk is a single (larger) task.
-      if (c.num_tasks > 1) expect(c.bytes).toBeLessThanOrEqual(limit);
+      expect({ chunk: key, withinLimit: c.num_tasks === 1 || c.bytes <= limit }).toEqual({
+        chunk: key,
+        withinLimit: true,
+      });
       let s = 0;
       for (let i = 0; i < c.num_tasks; i++) {
         const e = bytes.indexOf(10, s);
@@ -90,6 +93,7 @@ export async function readAndCheckDataset(
   }
   expect(next).toBe(master.total_tasks);
   const counts = shards.map((s) => s.total_tasks);
-  if (counts.length > 0) expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(1);
+  expect(counts).toHaveLength(master.num_shards);
+  expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(1);
   return { master, shards, tasks, files };
 }

@@ -7,6 +7,7 @@ import { getTestServer } from '@google-cloud/functions-framework/testing';
 import request from 'supertest';
 
 import type { Clock } from '../../core/clock';
+import { createLogger } from '../../core/log';
 import type { FunctionDeps } from '../../functions/deps';
 import { createDeps, useDepsForTesting } from '../../functions/deps';
 import { uniqueName } from './emulators';
@@ -64,6 +65,25 @@ export async function makeWorld(
     subs: { work: work!.subscription, events: events!.subscription, ingest: ingest!.subscription },
     collections,
   };
+}
+
+/** One log line the functions wrote, parsed (`severity`, `message` and the line's fields). */
+export type LogLine = Record<string, unknown> & { severity: string; message: string };
+
+/**
+ * Makes the world's functions log every line (DEBUG and up) into the returned array instead
+ * of stdout, so a test can see what a function decided.
+ */
+export function captureLogs(world: World): LogLine[] {
+  const lines: LogLine[] = [];
+  const log = createLogger({
+    format: 'json',
+    minSeverity: 'DEBUG',
+    sink: (line) => void lines.push(JSON.parse(line) as LogLine),
+  });
+  world.deps.log = log;
+  world.deps.ingest.log = log;
+  return lines;
 }
 
 /** Undoes `makeWorld`. */

@@ -8,6 +8,8 @@ import type { Clock } from '../../core/clock';
 import { errorCode } from '../../core/errors';
 import type { Claim, Ledger, PartInput } from '../../core/ledger/ledger';
 import { DEFAULT_LEASE_MS } from '../../core/ledger/ledger';
+import { MAX_SHARD_HISTORY } from '../../core/ledger/schema';
+import { retryDelayMs } from '../../core/ledger/shard-state';
 import { FakeClock, T0, makeDataset } from './ledger-fixtures';
 
 /** A fresh, empty ledger namespace (a new SQLite file, a new Firestore collection root). */
@@ -52,6 +54,9 @@ function part(index: number, first: number, next: number): PartInput {
     samples: (next - first) * 8,
     bytes: 1000 * (index + 1),
     checksums: { [`part_${index}.safetensors`]: `crc-${index}` },
+    first_sample: 0,
+    next_sample: 0,
+    fingerprint: 'run-a',
   };
 }
 
@@ -321,8 +326,9 @@ export function ledgerContract(
       ]);
       expect(parts[1]?.checksums).toEqual({ 'part_1.safetensors': 'crc-1' });
       expect(await ledger.listParts({ dataset_id: DS, shard_id: 0 })).toEqual([]);
-      // The worker dies; the next holder resumes after the last committed part.
+      // The worker fails; after the backoff the next holder resumes after the last committed part.
       await ledger.fail(c, 'killed');
+      clock.advance(retryDelayMs(1, LEASE));
       const next = await claimed('w2', 1);
       shard = await ledger.getShard(DS, 1);
       expect(shard).toMatchObject({ assigned_to: 'w2', next_task_index: 17, parts_committed: 2 });
@@ -372,6 +378,7 @@ export function ledgerContract(
           last_error: `boom ${attempt}`,
           assigned_to: null,
         });
+        clock.advance(retryDelayMs(attempt, LEASE));
       }
       const last = await claimed('w3');
       expect(last.epoch).toBe(3);
@@ -386,6 +393,143 @@ export function ledgerContract(
       const status = await ledger.status(DS);
       expect(status.state).toBe('failed');
       expect(status.totals).toMatchObject({ failed: 1, attempts: 3 });
+    });
+
+    test('a failed attempt backs off: refused for that shard until retry_at, others granted meanwhile; reset clears it', async () => {
+      await register(2);
+      const c = await claimed('w1', 0);
+      const after = await ledger.fail(c, 'storage was down');
+      const delay = retryDelayMs(1, LEASE);
+      expect(after).toMatchObject({
+        status: 'available',
+        attempts: 1,
+        retry_at: new Date(clock.nowMs() + delay).toISOString(),
+      });
+      // The same worker asks again at once: not shard 0, which waits; shard 1 is fine.
+      const other = await claimed('w1', 0);
+      expect(other.shard_id).toBe(1);
+      expect(await ledger.claim(DS, 'w2', { leaseMs: LEASE, preferredShardId: 0 })).toBeNull();
+      expect((await ledger.status(DS)).shards[0]).toMatchObject({
+        status: 'available',
+        retry_at: after.retry_at,
+      });
+      clock.advance(delay - 1);
+      expect(await ledger.claim(DS, 'w2', { leaseMs: LEASE })).toBeNull();
+      clock.advance(1);
+      const again = await claimed('w2', 0);
+      expect(again).toMatchObject({ shard_id: 0, epoch: c.epoch + 1 });
+      expect((await ledger.getShard(DS, 0))!.retry_at).toBeNull();
+      // The backoff grows with the attempts; an operator's reset clears it.
+      const second = await ledger.fail(again, 'again');
+      expect(Date.parse(second.retry_at!) - clock.nowMs()).toBe(retryDelayMs(2, LEASE));
+      expect(retryDelayMs(2, LEASE)).toBeGreaterThan(delay);
+      const reset = await ledger.reset(DS, 0, 'alice');
+      expect(reset).toMatchObject({ attempts: 0, retry_at: null });
+      expect((await claimed('w3', 0)).shard_id).toBe(0);
+    });
+
+    test('a final failure (a deterministic one) fails the shard at once, with its reason', async () => {
+      await register(2);
+      const c = await claimed('w1', 0);
+      const after = await ledger.fail(c, 'chunk_0001.jsonl: CRC32C mismatch', { final: true });
+      expect(after).toMatchObject({
+        status: 'failed',
+        attempts: 1,
+        max_attempts: 3,
+        last_error: 'chunk_0001.jsonl: CRC32C mismatch',
+      });
+      expect((await claimed('w2')).shard_id).toBe(1);
+      expect(await ledger.claim(DS, 'w3', { leaseMs: LEASE })).toBeNull();
+    });
+
+    test('holders lost together (a fleet-wide loss) count no attempt; a holder lost alone does', async () => {
+      await register(4);
+      // Three holders go silent at the same moment; the fourth keeps renewing.
+      for (const [w, k] of [
+        ['a', 0],
+        ['b', 1],
+        ['c', 2],
+      ] as const)
+        await claimed(w, k);
+      const live = await claimed('d', 3);
+      for (let t = 0; t < 3; t++) {
+        clock.advance(LEASE / 3);
+        await ledger.heartbeat(live);
+      }
+      clock.advance(1);
+      const reaped = await ledger.reapExpired(clock.nowMs(), { datasetId: DS });
+      expect(reaped.map((r) => [r.shard_id, r.attempts]).sort()).toEqual([
+        [0, 0],
+        [1, 0],
+        [2, 0],
+      ]);
+      expect((await ledger.getShard(DS, 1))!.last_error).toMatch(
+        /2 other holders at the same time/,
+      );
+      // A claim finds the fleet's loss the same way: a new holder of shard 0 and one of shard 1
+      // die together; the claim that finds them expired counts nothing either.
+      const x = await claimed('x', 0);
+      const y = await claimed('y', 1);
+      expect([x.shard_id, y.shard_id]).toEqual([0, 1]);
+      for (let t = 0; t < 3; t++) {
+        clock.advance(LEASE / 3);
+        await ledger.heartbeat(live);
+      }
+      clock.advance(1);
+      const z = await claimed('z', 0);
+      expect(z.shard_id).toBe(0);
+      expect(await ledger.getShard(DS, 0)).toMatchObject({ attempts: 0, assigned_to: 'z' });
+      // Long after, the new holder of shard 2 dies alone, while z and d keep renewing: that
+      // counts. (y's shard, silent since its fleet's loss, still counts nothing.)
+      const alone = await claimed('w', 2);
+      expect(alone.shard_id).toBe(2);
+      for (let t = 0; t < 3; t++) {
+        clock.advance(LEASE / 3);
+        await ledger.heartbeat(live);
+        await ledger.heartbeat(z);
+      }
+      clock.advance(1);
+      const later = await ledger.reapExpired(clock.nowMs(), { datasetId: DS });
+      expect(later.map((r) => [r.shard_id, r.attempts]).sort()).toEqual([
+        [1, 0],
+        [2, 1],
+      ]);
+    });
+
+    test('a shard keeps its history: claims, releases, expiries, failures, completion, bounded', async () => {
+      await register(1);
+      const a = await claimed('a');
+      await ledger.release(a);
+      const b = await claimed('b');
+      clock.advance(LEASE + 1);
+      const c = await claimed('c'); // finds b expired
+      await ledger.fail(c, 'boom');
+      clock.advance(retryDelayMs(2, LEASE));
+      const d = await claimed('d');
+      await ledger.commitPart(d, part(0, 0, 10));
+      await ledger.complete(d);
+      const shard = (await ledger.getShard(DS, 0))!;
+      expect(shard.history.map((e) => [e.kind, e.worker, e.epoch, e.attempt ?? false])).toEqual([
+        ['claim', 'a', a.epoch, false],
+        ['release', 'a', a.epoch, false],
+        ['claim', 'b', b.epoch, false],
+        ['expire', 'b', b.epoch, true],
+        ['claim', 'c', c.epoch, false],
+        ['fail', 'c', c.epoch, true],
+        ['claim', 'd', d.epoch, false],
+        ['complete', 'd', d.epoch, false],
+      ]);
+      expect(shard.history[5]!.note).toBe('boom');
+      expect(shard.history_dropped).toBe(0);
+      // Bounded: the oldest go, and are counted.
+      for (let i = 0; i < MAX_SHARD_HISTORY; i++) await ledger.reset(DS, 0, `op${i}`);
+      const after = (await ledger.getShard(DS, 0))!;
+      expect(after.history).toHaveLength(MAX_SHARD_HISTORY);
+      expect(after.history_dropped).toBe(8);
+      expect(after.history.at(-1)).toMatchObject({
+        kind: 'reset',
+        worker: `op${MAX_SHARD_HISTORY - 1}`,
+      });
     });
 
     test('max attempts is per dataset', async () => {
@@ -497,8 +641,9 @@ export function ledgerContract(
       });
       expect(await rejection(ledger.fail(h1, 'me too'))).toBe('LEASE_LOST');
       expect(await rejection(ledger.forceFail(DS, 0, 'alice', 'no'))).toBe('INVALID_ARGUMENT');
-      // A later claim clears the forced mark.
+      // A later claim (after the failure's backoff) clears the forced mark.
       expect((await ledger.getShard(DS, 1))?.forced).not.toBeNull();
+      clock.advance(retryDelayMs(1, LEASE));
       await claimed('w3', 1);
       expect((await ledger.getShard(DS, 1))?.forced).toBeNull();
     });
@@ -531,10 +676,13 @@ export function ledgerContract(
       ]);
       expect(await rejection(ledger.heartbeat(a))).toBe('LEASE_LOST');
       expect((await ledger.getShard(DS, 1))?.status).toBe('in_use');
-      // Two more expiries of shard 0 reach max attempts.
+      // Two more expiries of shard 0 reach max attempts (wb stays alive: each holder of shard 0
+      // dies alone, which counts; shard-state.ts applyExpiry).
       for (let i = 0; i < 2; i++) {
         await claimed(`again${i}`, 0);
-        clock.advance(LEASE);
+        clock.advance(LEASE / 2);
+        await ledger.heartbeat(b);
+        clock.advance(LEASE / 2);
         const freed = await ledger.reapExpired(clock.nowMs(), { datasetId: DS });
         const zero = freed.find((r) => r.shard_id === 0);
         expect(zero?.status).toBe(i === 0 ? 'available' : 'failed');

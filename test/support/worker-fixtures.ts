@@ -10,14 +10,14 @@ import * as path from 'node:path';
 import type { BlobStore } from '../../core/blob/store';
 import { generateArcTasks } from '../../synthetic/arc-puzzles';
 import { generateQwen2Model } from '../../synthetic/qwen2';
-import type { ShardManifest } from '../../worker/manifest';
+import type { ShardManifest } from '../../core/rollup/manifests';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 /** The built CLI (integration tests run after `npm run build`). */
 export const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 
 /** A tiny model (2 layers, hidden 32) over Qwen's 151,936-token vocabulary. */
-export function makeModel(dir: string): string {
+export function makeModel(dir: string, seed = 11): string {
   generateQwen2Model({
     dir,
     shape: {
@@ -28,7 +28,7 @@ export function makeModel(dir: string): string {
       numKvHeads: 2,
       intermediateSize: 64,
     },
-    seed: 11,
+    seed,
     lmHead: false,
     externalData: true,
   });

@@ -35,9 +35,27 @@ export interface WireError {
   stack: string | undefined;
 }
 
-/** Main → worker. */
+/** Main → worker. `positions`/`positionCounts` only when some rows are asked for. */
 export type ToWorker =
-  { type: 'run'; id: number; tokens: Int32Array; lengths: Int32Array } | { type: 'close' };
+  | {
+      type: 'run';
+      id: number;
+      tokens: Int32Array;
+      lengths: Int32Array;
+      positions: Int32Array | null;
+      positionCounts: Int32Array | null;
+    }
+  | { type: 'close' };
+
+/**
+ * A batch's rows as they cross the thread boundary: the output buffers, transferred (not
+ * copied), and where each (layer, sequence)'s rows lie in them: `[buffer, element offset,
+ * elements]`.
+ */
+export interface WireRows {
+  buffers: ArrayBuffer[];
+  views: Array<Array<[number, number, number]>>;
+}
 
 /** Worker → main. */
 export type FromWorker =
@@ -46,9 +64,9 @@ export type FromWorker =
   | {
       type: 'result';
       id: number;
-      tokenCounts: number[];
+      rowCounts: number[];
       hiddenSize: number;
-      activations: Array<Uint16Array | Float32Array>;
+      rows: WireRows;
       runMs: number;
     }
   | { type: 'run-error'; id: number; error: WireError }

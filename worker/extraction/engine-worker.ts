@@ -7,9 +7,44 @@ import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 
 import { errorCode, toError } from '../../core/errors';
-import type { EngineWorkerData, FromWorker, ToWorker, WireError } from './engine-protocol';
+import type { Rows } from './activations';
+import type {
+  EngineWorkerData,
+  FromWorker,
+  ToWorker,
+  WireError,
+  WireRows,
+} from './engine-protocol';
 import { prepareModel } from './prepare-model';
 import { ExtractionSession } from './session';
+
+/** `flat` cut into consecutive pieces of `counts` elements (views, no copy). */
+function split(flat: Int32Array, counts: Int32Array): Int32Array[] {
+  const out: Int32Array[] = [];
+  let at = 0;
+  for (const n of counts) {
+    out.push(flat.subarray(at, at + n));
+    at += n;
+  }
+  return out;
+}
+
+/** The rows' buffers, each once, and where every view lies in them. */
+function toWire(rows: Rows[][]): WireRows {
+  const buffers: ArrayBuffer[] = [];
+  const index = new Map<ArrayBufferLike, number>();
+  const views = rows.map((layer) =>
+    layer.map((v): [number, number, number] => {
+      let i = index.get(v.buffer);
+      if (i === undefined) {
+        i = buffers.push(v.buffer as ArrayBuffer) - 1;
+        index.set(v.buffer, i);
+      }
+      return [i, v.byteOffset / v.BYTES_PER_ELEMENT, v.length];
+    }),
+  );
+  return { buffers, views };
+}
 
 function wire(e: unknown): WireError {
   const err = toError(e);
@@ -64,23 +99,23 @@ async function main(): Promise<void> {
       }
       const t0 = performance.now();
       try {
-        const sequences: Int32Array[] = [];
-        let at = 0;
-        for (const n of msg.lengths) {
-          sequences.push(msg.tokens.subarray(at, at + n));
-          at += n;
-        }
-        const batch = await session.run(sequences);
+        const sequences = split(msg.tokens, msg.lengths);
+        const positions =
+          msg.positions && msg.positionCounts
+            ? split(msg.positions, msg.positionCounts)
+            : undefined;
+        const batch = await session.run(sequences, positions);
+        const rows = toWire(batch.rows);
         post(
           {
             type: 'result',
             id: msg.id,
-            tokenCounts: batch.tokenCounts,
+            rowCounts: batch.rowCounts,
             hiddenSize: batch.hiddenSize,
-            activations: batch.activations,
+            rows,
             runMs: performance.now() - t0,
           },
-          batch.activations.map((a) => a.buffer as ArrayBuffer),
+          rows.buffers,
         );
       } catch (e: unknown) {
         post({ type: 'run-error', id: msg.id, error: wire(e) });

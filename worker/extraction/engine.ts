@@ -22,6 +22,7 @@ import type { ActivationDtype, ExtractedBatch } from './activations';
 import type { EngineWorkerData, FromWorker, ToWorker, WireError } from './engine-protocol';
 import type { PreparedModel } from './prepare-model';
 import type { SessionSettings } from './session';
+import { checkPositions } from './session';
 
 /** Options of `ExtractionEngine.open`. */
 export interface EngineOptions extends SessionSettings {
@@ -37,18 +38,26 @@ export interface EngineOptions extends SessionSettings {
   logger?: Logger;
 }
 
-/** What the engine runs, for part metadata and logs. */
+/** What an extractor runs, for part metadata and logs. */
 export interface EngineInfo {
-  /** The original model file. */
+  /** What runs the model: `onnx`, or `jax:jax`, `jax:numpy`, `command:…` over the protocol. */
+  backend: string;
+  /** The original model file (ONNX) or checkpoint folder (the protocol's backends). */
   modelPath: string;
-  /** SHA-256 (hex) of `model.onnx` (the graph file; external data not included). */
+  /**
+   * SHA-256 (hex) of `model.onnx` (the graph file; external data not included), or what the
+   * protocol's `ready` reports (the JAX extractor: of the safetensors files' bytes).
+   */
   modelSha256: string;
   /** The rewritten model actually loaded. */
   preparedModelPath: string;
   /** True when an earlier rewrite was reused. */
   reusedPreparedModel: boolean;
-  /** How the residual stream was found (`optimum`, `genai`, `structural`). */
-  residualMethod: PreparedModel['method'];
+  /**
+   * How the residual stream was found: the graph surgery's `optimum`, `genai` or `structural`,
+   * or `hidden_states` (the protocol's backends compute it directly).
+   */
+  residualMethod: PreparedModel['method'] | 'hidden_states';
   /** Layers in the model. */
   numLayers: number;
   /** Layers extracted, ascending. */
@@ -136,8 +145,15 @@ require(workerData.entry);
 export interface Extractor {
   /** What is being run. */
   readonly info: EngineInfo;
-  /** Runs one batch of token-id sequences; see `ExtractionEngine.extract`. */
-  extract(sequences: ReadonlyArray<ArrayLike<number>>): Promise<ExtractedBatch>;
+  /**
+   * Runs one batch of token-id sequences and returns, per layer and sequence, the rows of the
+   * real tokens, or of `positions[k]` only (ascending, within the sequence) when given.
+   * Batches may be queued before earlier ones resolve; they resolve in order.
+   */
+  extract(
+    sequences: ReadonlyArray<ArrayLike<number>>,
+    positions?: ReadonlyArray<ArrayLike<number>>,
+  ): Promise<ExtractedBatch>;
   /** Releases the model. */
   close(): Promise<void>;
 }
@@ -239,6 +255,7 @@ export class ExtractionEngine implements Extractor {
 
     const m = ready.model;
     const info: EngineInfo = {
+      backend: 'onnx',
       modelPath: m.sourcePath,
       modelSha256: m.modelSha256,
       preparedModelPath: m.preparedPath,
@@ -269,7 +286,10 @@ export class ExtractionEngine implements Extractor {
    * per layer the real tokens' rows, packed in sequence order. Batches are queued and run one
    * at a time. Fails with `MODEL` (run failed, thread died) or `INVALID_ARGUMENT`.
    */
-  extract(sequences: ReadonlyArray<ArrayLike<number>>): Promise<ExtractedBatch> {
+  extract(
+    sequences: ReadonlyArray<ArrayLike<number>>,
+    positions?: ReadonlyArray<ArrayLike<number>>,
+  ): Promise<ExtractedBatch> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new ShardlineError('INTERNAL', 'engine is closed'));
     const lengths = Int32Array.from(sequences, (s) => s.length);
@@ -286,11 +306,35 @@ export class ExtractionEngine implements Extractor {
         tokens[at++] = v;
       }
     }
+    let wirePositions: Int32Array | null = null;
+    let positionCounts: Int32Array | null = null;
+    if (positions) {
+      try {
+        checkPositions(positions, [...lengths]);
+      } catch (err: unknown) {
+        return Promise.reject(toError(err));
+      }
+      positionCounts = Int32Array.from(positions, (p) => p.length);
+      wirePositions = new Int32Array(positionCounts.reduce((a, b) => a + b, 0));
+      let p = 0;
+      for (const list of positions)
+        for (let k = 0; k < list.length; k++) wirePositions[p++] = list[k]!;
+    }
     const id = this.nextId++;
     return new Promise<ExtractedBatch>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      const msg: ToWorker = { type: 'run', id, tokens, lengths };
-      this.worker.postMessage(msg, [tokens.buffer, lengths.buffer]);
+      const msg: ToWorker = {
+        type: 'run',
+        id,
+        tokens,
+        lengths,
+        positions: wirePositions,
+        positionCounts,
+      };
+      const transfer: ArrayBuffer[] = [tokens.buffer, lengths.buffer];
+      if (wirePositions && positionCounts)
+        transfer.push(wirePositions.buffer as ArrayBuffer, positionCounts.buffer as ArrayBuffer);
+      this.worker.postMessage(msg, transfer);
     });
   }
 
@@ -322,17 +366,20 @@ export class ExtractionEngine implements Extractor {
     if (msg.type === 'result') {
       const p = this.pending.get(msg.id);
       this.pending.delete(msg.id);
+      const { buffers, views } = msg.rows;
       p?.resolve({
         dtype: this.info.dtype,
         hiddenSize: msg.hiddenSize,
         layers: [...this.info.layers],
-        tokenCounts: msg.tokenCounts,
-        // Re-wrap (no copy) with this realm's constructors, so `instanceof` works for
-        // callers running in another realm than the message deserializer's (jest's vm).
-        activations: msg.activations.map((a) =>
-          this.info.dtype === 'float16'
-            ? new Uint16Array(a.buffer, a.byteOffset, a.length)
-            : new Float32Array(a.buffer, a.byteOffset, a.length),
+        rowCounts: msg.rowCounts,
+        // Views over the transferred buffers (no copy), made with this realm's constructors
+        // so `instanceof` works for callers in another realm than the deserializer's (jest).
+        rows: views.map((layer) =>
+          layer.map(([b, offset, length]) =>
+            this.info.dtype === 'float16'
+              ? new Uint16Array(buffers[b]!, offset * 2, length)
+              : new Float32Array(buffers[b]!, offset * 4, length),
+          ),
         ),
       });
     } else if (msg.type === 'run-error') {

@@ -1,38 +1,50 @@
 /**
- * Writing one output part: `shard_XXX/part_XXXXX.safetensors` (activations, token ids, sample
- * offsets) and `shard_XXX/part_XXXXX.index.jsonl` (one record per sample) to a `BlobStore`.
+ * Writing one output part: `shard_XXX/part_XXXXX.safetensors` (activations, the tokens they
+ * belong to, statistics) and `shard_XXX/part_XXXXX.index.jsonl` (one record per sample) to a
+ * `BlobStore`.
  *
  * Names and bytes are deterministic (same samples and activations → same files, no
  * timestamps), so a retried part overwrites identical content and never duplicates it.
- * Rows are held in memory until `finish()` (safetensors needs every tensor's size in the
- * header), so the caller cuts parts by `byteSize` (e.g. 256 MiB).
+ * Rows are held in memory (views, not copies) until `finish()` (safetensors needs every
+ * tensor's size in the header); the caller cuts parts by size (`sampleBytes`).
  *
- * Tensors, in file order:
- * - `sample_offsets` I64 `[n_samples + 1]`: sample k's tokens are rows `[off[k], off[k+1])`.
+ * Tensors, in file order (format version 2; the small ones first, so a reader of the header
+ * and the statistics need not read the activations):
+ * - `sample_offsets` I64 `[n_samples + 1]`: sample k's rows are `[off[k], off[k+1])`.
  * - `sample_task_index` I64 `[n_samples]`: the task index of each sample.
- * - `token_ids` I32 `[n_tokens]`.
- * - `resid_post.{layer}` F16 or F32 `[n_tokens, hidden]`, one per layer in ascending order.
+ * - `token_positions` I32 `[n_rows]`: the position in its prompt of each row's token.
+ * - `token_ids` I32 `[n_rows]`: each row's token id.
+ * - `stats.resid_post.{layer}.mean` and `.m2` F64 `[hidden]`, `.count_norm` F64 `[2]`: the
+ *   layer's statistics over this part's rows (worker/extraction/layer-stats.ts).
+ * - `resid_post.{layer}` F16 or F32 `[n_rows, hidden]`, one per layer in ascending order.
  */
 import { crc32c } from '@node-rs/crc32';
+import { createHash } from 'node:crypto';
 
 import type { BlobStore } from '../../core/blob/store';
 import { joinKey } from '../../core/blob/store';
 import { crc32cBase64 } from '../../core/checksum';
 import { shardDirName } from '../../core/dataset/paths';
 import { ShardlineError, toError } from '../../core/errors';
-import type { ActivationDtype, ExtractedBatch } from './activations';
+import type { ActivationDtype, ExtractedBatch, Rows } from './activations';
 import { HOOK_POINT, residTensorName } from './activations';
 import { planBatches } from './batch';
 import type { BatchLimits } from './batch';
 import type { EngineInfo, Extractor } from './engine';
 import { GRID_ENCODING } from './grid';
+import type { LayerStats } from '../../core/layer-stats';
+import { StatsAccumulator } from './layer-stats';
 import type { Sample, SampleOptions, SkippedSample } from './samples';
 import type { TokenizerInfo } from './tokenizer';
-import { encodeSafetensorsHeader, safetensorsChunks, safetensorsSize } from './safetensors';
-import type { TensorSource } from './safetensors';
+import {
+  encodeSafetensorsHeader,
+  safetensorsChunks,
+  safetensorsSize,
+} from '../../core/safetensors';
+import type { TensorSource } from '../../core/safetensors';
 
 /** Version of the part format (tensor names, index fields, metadata keys). */
-export const PART_FORMAT_VERSION = 1;
+export const PART_FORMAT_VERSION = 2;
 /** `format` metadata value of every part. */
 export const PART_FORMAT = 'shardline.activations';
 
@@ -73,10 +85,12 @@ export interface IndexRecord {
     color_map: number[];
     train_order: number[];
   } | null;
-  /** Tokens (rows) of this sample. */
+  /** Tokens in this sample's prompt. */
   n_tokens: number;
-  /** First row of this sample in `token_ids` and every `resid_post.*` tensor. */
-  token_offset: number;
+  /** Rows stored for it: `n_tokens`, or fewer with `--positions`. */
+  n_rows: number;
+  /** Its first row in `token_positions`, `token_ids` and every `resid_post.*` tensor. */
+  row_offset: number;
   /** Train examples the task has (null for text). */
   train_examples_total: number | null;
   /** Train examples in the prompt: the first ones of `augmentation.train_order` (null for text). */
@@ -107,8 +121,12 @@ export interface PartResult {
   partIndex: number;
   /** Samples (rows of the index). */
   samples: number;
-  /** Tokens (rows of every activation tensor). */
+  /** Tokens of the samples' prompts (what the model ran). */
   tokens: number;
+  /** Rows stored (of every activation tensor). */
+  rows: number;
+  /** Per-layer statistics of the stored rows (keyed `resid_post.{layer}`). */
+  stats: Record<string, LayerStats>;
   /** Skipped samples or tasks recorded in the part's metadata. */
   skipped: number;
   /** Smallest task index among samples and skipped entries, or null for an empty part. */
@@ -153,6 +171,10 @@ export interface RunMetadataInput {
   tokenizer: TokenizerInfo;
   /** How samples were built. */
   samples: SampleOptions;
+  /** What is stored: layers, element type, positions (`formatPositions`). */
+  stored: { layers: readonly number[]; dtype: ActivationDtype; positions: string };
+  /** The extractor: `onnx`, `jax`, or `command` (a user's own, over the protocol). */
+  backend: string;
   /** More string entries (e.g. `dataset_id`, `run_id`). */
   extra?: Readonly<Record<string, string>>;
 }
@@ -183,10 +205,59 @@ export function runMetadata(input: RunMetadataInput): Record<string, string> {
     max_seq_length: String(o.maxSeqLength),
     min_train_examples: String(o.minTrainExamples),
     text_overflow: o.textOverflow,
+    layers: JSON.stringify(input.stored.layers),
+    dtype: input.stored.dtype,
+    positions: input.stored.positions,
+    format_version: String(PART_FORMAT_VERSION),
+    backend: input.backend,
   };
 }
 
-function indexRecord(sample: Sample, row: number, offset: number): IndexRecord {
+/**
+ * The run-level metadata entries that decide what the activations are, and so must be the
+ * same in every part of a dataset: the model and its hash, the tokenizer and template hashes,
+ * the prompt and augmentation settings, layers, element type, positions, format version. Not
+ * the backend (ONNX and JAX runs of one model agree to 1e-4) nor the model's name.
+ */
+export const PROVENANCE_KEYS = [
+  'model_sha256',
+  'residual_method',
+  'tokenizer_sha256',
+  'tokenizer_config_sha256',
+  'chat_template_sha256',
+  'prompt_template_sha256',
+  'grid_encoding',
+  'seed',
+  'augment',
+  'predictions_per_task',
+  'max_seq_length',
+  'min_train_examples',
+  'text_overflow',
+  'layers',
+  'dtype',
+  'positions',
+  'format_version',
+] as const;
+
+/** The fingerprint of a run: a hash of its `PROVENANCE_KEYS` entries (32 hex digits). */
+export function runFingerprint(metadata: Readonly<Record<string, string>>): string {
+  const identity = PROVENANCE_KEYS.map((k) => [k, metadata[k] ?? '']);
+  return createHash('sha256').update(JSON.stringify(identity)).digest('hex').slice(0, 32);
+}
+
+/** The provenance entries that differ between two runs' metadata: `[key, ours, theirs]`. */
+export function provenanceDiff(
+  ours: Readonly<Record<string, string>>,
+  theirs: Readonly<Record<string, string>>,
+): Array<[string, string, string]> {
+  return PROVENANCE_KEYS.filter((k) => (ours[k] ?? '') !== (theirs[k] ?? '')).map((k) => [
+    k,
+    ours[k] ?? '',
+    theirs[k] ?? '',
+  ]);
+}
+
+function indexRecord(sample: Sample, row: number, offset: number, nRows: number): IndexRecord {
   const a = sample.augmentation;
   return {
     sample_id: sample.sampleId,
@@ -205,7 +276,8 @@ function indexRecord(sample: Sample, row: number, offset: number): IndexRecord {
         }
       : null,
     n_tokens: sample.tokenIds.length,
-    token_offset: offset,
+    n_rows: nRows,
+    row_offset: offset,
     train_examples_total: sample.trainExamplesTotal,
     train_examples_used: sample.trainExamplesUsed,
     truncated: sample.truncated,
@@ -213,20 +285,29 @@ function indexRecord(sample: Sample, row: number, offset: number): IndexRecord {
   };
 }
 
-/** Accumulates the batches of one part and writes its two files. */
+/** Bytes of one stored row in a part: its activations in every layer, its position and id. */
+export function rowBytes(layers: number, hiddenSize: number, dtype: ActivationDtype): number {
+  return layers * hiddenSize * (dtype === 'float16' ? 2 : 4) + 8;
+}
+
+/** Accumulates the samples of one part and writes its two files. */
 export class PartWriter {
   private readonly records: IndexRecord[] = [];
-  private readonly tokenPieces: Int32Array[] = [];
+  private readonly positionPieces: Int32Array[] = [];
+  private readonly idPieces: Int32Array[] = [];
   private readonly taskIndexes: number[] = [];
-  private readonly layerPieces: Array<Array<Uint16Array | Float32Array>>;
+  private readonly layerPieces: Rows[][];
+  private readonly stats: StatsAccumulator[];
   private readonly skippedList: SkippedSample[] = [];
   private tokenCount = 0;
+  private rowCount = 0;
   private dataBytes = 0;
   private finished = false;
 
   /** Starts an empty part. */
   constructor(private readonly options: PartOptions) {
     this.layerPieces = options.layers.map(() => []);
+    this.stats = options.layers.map(() => new StatsAccumulator(options.hiddenSize));
   }
 
   /** Samples added so far. */
@@ -234,9 +315,14 @@ export class PartWriter {
     return this.records.length;
   }
 
-  /** Tokens added so far. */
+  /** Prompt tokens of the samples added so far. */
   get tokens(): number {
     return this.tokenCount;
+  }
+
+  /** Rows added so far. */
+  get rows(): number {
+    return this.rowCount;
   }
 
   /** Bytes of tensor data held so far (≈ the file size); cut parts by this. */
@@ -245,11 +331,52 @@ export class PartWriter {
   }
 
   /**
-   * Adds one engine batch and the samples it was run on (same order). Fails with
-   * `INVALID_ARGUMENT` when they do not match (counts, layers, dtype, width).
+   * Adds one sample: its rows in each layer (`rows[l]`, `[n, hidden]`, kept as given: pass
+   * views, not copies) and the prompt positions they are (`positions`, ascending; null when
+   * every token is stored). Fails with `INVALID_ARGUMENT` when the rows do not fit.
    */
-  add(samples: readonly Sample[], batch: ExtractedBatch): void {
+  addSample(sample: Sample, rows: readonly Rows[], positions: Int32Array | null): void {
     this.checkOpen();
+    const { layers, hiddenSize, dtype } = this.options;
+    const nTokens = sample.tokenIds.length;
+    const n = positions ? positions.length : nTokens;
+    const mismatch = (why: string): never => {
+      throw new ShardlineError(
+        'INVALID_ARGUMENT',
+        `sample ${sample.sampleId} does not fit the part: ${why}`,
+      );
+    };
+    if (rows.length !== layers.length)
+      mismatch(`${rows.length} layers, the part has ${layers.length}`);
+    rows.forEach((r, l) => {
+      const want = dtype === 'float16' ? r instanceof Uint16Array : r instanceof Float32Array;
+      if (!want) mismatch(`layer ${layers[l]} is not ${dtype}`);
+      if (r.length !== n * hiddenSize)
+        mismatch(`layer ${layers[l]} holds ${r.length / hiddenSize} rows, expected ${n}`);
+    });
+    const pos = positions ?? Int32Array.from({ length: nTokens }, (_, i) => i);
+    const ids = positions
+      ? Int32Array.from(positions, (p) => sample.tokenIds[p]!)
+      : sample.tokenIds;
+    this.records.push(indexRecord(sample, this.records.length, this.rowCount, n));
+    this.taskIndexes.push(sample.taskIndex);
+    this.positionPieces.push(pos);
+    this.idPieces.push(ids);
+    rows.forEach((r, l) => {
+      this.layerPieces[l]!.push(r);
+      this.stats[l]!.add(r, dtype === 'float16');
+    });
+    this.tokenCount += nTokens;
+    this.rowCount += n;
+    this.dataBytes += n * rowBytes(layers.length, hiddenSize, dtype) + 16;
+  }
+
+  /** Adds one extractor batch: sample k's rows are `batch.rows[l][k]` (see `addSample`). */
+  add(
+    samples: readonly Sample[],
+    batch: ExtractedBatch,
+    positions?: ReadonlyArray<Int32Array | null>,
+  ): void {
     const { layers, hiddenSize, dtype } = this.options;
     const mismatch = (why: string): never => {
       throw new ShardlineError('INVALID_ARGUMENT', `batch does not fit part: ${why}`);
@@ -257,32 +384,15 @@ export class PartWriter {
     if (batch.dtype !== dtype) mismatch(`dtype ${batch.dtype}, part is ${dtype}`);
     if (batch.hiddenSize !== hiddenSize) mismatch(`hidden ${batch.hiddenSize} != ${hiddenSize}`);
     if (batch.layers.join() !== layers.join()) mismatch(`layers ${batch.layers.join()}`);
-    if (batch.tokenCounts.length !== samples.length) {
-      mismatch(`${batch.tokenCounts.length} sequences for ${samples.length} samples`);
-    }
-    let total = 0;
-    samples.forEach((s, k) => {
-      if (batch.tokenCounts[k] !== s.tokenIds.length) {
-        mismatch(
-          `sample ${s.sampleId} has ${s.tokenIds.length} tokens, batch row ${k} has ${batch.tokenCounts[k]}`,
-        );
-      }
-      total += s.tokenIds.length;
-    });
-    batch.activations.forEach((a, l) => {
-      if (a.length !== total * hiddenSize) mismatch(`layer ${layers[l]} holds ${a.length} values`);
-    });
-    for (const s of samples) {
-      this.records.push(indexRecord(s, this.records.length, this.tokenCount));
-      this.taskIndexes.push(s.taskIndex);
-      this.tokenPieces.push(s.tokenIds);
-      this.tokenCount += s.tokenIds.length;
-    }
-    batch.activations.forEach((a, l) => {
-      this.layerPieces[l]!.push(a);
-      this.dataBytes += a.byteLength;
-    });
-    this.dataBytes += total * 4 + samples.length * 16;
+    if (batch.rowCounts.length !== samples.length)
+      mismatch(`${batch.rowCounts.length} sequences for ${samples.length} samples`);
+    samples.forEach((s, k) =>
+      this.addSample(
+        s,
+        batch.rows.map((layer) => layer[k]!),
+        positions?.[k] ?? null,
+      ),
+    );
   }
 
   /** Records skipped tasks or samples in the part's metadata (`skipped`). */
@@ -301,9 +411,13 @@ export class PartWriter {
     const { shardId, partIndex, layers, hiddenSize, dtype } = this.options;
     const keys = partKeys(shardId, partIndex, this.options.prefix);
     const n = this.records.length;
+    const R = this.rowCount;
 
     const offsets = new BigInt64Array(n + 1);
-    this.records.forEach((r, k) => (offsets[k + 1] = BigInt(r.token_offset + r.n_tokens)));
+    this.records.forEach((r, k) => (offsets[k + 1] = BigInt(r.row_offset + r.n_rows)));
+    const stats = Object.fromEntries(
+      layers.map((layer, l) => [residTensorName(layer), this.stats[l]!.toJSON()]),
+    );
     const tensors: TensorSource[] = [
       { name: 'sample_offsets', dtype: 'I64', shape: [n + 1], pieces: [offsets] },
       {
@@ -312,11 +426,26 @@ export class PartWriter {
         shape: [n],
         pieces: [BigInt64Array.from(this.taskIndexes, (t) => BigInt(t))],
       },
-      { name: 'token_ids', dtype: 'I32', shape: [this.tokenCount], pieces: this.tokenPieces },
+      { name: 'token_positions', dtype: 'I32', shape: [R], pieces: this.positionPieces },
+      { name: 'token_ids', dtype: 'I32', shape: [R], pieces: this.idPieces },
+      ...layers.flatMap((layer, l): TensorSource[] => {
+        const a = this.stats[l]!;
+        const name = `stats.${residTensorName(layer)}`;
+        return [
+          { name: `${name}.mean`, dtype: 'F64', shape: [hiddenSize], pieces: [a.mean] },
+          { name: `${name}.m2`, dtype: 'F64', shape: [hiddenSize], pieces: [a.m2] },
+          {
+            name: `${name}.count_norm`,
+            dtype: 'F64',
+            shape: [2],
+            pieces: [Float64Array.of(a.count, a.normSum)],
+          },
+        ];
+      }),
       ...layers.map((layer, l): TensorSource => ({
         name: residTensorName(layer),
         dtype: dtype === 'float16' ? 'F16' : 'F32',
-        shape: [this.tokenCount, hiddenSize],
+        shape: [R, hiddenSize],
         pieces: this.layerPieces[l]!,
       })),
     ];
@@ -332,10 +461,12 @@ export class PartWriter {
       dtype,
       layers: JSON.stringify(layers),
       hidden_size: String(hiddenSize),
+      fingerprint: runFingerprint(this.options.metadata),
       shard_id: String(shardId),
       part_index: String(partIndex),
       n_samples: String(n),
       n_tokens: String(this.tokenCount),
+      n_rows: String(R),
       first_task_index: first === null ? '' : String(first),
       last_task_index: last === null ? '' : String(last),
       skipped: JSON.stringify(
@@ -385,6 +516,8 @@ export class PartWriter {
       partIndex,
       samples: n,
       tokens: this.tokenCount,
+      rows: R,
+      stats,
       skipped: this.skippedList.length,
       firstTaskIndex: first,
       lastTaskIndex: last,

@@ -36,6 +36,8 @@ export interface SampleOptions {
   template: PromptTemplate;
   /** Keep the rendered prompt text on each sample (for debugging and golden tests). Default false. */
   keepPromptText: boolean;
+  /** Find each ARC sample's `answerStart` (for `--positions answer`). Default false. */
+  findAnswerStart: boolean;
 }
 
 /** One prompt: a (task, test input, augmentation) triple and its token ids. */
@@ -64,6 +66,11 @@ export interface Sample {
   promptSha256: string;
   /** The prompt text, only with `keepPromptText`. */
   promptText?: string;
+  /**
+   * ARC, with `findAnswerStart`: the position of the first token of the fence that opens the
+   * answer grid (`--positions answer`); null when it cannot be told apart. Text: absent.
+   */
+  answerStart?: number | null;
 }
 
 /** A task, or one sample of it, that produced no activations. */
@@ -108,6 +115,7 @@ export function resolveSampleOptions(
     textOverflow: options.textOverflow ?? 'skip',
     template: options.template,
     keepPromptText: options.keepPromptText ?? false,
+    findAnswerStart: options.findAnswerStart ?? false,
   };
   const positiveInt = (name: string, v: number): void => {
     if (!Number.isSafeInteger(v) || v < 1) {
@@ -200,6 +208,28 @@ function fitArcPrompt(
     }
   }
   return best ?? { tooLong: shortest };
+}
+
+/** What opens the answer grid at the end of an ARC prompt (the template's "```grid"). */
+const ANSWER_FENCE = '```';
+
+/**
+ * The token position where the answer grid opens: the first token of the prompt's last
+ * fence. Found by tokenizing the text before it: when that is a prefix of the prompt's tokens
+ * (a token boundary falls right before the fence, as it does for the Qwen tokenizer, where
+ * newlines and backticks never merge), its length is the position; else null.
+ */
+export function answerStartOf(
+  text: string,
+  ids: readonly number[],
+  tokenizer: PromptTokenizer,
+): number | null {
+  const at = text.lastIndexOf(ANSWER_FENCE);
+  if (at < 0) return null;
+  const prefix = tokenizer.encode(text.slice(0, at), { addSpecialTokens: false });
+  if (prefix.length >= ids.length) return null;
+  for (let i = 0; i < prefix.length; i++) if (prefix[i] !== ids[i]) return null;
+  return prefix.length;
 }
 
 /**
@@ -296,6 +326,9 @@ export function buildSamples(
         truncated: false,
         promptSha256: sha256(fitted.text),
         ...(options.keepPromptText ? { promptText: fitted.text } : {}),
+        ...(options.findAnswerStart
+          ? { answerStart: answerStartOf(fitted.text, fitted.ids, tokenizer) }
+          : {}),
       });
     }
   }

@@ -12,7 +12,7 @@
 import * as ort from 'onnxruntime-node';
 
 import { ShardlineError, toError } from '../../core/errors';
-import type { ExtractedBatch } from './activations';
+import type { ExtractedBatch, Rows } from './activations';
 import type { PreparedModel } from './prepare-model';
 
 /** Session settings. */
@@ -29,6 +29,28 @@ export interface SessionSettings {
   interOpNumThreads?: number;
   /** Token id written into padding positions (never attended to). Default 0. */
   padTokenId?: number;
+}
+
+/** Refuses positions that are not ascending, unique and inside their sequence. */
+export function checkPositions(
+  positions: ReadonlyArray<ArrayLike<number>>,
+  lengths: readonly number[],
+): void {
+  if (positions.length !== lengths.length)
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `${positions.length} position lists for ${lengths.length} sequences`,
+    );
+  positions.forEach((p, k) => {
+    for (let i = 0; i < p.length; i++) {
+      const v = p[i]!;
+      if (!Number.isInteger(v) || v < 0 || v >= lengths[k]! || (i > 0 && v <= p[i - 1]!))
+        throw new ShardlineError(
+          'INVALID_ARGUMENT',
+          `position ${v} of sequence ${k} is not ascending within its ${lengths[k]} tokens`,
+        );
+    }
+  });
 }
 
 function modelError(message: string, cause?: unknown): ShardlineError {
@@ -76,11 +98,17 @@ export class ExtractionSession {
   }
 
   /**
-   * Runs one batch of token-id sequences (each non-empty) and returns, per layer, the rows of
-   * the real tokens packed in sequence order. Fails with `INVALID_ARGUMENT` on an empty
-   * sequence, `MODEL` when onnxruntime fails (e.g. a token id outside the vocabulary).
+   * Runs one batch of token-id sequences (each non-empty) and returns, per layer and sequence,
+   * the rows of the real tokens, or only those at `positions[k]` (ascending, within the
+   * sequence) when given. With every row asked for, the rows are views into onnxruntime's
+   * output (no copy); chosen positions are copied out (a few rows). Fails with
+   * `INVALID_ARGUMENT` on an empty sequence or a position outside it, `MODEL` when onnxruntime
+   * fails (e.g. a token id outside the vocabulary).
    */
-  async run(sequences: ReadonlyArray<ArrayLike<number>>): Promise<ExtractedBatch> {
+  async run(
+    sequences: ReadonlyArray<ArrayLike<number>>,
+    positions?: ReadonlyArray<ArrayLike<number>>,
+  ): Promise<ExtractedBatch> {
     const B = sequences.length;
     const { layers, dtype, outputNames } = this.model;
     if (B === 0) {
@@ -88,16 +116,15 @@ export class ExtractionSession {
         dtype,
         hiddenSize: this.model.hiddenSize ?? 0,
         layers: [...layers],
-        tokenCounts: [],
-        activations: layers.map(() =>
-          dtype === 'float16' ? new Uint16Array(0) : new Float32Array(0),
-        ),
+        rowCounts: [],
+        rows: layers.map(() => []),
       };
     }
     const lengths = sequences.map((s) => s.length);
     if (lengths.some((n) => n === 0)) {
       throw new ShardlineError('INVALID_ARGUMENT', 'a sequence has no tokens');
     }
+    if (positions) checkPositions(positions, lengths);
     const S = Math.max(...lengths);
     const ids = new BigInt64Array(B * S).fill(BigInt(this.padTokenId));
     const mask = new BigInt64Array(B * S);
@@ -132,9 +159,8 @@ export class ExtractionSession {
       throw modelError(`onnxruntime run failed (batch ${B}x${S}): ${toError(e).message}`, e);
     }
 
-    const total = lengths.reduce((a, b) => a + b, 0);
     let hidden = 0;
-    const activations = outputNames.map((name) => {
+    const rows = outputNames.map((name): Rows[] => {
       const t = results[name];
       if (!t) throw modelError(`onnxruntime returned no ${name}`);
       const [tb, ts, th] = t.dims as [number, number, number];
@@ -143,25 +169,32 @@ export class ExtractionSession {
       }
       hidden = th;
       const data = t.data;
-      const out =
-        dtype === 'float16'
-          ? data instanceof Uint16Array
-            ? new Uint16Array(total * th)
-            : null
-          : data instanceof Float32Array
-            ? new Float32Array(total * th)
-            : null;
-      if (!out) throw modelError(`${name} came back as ${t.type}, expected ${dtype}`);
-      let at = 0;
-      for (let b = 0; b < B; b++) {
-        const rows = lengths[b]! * th;
-        out.set((data as typeof out).subarray(b * S * th, b * S * th + rows), at);
-        at += rows;
-      }
-      return out;
+      const ok = dtype === 'float16' ? data instanceof Uint16Array : data instanceof Float32Array;
+      if (!ok) throw modelError(`${name} came back as ${t.type}, expected ${dtype}`);
+      const all = data as Rows;
+      // Sequence b's real rows are contiguous: [b*S, b*S + length) of the padded output.
+      return lengths.map((len, b) => {
+        const seq = all.subarray(b * S * th, (b * S + len) * th);
+        const want = positions?.[b];
+        if (!want) return seq;
+        const out =
+          dtype === 'float16'
+            ? new Uint16Array(want.length * th)
+            : new Float32Array(want.length * th);
+        for (let r = 0; r < want.length; r++) {
+          const p = want[r]!;
+          out.set(seq.subarray(p * th, (p + 1) * th), r * th);
+        }
+        return out;
+      });
     });
-    for (const name of outputNames) results[name]?.dispose();
-    return { dtype, hiddenSize: hidden, layers: [...layers], tokenCounts: lengths, activations };
+    return {
+      dtype,
+      hiddenSize: hidden,
+      layers: [...layers],
+      rowCounts: positions ? positions.map((p) => p.length) : lengths,
+      rows,
+    };
   }
 
   /** Releases the native session. */

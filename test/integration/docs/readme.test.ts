@@ -2,14 +2,16 @@
  * Every command the README shows is exercised: the local ones are run, in order, in a scratch
  * folder (with a generated model where the README points at one), and must succeed; the cloud
  * ones are parsed against the command's flags (no typo survives); the Python reader block runs
- * on the demo's outputs when python3 with numpy is present.
+ * on the demo's outputs (a named skip where python3 with numpy is missing, a failure where
+ * SHARDLINE_REQUIRE_PYTHON is set: test/support/python.ts).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { parseArgs } from '../../../cli/args';
 import { COMMANDS } from '../../../cli/commands';
+import { pythonTest, runPython } from '../../support/python';
 import { makeTempDir } from '../../support/tmp';
 import { CLI, arcJsonl } from '../../support/worker-fixtures';
 import { generateQwen2Model } from '../../../synthetic/qwen2';
@@ -54,9 +56,16 @@ test('every README command uses real flags with valid values', () => {
   }
 });
 
-test('the local README commands run, in order, and succeed; the Python reader reads the demo outputs', () => {
-  const { dir, cleanup } = makeTempDir('readme');
-  try {
+describe('the local README commands, in a scratch folder', () => {
+  let dir = '';
+  let cleanup = (): void => undefined;
+  afterAll(() => cleanup());
+  /** Each local command line and how it ended; filled once, by beforeAll. */
+  const runs: Array<{ line: string; code: number | null; stderr: string }> = [];
+  const local = commands.filter((c) => !isCloud(c));
+
+  beforeAll(() => {
+    ({ dir, cleanup } = makeTempDir('readme'));
     writeFileSync(path.join(dir, 'tasks.jsonl'), arcJsonl(16));
     // The README's model path, with the 24 layers its --layers 10-23 asks for (tiny otherwise).
     const modelDir = path.join(dir, 'models/qwen2.5-0.5b/onnx');
@@ -76,8 +85,21 @@ test('the local README commands run, in order, and succeed; the Python reader re
       externalData: true,
     });
     symlinkSync(path.join(ROOT, 'examples'), path.join(dir, 'examples'));
+    for (const line of local) {
+      const [, ...args] = words(line);
+      const extra = args[0] === 'work' ? ['--predictions_per_task', '2', '--threads', '1'] : [];
+      const r = spawnSync(process.execPath, [CLI, ...args, ...extra], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, SHARDLINE_LOG_FORMAT: 'json' },
+        timeout: 600_000,
+      });
+      runs.push({ line, code: r.status, stderr: r.status === 0 ? '' : r.stderr.slice(-2000) });
+      if (r.status !== 0) break; // the later commands build on this one
+    }
+  }, 900_000);
 
-    const local = commands.filter((c) => !isCloud(c));
+  test('they run, in order, and succeed', () => {
     expect(local.map((c) => c.split(' ')[1])).toEqual(
       expect.arrayContaining([
         'create',
@@ -90,32 +112,19 @@ test('the local README commands run, in order, and succeed; the Python reader re
         'demo',
       ]),
     );
-    for (const line of local) {
-      const [, ...args] = words(line);
-      const extra = args[0] === 'work' ? ['--predictions_per_task', '2', '--threads', '1'] : [];
-      const r = spawnSync(process.execPath, [CLI, ...args, ...extra], {
-        cwd: dir,
-        encoding: 'utf8',
-        env: { ...process.env, SHARDLINE_LOG_FORMAT: 'json' },
-        timeout: 600_000,
-      });
-      expect({ line, code: r.status, stderr: r.status === 0 ? '' : r.stderr.slice(-2000) }).toEqual(
-        { line, code: 0, stderr: '' },
-      );
-    }
+    expect(runs).toEqual(local.map((line) => ({ line, code: 0, stderr: '' })));
+  });
 
-    const python = spawnSync('python3', ['-c', 'import numpy'], { encoding: 'utf8' });
-    if (python.status !== 0) {
-      process.stderr.write(
-        'python3 with numpy is not available: the README Python block was not run\n',
-      );
-      return;
+  pythonTest("the README's Python block reads the demo's outputs", () => {
+    const python = blocks('python');
+    expect(python.length).toBeGreaterThan(0);
+    for (const code of python) {
+      const out = runPython(['-c', code], { cwd: dir });
+      expect({ status: out.status, stderr: out.status === 0 ? '' : out.stderr }).toEqual({
+        status: 0,
+        stderr: '',
+      });
+      expect(out.stdout).toMatch(/^\(\d+, 64\) demo_\d{6}_[a-z0-9-]+ \{'index': 0,/);
     }
-    for (const code of blocks('python')) {
-      const out = execFileSync('python3', ['-c', code], { cwd: dir, encoding: 'utf8' });
-      expect(out).toMatch(/^\(\d+, 64\) demo_\d{6}_[a-z0-9-]+ \{'index': 0,/);
-    }
-  } finally {
-    cleanup();
-  }
+  });
 });

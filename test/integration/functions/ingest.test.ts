@@ -22,7 +22,7 @@ import { cli } from '../../support/cli';
 import { readAndCheckDataset } from '../../support/dataset-check';
 import { emulatorEnv, uniqueName } from '../../support/emulators';
 import type { World } from '../../support/functions-world';
-import { closeWorld, deliver, makeWorld } from '../../support/functions-world';
+import { captureLogs, closeWorld, deliver, makeWorld } from '../../support/functions-world';
 import { generateJsonl } from '../../support/jsonl-gen';
 import { finalizedCloudEvent, pullAll } from '../../support/pubsub';
 import { makeTempDir } from '../../support/tmp';
@@ -173,7 +173,7 @@ test('an upload becomes a dataset: files equal a local create, shards in the led
   expect(status2.stdout).toContain(`Dataset ${record!.dataset_id}: available`);
   expect(status2.stdout).toContain('Ingest: completed');
 
-  const bells = doorbellsOf(await pullAll(projectId, world.subs.work));
+  const bells = doorbellsOf(await pullAll(projectId, world.topics.work, world.subs.work));
   expect(bells).toEqual(
     [0, 1, 2, 3].map(
       (k) =>
@@ -194,9 +194,11 @@ test('the same event delivered three times: one dataset, one set of doorbells', 
   const records = await recordsOf(obj.name);
   expect(records).toHaveLength(1);
   expect(records[0]).toMatchObject({ state: 'completed', version: 1 });
-  expect(doorbellsOf(await pullAll(projectId, world.subs.work)).map((b) => b.shard_id)).toEqual([
-    0, 1, 2, 3,
-  ]);
+  expect(
+    doorbellsOf(await pullAll(projectId, world.topics.work, world.subs.work)).map(
+      (b) => b.shard_id,
+    ),
+  ).toEqual([0, 1, 2, 3]);
   const datasets = await firestore.collection(`${world.ns}-datasets`).get();
   expect(datasets.size).toBe(1);
 });
@@ -272,10 +274,13 @@ test('each kind of unusable object gets its own recorded outcome', async () => {
   expect(list.stdout).toContain(`gs://${world.bucket}/incoming/bad.jsonl`);
   expect(list.stdout.match(/failed/g)?.length).toBeGreaterThanOrEqual(3);
 
-  // None of them rang a doorbell or left a dataset behind.
-  expect(await pullAll(projectId, world.subs.work)).toEqual([]);
+  // None of them registered a dataset, left one in the bucket, rang a doorbell or started a
+  // fanned-out step (each topic is read up to a marker published after the events).
+  expect((await firestore.collection(world.collections.datasets).get()).size).toBe(0);
   const [files] = await storage.bucket(world.bucket).getFiles({ prefix: 'datasets/' });
   expect(files.map((f) => f.name)).toEqual([]);
+  expect(await pullAll(projectId, world.topics.work, world.subs.work)).toEqual([]);
+  expect(await pullAll(projectId, world.topics.ingest, world.subs.ingest)).toEqual([]);
 });
 
 test('an event without data, or of another type, is acknowledged and ignored', async () => {
@@ -324,7 +329,7 @@ test('the large-file path (forced with a tiny budget) gives the same dataset as 
   // Deliver the step messages to `ingestStep`, as the Pub/Sub trigger would, until done.
   const kinds = new Map<string, number>();
   for (let round = 0; round < 200; round++) {
-    const steps = await pullAll(projectId, world.subs.ingest, 500);
+    const steps = await pullAll(projectId, world.topics.ingest, world.subs.ingest);
     if (steps.length === 0) break;
     for (const [i, s] of steps.entries()) {
       const kind = (s.json as { step: { kind: string } }).step.kind;
@@ -351,16 +356,20 @@ test('the large-file path (forced with a tiny budget) gives the same dataset as 
   const local = await localDataset(input, record!.dataset_id, 4, 0.01);
   expect(local.master.rejected_lines).toBeGreaterThan(0);
   expect(rejectedCloud.toString().trim().split('\n')).toHaveLength(local.master.rejected_lines);
-  expect(doorbellsOf(await pullAll(projectId, world.subs.work)).map((b) => b.shard_id)).toEqual([
-    0, 1, 2, 3,
-  ]);
+  expect(
+    doorbellsOf(await pullAll(projectId, world.topics.work, world.subs.work)).map(
+      (b) => b.shard_id,
+    ),
+  ).toEqual([0, 1, 2, 3]);
   // No staging left behind.
   const [staging] = await storage.bucket(world.bucket).getFiles({ prefix: 'datasets/.ingest/' });
   expect(staging).toEqual([]);
 });
 
-test('a malformed ingest step is acknowledged, not retried forever', async () => {
+test('a malformed ingest step is acknowledged (not retried forever) and changes nothing', async () => {
   world = await makeWorld(projectId, pubsub);
+  const logged = captureLogs(world);
+  // `deliver` expects 204: acknowledged. A 5xx would make Pub/Sub redeliver it forever.
   await deliver('ingestStep', projectId, world.topics.ingest, 'not json', 'x1');
   const unknown = {
     type: 'ingest.step',
@@ -369,6 +378,29 @@ test('a malformed ingest step is acknowledged, not retried forever', async () =>
     step: { kind: 'finalize' },
   };
   await deliver('ingestStep', projectId, world.topics.ingest, JSON.stringify(unknown), 'x2');
+
+  // Each was recognised for what it is: not a message at all, and a step of no ingest.
+  expect(logged.filter((l) => l.message.startsWith('ingest step'))).toEqual([
+    expect.objectContaining({
+      severity: 'ERROR',
+      message: 'ingest step dropped',
+      message_id: 'x1',
+      reason: 'message data is not JSON (8 bytes)',
+    }),
+    expect.objectContaining({
+      severity: 'INFO',
+      message: 'ingest step skipped',
+      ingest_id: 'nope',
+      reason: 'no such ingest',
+    }),
+  ]);
+  // Nothing was written or published: no ingest record, no dataset, no step, no doorbell.
+  expect((await firestore.collection(world.collections.ingests).get()).size).toBe(0);
+  expect((await firestore.collection(world.collections.datasets).get()).size).toBe(0);
+  const [files] = await storage.bucket(world.bucket).getFiles();
+  expect(files.map((f) => f.name)).toEqual([]);
+  expect(await pullAll(projectId, world.topics.ingest, world.subs.ingest)).toEqual([]);
+  expect(await pullAll(projectId, world.topics.work, world.subs.work)).toEqual([]);
 });
 
 test('a gzip upload too large for one invocation is refused with what to do instead', async () => {
@@ -384,5 +416,9 @@ test('a gzip upload too large for one invocation is refused with what to do inst
     state: 'failed',
     error: expect.stringContaining('Upload it uncompressed') as unknown,
   });
-  expect(await pullAll(projectId, world.subs.work)).toEqual([]);
+  // No dataset in the ledger or the bucket, and no doorbell (read up to a marker).
+  expect((await firestore.collection(world.collections.datasets).get()).size).toBe(0);
+  const [files] = await storage.bucket(world.bucket).getFiles({ prefix: 'datasets/' });
+  expect(files.map((f) => f.name)).toEqual([]);
+  expect(await pullAll(projectId, world.topics.work, world.subs.work)).toEqual([]);
 });

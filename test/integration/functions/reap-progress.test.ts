@@ -8,10 +8,14 @@ import { Storage } from '@google-cloud/storage';
 import '../../../functions/index';
 import { GcsBlobStore } from '../../../core/blob/gcs';
 import { MESSAGE_VERSION } from '../../../core/messages';
-import type { DatasetManifest } from '../../../core/rollup/progress';
+import type { BlobStore } from '../../../core/blob/store';
+import { mergeStats } from '../../../core/layer-stats';
+import type { LayerStats } from '../../../core/layer-stats';
+import type { DatasetManifest, ShardManifest } from '../../../core/rollup/manifests';
+import { encodeManifest, shardManifestKey } from '../../../core/rollup/manifests';
 import { emulatorEnv } from '../../support/emulators';
 import type { World } from '../../support/functions-world';
-import { closeWorld, deliver, makeWorld } from '../../support/functions-world';
+import { captureLogs, closeWorld, deliver, makeWorld } from '../../support/functions-world';
 import { FakeClock, makeDataset } from '../../support/ledger-fixtures';
 import { pullAll } from '../../support/pubsub';
 
@@ -29,6 +33,49 @@ async function registered(clock: FakeClock, numShards: number) {
   const datasetUri = `gs://${world.bucket}/datasets/reaped`;
   await world.deps.ledger.registerDataset(master, { datasetUri });
   return { datasetId: master.dataset_id, datasetUri };
+}
+
+/**
+ * A completed shard's manifest as a worker writes it (no parts: the roll-up reads only the
+ * manifests), with statistics of `rows` rows of width 2 around `centre`.
+ */
+async function writeShardManifest(
+  store: BlobStore,
+  shardId: number,
+  rows: number,
+  centre: number,
+): Promise<LayerStats> {
+  const stats: LayerStats = {
+    count: rows,
+    mean: [centre, -centre],
+    m2: [rows * 0.5, rows * 2],
+    norm_sum: rows * Math.SQRT2 * Math.abs(centre),
+  };
+  const manifest: ShardManifest = {
+    format: 'shardline.shard-manifest',
+    format_version: 2,
+    dataset_id: 'reaped',
+    shard_id: shardId,
+    first_task_index: shardId * 10,
+    total_tasks: 10,
+    worker_id: `w${shardId}`,
+    epoch: 1,
+    fingerprint: 'f'.repeat(32),
+    model: 'synthetic',
+    layers: [3],
+    dtype: 'float32',
+    positions: 'all',
+    hidden_size: 2,
+    parts: [],
+    samples: 10 + shardId,
+    tokens: rows * 2,
+    rows,
+    skipped: 0,
+    bytes: 1000 * (shardId + 1),
+    stats: { 'resid_post.3': stats },
+  };
+  await store.writeAll(shardManifestKey(shardId), encodeManifest(manifest));
+  return stats;
 }
 
 test('reap frees an expired shard and rings its doorbell again; a live lease is left alone', async () => {
@@ -52,7 +99,7 @@ test('reap frees an expired shard and rings its doorbell again; a live lease is 
   const s1 = await world.deps.ledger.getShard(datasetId, 1);
   expect(s0).toMatchObject({ status: 'available', attempts: 1, assigned_to: null });
   expect(s1).toMatchObject({ status: 'in_use', assigned_to: 'worker-b' });
-  const bells = await pullAll(projectId, world.subs.work);
+  const bells = await pullAll(projectId, world.topics.work, world.subs.work);
   expect(bells.map((b) => b.json)).toEqual([
     expect.objectContaining({
       type: 'shard.available',
@@ -65,9 +112,13 @@ test('reap frees an expired shard and rings its doorbell again; a live lease is 
   // The zombie cannot finish what it lost.
   await expect(world.deps.ledger.complete(expiring!)).rejects.toMatchObject({ code: 'LEASE_LOST' });
 
-  // A second tick has nothing to do.
+  // A second tick has nothing to do: the ledger is as the first left it (worker-b's lease is
+  // live), and no doorbell or event went out (each topic read up to a marker sent after it).
   await deliver('reap', projectId, 'shardline-tick', '', 'tick-2');
-  expect(await pullAll(projectId, world.subs.work)).toEqual([]);
+  expect(await world.deps.ledger.getShard(datasetId, 0)).toEqual(s0);
+  expect(await world.deps.ledger.getShard(datasetId, 1)).toEqual(s1);
+  expect(await pullAll(projectId, world.topics.work, world.subs.work)).toEqual([]);
+  expect(await pullAll(projectId, world.topics.events, world.subs.events)).toEqual([]);
 });
 
 test('a shard whose leases keep expiring ends failed, with a final shard.failed event', async () => {
@@ -83,7 +134,7 @@ test('a shard whose leases keep expiring ends failed, with a final shard.failed 
     status: 'failed',
     attempts: 3,
   });
-  const events = await pullAll(projectId, world.subs.events);
+  const events = await pullAll(projectId, world.topics.events, world.subs.events);
   expect(events.map((e) => e.json)).toEqual([
     expect.objectContaining({
       type: 'shard.failed',
@@ -94,7 +145,9 @@ test('a shard whose leases keep expiring ends failed, with a final shard.failed 
     }),
   ]);
   expect(
-    (await pullAll(projectId, world.subs.work)).map((b) => (b.json as { reason: string }).reason),
+    (await pullAll(projectId, world.topics.work, world.subs.work)).map(
+      (b) => (b.json as { reason: string }).reason,
+    ),
   ).toEqual(['reap', 'reap']);
 });
 
@@ -116,7 +169,10 @@ test('progress writes the dataset manifest once, when the last shard completes; 
       completed_at: new Date(clock.nowMs()).toISOString(),
     });
   const store = new GcsBlobStore(storage, world.bucket, 'datasets/reaped/activations');
-  for (let k = 0; k < 3; k++) {
+  const written: LayerStats[] = [];
+  // Completed out of shard order: the dataset's figures are merged in shard order regardless.
+  for (const k of [2, 0, 1]) {
+    written[k] = await writeShardManifest(store, k, 100 * (k + 1), k + 1);
     const claim = await world.deps.ledger.claim(datasetId, `w${k}`, { preferredShardId: k });
     clock.advance(1000);
     await world.deps.ledger.complete(claim!, {
@@ -134,7 +190,7 @@ test('progress writes the dataset manifest once, when the last shard completes; 
     );
     expect({ k, manifest: (await store.stat('_MANIFEST.json')) !== null }).toEqual({
       k,
-      manifest: k === 2,
+      manifest: k === 1,
     });
   }
   const first = await store.stat('_MANIFEST.json');
@@ -142,11 +198,23 @@ test('progress writes the dataset manifest once, when the last shard completes; 
     (await store.readAll('_MANIFEST.json')).toString(),
   ) as DatasetManifest;
   expect(manifest).toMatchObject({
+    format: 'shardline.dataset-manifest',
+    format_version: 2,
     dataset_id: datasetId,
     num_shards: 3,
     samples: 33,
+    rows: 600,
+    tokens: 1200,
     bytes: 6000,
+    fingerprint: 'f'.repeat(32),
+    layers: [3],
+    positions: 'all',
   });
+  // Exactly the shards' figures merged in shard order (the roll-up's order, not completion's).
+  expect(manifest.stats).toEqual(mergeStats(written.map((s) => ({ 'resid_post.3': s }))));
+  expect(manifest.stats['resid_post.3']!.count).toBe(600);
+  // Mean of the three shards' means weighted by rows: (100·1 + 200·2 + 300·3) / 600.
+  expect(manifest.stats['resid_post.3']!.mean[0]).toBeCloseTo(1400 / 600, 12);
   expect(manifest.shards.map((s) => [s.shard_id, s.manifest, s.worker_id])).toEqual([
     [0, 'shard_000/_MANIFEST.json', 'w0'],
     [1, 'shard_001/_MANIFEST.json', 'w1'],
@@ -164,8 +232,51 @@ test('progress writes the dataset manifest once, when the last shard completes; 
   expect((await store.stat('_MANIFEST.json'))?.generation).toBe(first?.generation);
 });
 
-test('a malformed event is acknowledged and dropped', async () => {
-  world = await makeWorld(projectId, pubsub);
-  await deliver('progress', projectId, world.topics.events, '{"type":"shard.completed"}', 'bad-1');
-  await deliver('progress', projectId, world.topics.events, Buffer.from([0xff, 0x00]), 'bad-2');
+test('a malformed event is acknowledged and dropped; the valid one after it is acted on', async () => {
+  const clock = new FakeClock();
+  const { datasetId } = await registered(clock, 1);
+  const logged = captureLogs(world);
+  const out = `gs://${world.bucket}/datasets/reaped/activations`;
+  const store = new GcsBlobStore(storage, world.bucket, 'datasets/reaped/activations');
+  // The only shard is completed in the ledger: a valid event now writes the dataset manifest.
+  await writeShardManifest(store, 0, 10, 1);
+  const claim = (await world.deps.ledger.claim(datasetId, 'w0'))!;
+  await world.deps.ledger.complete(claim, {
+    parts: 0,
+    samples: 5,
+    bytes: 100,
+    uri: `${out}/shard_000/_MANIFEST.json`,
+  });
+  const event = {
+    type: 'shard.completed',
+    version: MESSAGE_VERSION,
+    dataset_id: datasetId,
+    shard_id: 0,
+    worker_id: 'w0',
+    epoch: claim.epoch,
+    manifest_uri: `${out}/shard_000/_MANIFEST.json`,
+    parts: 0,
+    samples: 5,
+    completed_at: new Date(clock.nowMs()).toISOString(),
+  };
+
+  // `deliver` expects 204: acknowledged, so Pub/Sub does not deliver them again.
+  const bad: Array<[string, Buffer | string]> = [
+    ['bad-1', '{"type":"shard.completed"}'],
+    ['bad-2', Buffer.from([0xff, 0x00])],
+    ['bad-3', JSON.stringify({ ...event, version: MESSAGE_VERSION + 1 })],
+    ['bad-4', JSON.stringify({ ...event, shard_id: 'zero' })],
+  ];
+  for (const [id, data] of bad) await deliver('progress', projectId, world.topics.events, data, id);
+  expect(logged.filter((l) => l.message === 'event dropped')).toHaveLength(bad.length);
+  expect(await store.stat('_MANIFEST.json')).toBeNull();
+
+  // The control: the same event, well formed, writes the manifest.
+  await deliver('progress', projectId, world.topics.events, JSON.stringify(event), 'good-1');
+  expect(logged.filter((l) => l.message === 'event dropped')).toHaveLength(bad.length);
+  expect(JSON.parse((await store.readAll('_MANIFEST.json')).toString())).toMatchObject({
+    dataset_id: datasetId,
+    num_shards: 1,
+    samples: 5,
+  });
 });

@@ -6,7 +6,7 @@
 import { Firestore } from '@google-cloud/firestore';
 import { PubSub } from '@google-cloud/pubsub';
 import { Storage } from '@google-cloud/storage';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { GcsBlobStore } from '../../../core/blob/gcs';
@@ -355,7 +355,9 @@ test('doorbells: an idle worker wakes on a shard.available message; a lost doorb
       assigned_to: 'sleeper',
     });
     expect(await ledger.getShard('ds', 0)).toMatchObject({ status: 'available' });
-    const completed = (await pullAll(projectId, events.subscription)).map((m) => m.json);
+    const completed = (await pullAll(projectId, events.topic, events.subscription)).map(
+      (m) => m.json,
+    );
     expect(completed).toEqual([
       expect.objectContaining({
         type: 'shard.completed',
@@ -402,4 +404,24 @@ test('doorbells: an idle worker wakes on a shard.available message; a lost doorb
     8,
     2,
   );
+});
+
+test('a chunk changed after create: its shard fails at once with the checksum reason, the others complete, and work exits 8', async () => {
+  const ds = await localDataset('corrupt', 9, 3);
+  // One byte of shard 1's first chunk, changed in place (same length: only its CRC32C can tell).
+  const chunk = path.join(ds, 'shard_001', 'chunk_0000.jsonl');
+  const bytes = readFileSync(chunk);
+  bytes[bytes.indexOf('"test"') + 1] = 'T'.charCodeAt(0);
+  writeFileSync(chunk, bytes);
+  const w = spawnWorker(['--sharded_dataset_dir', ds, ...common()], env, dir);
+  expect(await w.exited).toBe(8);
+  expect(w.stdout()).toMatch(/shard 1 of corrupt is failed for good: CORRUPT: chunk .*is corrupt/);
+  const status = await cli(['status', '--dataset_dir', ds, '--json'], { cwd: dir, env: cliEnv });
+  const shards = (JSON.parse(status.stdout) as { shards: Array<Record<string, unknown>> }).shards;
+  expect(shards.map((s) => [s.shard_id, s.status, s.attempts])).toEqual([
+    [0, 'completed', 0],
+    [1, 'failed', 1],
+    [2, 'completed', 0],
+  ]);
+  expect(String(shards[1]!.last_error)).toMatch(/crc32c/);
 });

@@ -465,17 +465,22 @@ test('--log_format is honoured written with a space as well as with =', async ()
     ['create', '--input_file', 'in.jsonl', '--output_dir', 'b', '--log_format=json', '--verbose'],
     { cwd: dir },
   );
-  expect(spaced.code).toBe(0);
-  expect(
-    spaced.stderr
-      .split('\n')
-      .filter(Boolean)
-      .every((l) => !l.startsWith('{')),
-  ).toBe(true);
-  expect(
-    joined.stderr
-      .split('\n')
-      .filter(Boolean)
-      .every((l) => l.startsWith('{')),
-  ).toBe(true);
+  expect({ spaced: spaced.code, joined: joined.code }).toEqual({ spaced: 0, joined: 0 });
+  const lines = (stderr: string) => stderr.split('\n').filter(Boolean);
+  // --verbose logs at least the run's start and end; every line is in the asked-for format.
+  const text = lines(spaced.stderr);
+  expect(text.length).toBeGreaterThanOrEqual(2);
+  for (const l of text) expect(l).toMatch(/^\d\d:\d\d:\d\d (DEBUG|INFO|NOTICE|WARNING|ERROR)\s+\S/);
+  const json = lines(joined.stderr);
+  expect(json.length).toBeGreaterThanOrEqual(2);
+  for (const l of json)
+    expect(JSON.parse(l)).toMatchObject({
+      severity: expect.stringMatching(/^(DEBUG|INFO|NOTICE|WARNING|ERROR)$/) as unknown,
+      message: expect.any(String) as unknown,
+      time: expect.any(String) as unknown,
+    });
+  // The same run, so the same lines: one per line in either format.
+  expect(json.map((l) => (JSON.parse(l) as { message: string }).message)).toEqual(
+    text.map((l) => l.replace(/^\S+ \S+\s+/, '').split('  ')[0]),
+  );
 });

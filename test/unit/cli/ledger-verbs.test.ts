@@ -201,39 +201,60 @@ test('complete or fail of a shard you do not hold needs --force (exit 6), and is
   });
 });
 
-test('fail counts attempts with the reason; the third is failed for good; reset brings it back', async () => {
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    const c = await run(
-      'claim',
-      '--dataset_dir',
-      data,
-      '--worker_id',
-      'w',
-      '--preferred_shard_id',
-      '4',
-    );
-    expect(shardOf(c.stdout)).toBe(4);
+test('fail counts attempts with the reason and backs off; the third is failed for good; reset brings it back', async () => {
+  const c = await run(
+    'claim',
+    '--dataset_dir',
+    data,
+    '--worker_id',
+    'w',
+    '--preferred_shard_id',
+    '4',
+  );
+  expect(shardOf(c.stdout)).toBe(4);
+  const first = await run(
+    'fail',
+    '--dataset_dir',
+    data,
+    '--shard_id',
+    '4',
+    '--worker_id',
+    'w',
+    '--reason',
+    'OOM at task 1',
+  );
+  expect(first.code).toBe(EXIT.OK);
+  expect(first.stdout).toMatch(
+    /^✓ Marked shard 4 as failed: attempt 1 of 3, available again in \d+(\.\d)?s\n$/,
+  );
+  // Backing off: status says until when, and a claim that prefers it gets another shard.
+  expect(statusLine((await run('status', '--dataset_dir', data)).stdout, 4)).toMatch(
+    /^004\s+available \(retry in \d+(\.\d)?s\)\s/,
+  );
+  const meanwhile = await run('claim', '--dataset_dir', data, '--preferred_shard_id', '4');
+  expect(shardOf(meanwhile.stdout)).not.toBe(4);
+  // An operator fails it twice more (each one an attempt); the third is failed for good.
+  for (let attempt = 2; attempt <= 3; attempt++) {
     const f = await run(
       'fail',
       '--dataset_dir',
       data,
       '--shard_id',
       '4',
-      '--worker_id',
-      'w',
+      '--force',
       '--reason',
       `OOM at task ${attempt}`,
     );
     expect(f.code).toBe(EXIT.OK);
-    expect(f.stdout).toBe(
+    expect(f.stdout).toMatch(
       attempt < 3
-        ? `✓ Marked shard 4 as failed: attempt ${attempt} of 3, available again\n`
-        : '✓ Marked shard 4 as failed: attempt 3 of 3, failed for good (reset it to run it again)\n',
+        ? /^✓ Marked shard 4 as failed: attempt 2 of 3, available again in [^;]+; forced by /
+        : /^✓ Marked shard 4 as failed: attempt 3 of 3, failed for good \(reset it to run it again\); forced by /,
     );
   }
   const status = await run('status', '--dataset_dir', data);
   expect(statusLine(status.stdout, 4)).toMatch(
-    /failed\s+-\s+5\s+2\s+0\/5 0\.0%\s+-\s+3\/3\s+OOM at task 3$/,
+    /failed\s+.*\s+5\s+2\s+0\/5 0\.0%\s+-\s+3\/3\s+OOM at task 3$/,
   );
   expect(status.stdout).toContain('1 failed');
   const again = await run('claim', '--dataset_dir', data, '--preferred_shard_id', '4');
@@ -241,6 +262,34 @@ test('fail counts attempts with the reason; the third is failed for good; reset 
   expect((await run('reset', '--dataset_dir', data, '--shard_id', '4')).code).toBe(EXIT.OK);
   const back = await run('claim', '--dataset_dir', data, '--preferred_shard_id', '4');
   expect(shardOf(back.stdout)).toBe(4);
+});
+
+test('fail --final fails the shard for good at once', async () => {
+  const c = await run(
+    'claim',
+    '--dataset_dir',
+    data,
+    '--worker_id',
+    'wf',
+    '--preferred_shard_id',
+    '3',
+  );
+  expect(shardOf(c.stdout)).toBe(3);
+  const f = await run(
+    'fail',
+    '--dataset_dir',
+    data,
+    '--shard_id',
+    '3',
+    '--worker_id',
+    'wf',
+    '--final',
+    '--reason',
+    'chunk_0001 fails its checksum',
+  );
+  expect(f.stdout).toBe(
+    '✓ Marked shard 3 as failed: attempt 1 of 3, failed for good (reset it to run it again)\n',
+  );
 });
 
 test('reset of a held shard warns, and fences the worker that held it', async () => {

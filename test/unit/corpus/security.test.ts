@@ -175,13 +175,22 @@ describe('dataset ids never escape their prefix', () => {
   });
 
   test('the ingest reads its input under exactly the uploaded name, whatever it holds', () => {
+    const seen = { accepted: 0, refused: 0 };
     for (const name of names) {
       const object = `incoming/${name}.jsonl`;
       const { prefix, key } = inputPlaceOf(object);
       const store = new GcsBlobStore(new Storage({ projectId: 'demo-none' }), 'b', prefix);
-      if (inputNameProblem(object) === null) expect(store.objectName(key)).toBe(object);
-      else expect(() => store.objectName(key)).toThrow(ShardlineError);
+      if (inputNameProblem(object) === null) {
+        seen.accepted++;
+        expect(store.objectName(key)).toBe(object);
+      } else {
+        seen.refused++;
+        expect(() => store.objectName(key)).toThrow(ShardlineError);
+      }
     }
+    // Both kinds of name are in the list, so both branches were exercised.
+    expect(seen.accepted).toBeGreaterThan(0);
+    expect(seen.refused).toBeGreaterThan(0);
   });
 
   test('datasetIdOf: names that slug alike still get different ids', () => {
@@ -220,6 +229,7 @@ describe('dataset ids never escape their prefix', () => {
     ]) {
       expect(() => checkDatasetId(id)).toThrow(ShardlineError);
     }
+    const seen = { accepted: 0, refused: 0 };
     for (const name of names) {
       let accepted: string | undefined;
       try {
@@ -227,8 +237,14 @@ describe('dataset ids never escape their prefix', () => {
       } catch (e: unknown) {
         expect((e as ShardlineError).code).toBe('INVALID_ARGUMENT');
       }
-      if (accepted !== undefined) expectSafeId(accepted, name);
+      if (accepted === undefined) seen.refused++;
+      else {
+        seen.accepted++;
+        expectSafeId(accepted, name);
+      }
     }
+    expect(seen.accepted).toBeGreaterThan(0);
+    expect(seen.refused).toBeGreaterThan(0);
   });
 });
 
@@ -609,18 +625,36 @@ describe('redact', () => {
     expect(JSON.stringify(redact({ error: loop })).length).toBeLessThan(2000);
   });
 
-  test('a logger writes redacted fields, and a text line cannot be split by a field', () => {
-    const lines: string[] = [];
+  test('a logger writes redacted fields, in both formats, and a text line cannot be split by a field', () => {
+    const lines: Record<'json' | 'text', string[]> = { json: [], text: [] };
     for (const format of ['json', 'text'] as const) {
-      const log = createLogger({ format, sink: (l) => lines.push(l), minSeverity: 'DEBUG' });
-      log
-        .child({ token: 'child-secret' })
-        .debug('hello', { password: 'p', note: 'one\nfake ERROR line', url: 'https://u:pw9@h/' });
+      const log = createLogger({
+        format,
+        sink: (l) => lines[format].push(l),
+        minSeverity: 'DEBUG',
+      });
+      log.child({ token: 'child-secret' }).debug('hello', {
+        password: 'p',
+        note: 'one\nfake ERROR line',
+        url: 'https://u:pw9@h/',
+      });
     }
-    expect(lines).toHaveLength(2);
-    for (const l of lines) {
-      expect(l).not.toMatch(/child-secret|"p"|pw9/);
-      expect(l).not.toContain('\n');
-    }
+    expect({ json: lines.json.length, text: lines.text.length }).toEqual({ json: 1, text: 1 });
+    const json = lines.json[0]!;
+    const text = lines.text[0]!;
+    // Each secret is in the line, redacted, in the line's own format; its value is not.
+    expect(JSON.parse(json)).toMatchObject({
+      token: '[redacted]',
+      password: '[redacted]',
+      url: 'https://u:[redacted]@h/',
+      note: 'one\nfake ERROR line',
+    });
+    for (const field of ['token=[redacted]', 'password=[redacted]', 'url=https://u:[redacted]@h/'])
+      expect(text).toContain(` ${field}`);
+    expect(text).not.toMatch(/child-secret|password=p\b|pw9/);
+    expect(json).not.toMatch(/child-secret|"password":"p"|pw9/);
+    // A field holding a line break is quoted: the text line stays one line.
+    expect(text).toContain(' note="one\\nfake ERROR line"');
+    for (const l of [json, text]) expect(l).not.toContain('\n');
   });
 });

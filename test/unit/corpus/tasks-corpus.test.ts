@@ -83,12 +83,12 @@ test('valid tasks mixed among the bad ones keep every sample, under their own ta
     const result = run(c.line, index, o);
     if ('threw' in result) {
       threw.push(`${c.name}: ${result.threw}`);
-      return;
+    } else {
+      for (const s of result.samples)
+        samplesByIndex.set(index, [...(samplesByIndex.get(index) ?? []), s.sampleId]);
+      for (const s of result.skipped)
+        skippedByIndex.set(s.taskIndex, [...(skippedByIndex.get(s.taskIndex) ?? []), s.reason]);
     }
-    for (const s of result.samples)
-      samplesByIndex.set(index, [...(samplesByIndex.get(index) ?? []), s.sampleId]);
-    for (const s of result.skipped)
-      skippedByIndex.set(s.taskIndex, [...(skippedByIndex.get(s.taskIndex) ?? []), s.reason]);
   });
   expect(threw).toEqual([]);
   lines.forEach((c, index) => {

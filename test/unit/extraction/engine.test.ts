@@ -11,6 +11,11 @@ import type { Qwen2Shape } from '../../../synthetic/qwen2';
 import { referenceResiduals, referenceWeights } from '../../support/qwen2-reference';
 import type { ReferenceWeights } from '../../support/qwen2-reference';
 import { makeTempDir } from '../../support/tmp';
+import { packedRows } from '../../../worker/extraction/activations';
+import type { ExtractedBatch, Rows } from '../../../worker/extraction/activations';
+
+/** Every layer's rows of a batch, packed in sequence order. */
+const packed = (b: ExtractedBatch): Rows[] => b.layers.map((_, l) => packedRows(b, l));
 
 const SHAPE: Qwen2Shape = {
   vocabSize: 512,
@@ -79,8 +84,8 @@ describe('ExtractionEngine', () => {
       const lengths = [9, 3, 17, 1];
       const seqs = randomSequences(lengths, 'fp32');
       const batch = await engine.extract(seqs);
-      expect(batch.tokenCounts).toEqual(lengths);
-      expect(batch.activations.map((a) => a.length)).toEqual([30 * 64, 30 * 64]);
+      expect(batch.rowCounts).toEqual(lengths);
+      expect(packed(batch).map((a) => a.length)).toEqual([30 * 64, 30 * 64]);
 
       let first = 0;
       let worst = 0;
@@ -89,7 +94,7 @@ describe('ExtractionEngine', () => {
         [0, 2].forEach((layer, l) => {
           worst = Math.max(
             worst,
-            maxAbsDiff(rowsOf(batch.activations[l]!, first, seq.length, 64), ref[layer]!),
+            maxAbsDiff(rowsOf(packed(batch)[l]!, first, seq.length, 64), ref[layer]!),
           );
         });
         first += lengths[k]!;
@@ -98,17 +103,12 @@ describe('ExtractionEngine', () => {
 
       // The tolerance is meaningful: a broken causal mask is far outside it.
       const unmasked = referenceResiduals(SHAPE, weights, seqs[0]!, { attendToFuture: true });
-      expect(maxAbsDiff(rowsOf(batch.activations[1]!, 0, 9, 64), unmasked[2]!)).toBeGreaterThan(
-        1e-2,
-      );
+      expect(maxAbsDiff(rowsOf(packed(batch)[1]!, 0, 9, 64), unmasked[2]!)).toBeGreaterThan(1e-2);
 
       // A sequence alone gives the rows it had inside the padded batch.
       const alone = await engine.extract([seqs[2]!]);
       expect(
-        maxAbsDiff(
-          rowsOf(alone.activations[1]!, 0, 17, 64),
-          rowsOf(batch.activations[1]!, 12, 17, 64),
-        ),
+        maxAbsDiff(rowsOf(packed(alone)[1]!, 0, 17, 64), rowsOf(packed(batch)[1]!, 12, 17, 64)),
       ).toBeLessThanOrEqual(1e-5);
     } finally {
       await engine.close();
@@ -125,12 +125,12 @@ describe('ExtractionEngine', () => {
       expect(engine.info.layers).toEqual([0, 1, 2]);
       const seqs = randomSequences([6, 13], 'fp16');
       const batch = await engine.extract(seqs);
-      expect(batch.activations.every((a) => a instanceof Uint16Array)).toBe(true);
+      expect(packed(batch).every((a) => a instanceof Uint16Array)).toBe(true);
       let first = 0;
       for (const seq of seqs) {
         const ref = referenceResiduals(SHAPE, weights, seq);
         for (let layer = 0; layer < 3; layer++) {
-          const got = rowsOf(batch.activations[layer]!, first, seq.length, 64);
+          const got = rowsOf(packed(batch)[layer]!, first, seq.length, 64);
           got.forEach((v, i) => {
             const r = ref[layer]![i]!;
             // fp16 has 11 significant bits: rounding error ≤ 2^-11 |r|; 2^-24 covers subnormals.
@@ -178,7 +178,7 @@ describe('ExtractionEngine', () => {
       });
       await expect(engine.extract([[1, -3]])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
       const ok = await engine.extract([[1, 2, 3]]);
-      expect(ok.tokenCounts).toEqual([3]);
+      expect(ok.rowCounts).toEqual([3]);
       expect(ok.hiddenSize).toBe(64);
     } finally {
       await engine.close();

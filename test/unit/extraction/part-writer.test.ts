@@ -9,7 +9,7 @@ import type { ExtractedBatch } from '../../../worker/extraction/activations';
 import { crc32cBase64 } from '../../../core/checksum';
 import { PartWriter, partKeys } from '../../../worker/extraction/part-writer';
 import type { IndexRecord } from '../../../worker/extraction/part-writer';
-import { parseSafetensorsHeader, readTensor } from '../../../worker/extraction/safetensors';
+import { parseSafetensorsHeader, readTensor } from '../../../core/safetensors';
 import type { Sample } from '../../../worker/extraction/samples';
 import { makeTempDir } from '../../support/tmp';
 
@@ -39,18 +39,23 @@ function sample(taskIndex: number, aug: number, tokens: number[]): Sample {
 
 /** A batch whose value at (row r, column c, layer l) is r*100 + c + l/4, exact in fp32. */
 function batchFor(samples: Sample[], firstRow: number, layers: number[]): ExtractedBatch {
-  const total = samples.reduce((n, s) => n + s.tokenIds.length, 0);
+  const counts = samples.map((s) => s.tokenIds.length);
   return {
     dtype: 'float32',
     hiddenSize: H,
     layers,
-    tokenCounts: samples.map((s) => s.tokenIds.length),
-    activations: layers.map((_, l) =>
-      Float32Array.from(
-        { length: total * H },
-        (_, i) => (firstRow + Math.floor(i / H)) * 100 + (i % H) + l / 4,
-      ),
-    ),
+    rowCounts: counts,
+    rows: layers.map((_, l) => {
+      let row = firstRow;
+      return counts.map((n) => {
+        const start = row;
+        row += n;
+        return Float32Array.from(
+          { length: n * H },
+          (_, i) => (start + Math.floor(i / H)) * 100 + (i % H) + l / 4,
+        );
+      });
+    }),
   };
 }
 
@@ -134,7 +139,14 @@ describe('PartWriter', () => {
     expect([...parsed.tensors.keys()]).toEqual([
       'sample_offsets',
       'sample_task_index',
+      'token_positions',
       'token_ids',
+      'stats.resid_post.2.mean',
+      'stats.resid_post.2.m2',
+      'stats.resid_post.2.count_norm',
+      'stats.resid_post.5.mean',
+      'stats.resid_post.5.m2',
+      'stats.resid_post.5.count_norm',
       'resid_post.2',
       'resid_post.5',
     ]);
@@ -160,19 +172,31 @@ describe('PartWriter', () => {
     expect(Array.from(readTensor(file, parsed, 'token_ids') as Int32Array)).toEqual([
       5, 6, 7, 8, 9, 10,
     ]);
+    // Every token stored: each row's position restarts at 0 with each sample.
+    expect(Array.from(readTensor(file, parsed, 'token_positions') as Int32Array)).toEqual([
+      0, 1, 2, 0, 0, 1,
+    ]);
+    // The statistics tensors hold what the result reports (and the manifest will).
+    const count = readTensor(file, parsed, 'stats.resid_post.5.count_norm') as Float64Array;
+    expect(count[0]).toBe(6);
+    expect(count[1]).toBeCloseTo(result.stats['resid_post.5']!.norm_sum, 9);
+    expect(Array.from(readTensor(file, parsed, 'stats.resid_post.5.mean') as Float64Array)).toEqual(
+      result.stats['resid_post.5']!.mean,
+    );
     const l5 = readTensor(file, parsed, 'resid_post.5') as Float32Array;
     expect(parsed.tensors.get('resid_post.5')).toMatchObject({ dtype: 'F32', shape: [6, 3] });
     expect(l5[5 * H + 2]).toBe(502.25);
 
     expect(parsed.metadata).toMatchObject({
       format: 'shardline.activations',
-      format_version: '1',
+      format_version: '2',
       hook_point: 'resid_post',
       dtype: 'float32',
       layers: '[2,5]',
       hidden_size: '3',
       n_samples: '3',
       n_tokens: '6',
+      n_rows: '6',
       first_task_index: '40',
       last_task_index: '42',
       model: 'm',
@@ -193,10 +217,10 @@ describe('PartWriter', () => {
       .trimEnd()
       .split('\n')
       .map((l) => JSON.parse(l) as IndexRecord);
-    expect(records.map((r) => [r.row, r.sample_id, r.token_offset, r.n_tokens])).toEqual([
-      [0, '40.0.0', 0, 3],
-      [1, '40.0.1', 3, 1],
-      [2, '41.0.0', 4, 2],
+    expect(records.map((r) => [r.row, r.sample_id, r.row_offset, r.n_tokens, r.n_rows])).toEqual([
+      [0, '40.0.0', 0, 3, 3],
+      [1, '40.0.1', 3, 1, 1],
+      [2, '41.0.0', 4, 2, 2],
     ]);
     expect(records[1]).toMatchObject({
       task_index: 40,
@@ -266,7 +290,13 @@ describe('PartWriter', () => {
       metadata: {},
     });
     const s = [sample(1, 0, [1, 2])];
-    expect(() => w.add(s, { ...batchFor(s, 0, [2, 5]), tokenCounts: [3] })).toThrow(/tokens/);
+    expect(() => w.add(s, { ...batchFor(s, 0, [2, 5]), rowCounts: [3, 1] })).toThrow(/sequences/);
+    expect(() =>
+      w.add(s, {
+        ...batchFor(s, 0, [2, 5]),
+        rows: batchFor([sample(1, 0, [1, 2, 3])], 0, [2, 5]).rows,
+      }),
+    ).toThrow(/rows/);
     expect(() => w.add(s, batchFor(s, 0, [2]))).toThrow(/layers/);
     expect(() => w.add(s, { ...batchFor(s, 0, [2, 5]), dtype: 'float16' })).toThrow(/dtype/);
     expect(() => w.add([...s, ...s], batchFor(s, 0, [2, 5]))).toThrow(/sequences/);

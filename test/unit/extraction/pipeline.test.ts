@@ -4,11 +4,9 @@
  * in a blob store → read back by the numpy-only example reader, which must see exactly what
  * was written.
  */
-import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 
 import { LocalBlobStore } from '../../../core/blob/local';
-import type { ExtractedBatch } from '../../../worker/extraction/activations';
 import { ExtractionEngine } from '../../../worker/extraction/engine';
 import { f16BitsToNumber } from '../../../worker/extraction/fp16';
 import { PartWriter, extractInto, runMetadata } from '../../../worker/extraction/part-writer';
@@ -18,10 +16,15 @@ import { buildSamples, resolveSampleOptions } from '../../../worker/extraction/s
 import type { Sample, SkippedSample } from '../../../worker/extraction/samples';
 import { generateQwen2Model } from '../../../synthetic/qwen2';
 import { loadTokenizer } from '../../../worker/extraction/tokenizer';
+import { pythonTest, runPython } from '../../support/python';
 import { makeTempDir } from '../../support/tmp';
+import { packedRows } from '../../../worker/extraction/activations';
+import type { ExtractedBatch, Rows } from '../../../worker/extraction/activations';
+
+/** Every layer's rows of a batch, packed in sequence order. */
+const packed = (b: ExtractedBatch): Rows[] => b.layers.map((_, l) => packedRows(b, l));
 
 const READER = path.resolve(__dirname, '../../../examples/read_activations.py');
-const hasNumpy = spawnSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0;
 
 const TASKS: unknown[] = [
   {
@@ -116,6 +119,8 @@ describe('extraction pipeline', () => {
         engine: engine.info,
         tokenizer: tokenizer.info,
         samples: options,
+        stored: { layers: engine.info.layers, dtype: engine.info.dtype, positions: 'all' },
+        backend: engine.info.backend,
       }),
     });
     const batches: ExtractedBatch[] = [];
@@ -157,59 +162,53 @@ describe('extraction pipeline', () => {
     expect(b.equals(a)).toBe(true);
   });
 
-  (hasNumpy ? test : test.skip)(
-    'the numpy-only reader reads exactly the values that were written',
-    async () => {
-      const { result, store, samples, batches } = await run(path.join(root, 'out3'));
-      const file = path.join(store.root, result.safetensors.key);
-      const out = spawnSync('python3', [READER, file, '--json'], {
-        encoding: 'utf8',
-        maxBuffer: 256 << 20,
-      });
-      expect(out.stderr).toBe('');
-      expect(out.status).toBe(0);
-      const read = JSON.parse(out.stdout) as {
-        metadata: Record<string, string>;
-        index: Array<Record<string, unknown>>;
-        samples: Array<{ tokens: number[]; layers: Record<string, number[][]> }>;
-      };
-      expect(read.metadata).toMatchObject({
-        dtype: 'float16',
-        layers: '[0,2]',
-        model: 'synthetic-qwen2',
-        hook_point: 'resid_post',
-      });
-      expect(read.index.map((r) => r['sample_id'])).toEqual(samples.map((s) => s.sampleId));
-      expect(read.samples).toHaveLength(samples.length);
+  pythonTest('the numpy-only reader reads exactly the values that were written', async () => {
+    const { result, store, samples, batches } = await run(path.join(root, 'out3'));
+    const file = path.join(store.root, result.safetensors.key);
+    const out = runPython([READER, file, '--json']);
+    expect(out.stderr).toBe('');
+    expect(out.status).toBe(0);
+    const read = JSON.parse(out.stdout) as {
+      metadata: Record<string, string>;
+      index: Array<Record<string, unknown>>;
+      samples: Array<{ tokens: number[]; positions: number[]; layers: Record<string, number[][]> }>;
+    };
+    expect(read.metadata).toMatchObject({
+      dtype: 'float16',
+      layers: '[0,2]',
+      model: 'synthetic-qwen2',
+      hook_point: 'resid_post',
+    });
+    expect(read.index.map((r) => r['sample_id'])).toEqual(samples.map((s) => s.sampleId));
+    expect(read.samples).toHaveLength(samples.length);
 
-      // What the engine handed over, sample by sample, decoded from fp16.
-      let k = 0;
-      for (const batch of batches) {
-        let row = 0;
-        for (const n of batch.tokenCounts) {
-          expect(read.samples[k]!.tokens).toEqual(Array.from(samples[k]!.tokenIds));
-          batch.layers.forEach((layer, l) => {
-            const want: number[][] = [];
-            for (let r = 0; r < n; r++) {
-              want.push(
-                Array.from(
-                  batch.activations[l]!.subarray((row + r) * 16, (row + r + 1) * 16),
-                  (bits) => f16BitsToNumber(bits),
-                ),
-              );
-            }
-            expect(read.samples[k]!.layers[String(layer)]).toEqual(want);
-          });
-          row += n;
-          k++;
-        }
+    // What the engine handed over, sample by sample, decoded from fp16.
+    let k = 0;
+    for (const batch of batches) {
+      let row = 0;
+      for (const n of batch.rowCounts) {
+        expect(read.samples[k]!.tokens).toEqual(Array.from(samples[k]!.tokenIds));
+        expect(read.samples[k]!.positions).toEqual(Array.from({ length: n }, (_, i) => i));
+        batch.layers.forEach((layer, l) => {
+          const want: number[][] = [];
+          for (let r = 0; r < n; r++) {
+            want.push(
+              Array.from(packed(batch)[l]!.subarray((row + r) * 16, (row + r + 1) * 16), (bits) =>
+                f16BitsToNumber(bits),
+              ),
+            );
+          }
+          expect(read.samples[k]!.layers[String(layer)]).toEqual(want);
+        });
+        row += n;
+        k++;
       }
+    }
 
-      // The summary mode works too (what a person runs first).
-      const summary = spawnSync('python3', [READER, file], { encoding: 'utf8' });
-      expect(summary.status).toBe(0);
-      expect(summary.stdout).toContain('samples 7');
-      expect(summary.stdout).toContain('task 1002 (invalid_grid)');
-    },
-  );
+    // The summary mode works too (what a person runs first).
+    const summary = runPython([READER, file]);
+    expect(summary.status).toBe(0);
+    expect(summary.stdout).toContain('samples 7');
+    expect(summary.stdout).toContain('task 1002 (invalid_grid)');
+  });
 });

@@ -19,6 +19,11 @@ import type { Qwen2ModelOptions, Qwen2Shape } from '../../../synthetic/qwen2';
 import { findResidualStream } from '../../../worker/extraction/surgery';
 import { referenceResiduals, referenceWeights } from '../../support/qwen2-reference';
 import { makeTempDir } from '../../support/tmp';
+import { packedRows } from '../../../worker/extraction/activations';
+import type { ExtractedBatch, Rows } from '../../../worker/extraction/activations';
+
+/** Every layer's rows of a batch, packed in sequence order. */
+const packed = (b: ExtractedBatch): Rows[] => b.layers.map((_, l) => packedRows(b, l));
 
 const SHAPE: Qwen2Shape = {
   vocabSize: 300,
@@ -79,7 +84,7 @@ async function worstDiff(prepared: PreparedModel, requested?: number[]): Promise
     for (const seq of seqs) {
       const ref = referenceResiduals(SHAPE, weights, seq);
       prepared.layers.forEach((layer, l) => {
-        const got = batch.activations[l]!;
+        const got = packed(batch)[l]!;
         const value = (i: number): number =>
           got instanceof Uint16Array ? f16BitsToNumber(got[i]!) : got[i]!;
         for (let i = 0; i < seq.length * SHAPE.hiddenSize; i++) {

@@ -195,9 +195,24 @@ describe('cloudbuild.yaml', () => {
       'google-cloud-cli-firestore-emulator',
       'google-cloud-cli-pubsub-emulator',
       'shellcheck',
-      'FROM node:20',
+      'python3 python3-numpy',
+      'FROM node:22',
     ])
       expect(dockerfile).toContain(needed);
+  });
+
+  test('both test steps require python3 with numpy (a missing one fails them, never skips)', () => {
+    for (const id of ['test-unit', 'test-integration'])
+      expect({ id, text: byId.get(id)!.text }).toEqual({
+        id,
+        text: expect.stringMatching(/\n    env: \[[^\]]*\bSHARDLINE_REQUIRE_PYTHON=1\b/) as unknown,
+      });
+    expect(read('infra/builder/Dockerfile')).toMatch(/^\s+SHARDLINE_REQUIRE_PYTHON=1$/m);
+    // .ci/run requires it too, and checks for it before installing anything.
+    const ci = read('.ci/run');
+    expect(ci).toMatch(/^export SHARDLINE_REQUIRE_PYTHON=1$/m);
+    expect(ci.indexOf('import sys, numpy')).toBeGreaterThan(0);
+    expect(ci.indexOf('import sys, numpy')).toBeLessThan(ci.indexOf('npm ci'));
   });
 
   test('pushes the worker image and deploys the functions only after every test step', () => {
@@ -205,7 +220,8 @@ describe('cloudbuild.yaml', () => {
       const waits = before(id);
       for (const t of tests) expect(waits).toContain(t);
     }
-    expect(byId.get('worker-image')!.text).toMatch(/docker build -f worker\/Dockerfile/);
+    expect(byId.get('worker-image')!.text).toMatch(/docker build -f worker\/Dockerfile --target/);
+    expect(read('cloudbuild.yaml')).toMatch(/^  _WORKER_TARGETS: cpu,tpu$/m);
     expect(byId.get('deploy-functions')!.text).toMatch(
       /args: \[infra\/deploy\.sh, --only, functions\]/,
     );

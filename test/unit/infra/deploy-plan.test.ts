@@ -1,8 +1,9 @@
 /**
  * infra/deploy.sh --dry-run is the deployment plan. With no cloud to deploy into, these tests
  * check the plan itself: it calls no cloud tool, every function it deploys exists in
- * functions/, every topic a trigger or a worker uses is created, no identity gets a broad role,
- * every create is guarded, and a second run prints the same commands.
+ * functions/, only the uploads bucket wakes ingest, every topic a trigger or a worker uses is
+ * created, no identity gets a broad role, every retrying trigger gets its dead-letter policy on
+ * every deploy path, every create is guarded, and a second run prints the same commands.
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
@@ -116,23 +117,30 @@ describe('infra/deploy.sh --dry-run', () => {
     expect(commands.length).toBeGreaterThan(50);
   });
 
-  test('deploys the four functions, gen2 on Node 20, with their triggers, limits and retry', () => {
+  test('deploys the four functions, gen2 on Node 22, with their triggers, limits and retry', () => {
     const byEntry = new Map(deploys.map((d) => [flag(d, 'entry-point'), d]));
     expect([...byEntry.keys()].sort()).toEqual(['ingest', 'ingestStep', 'progress', 'reap']);
     for (const d of deploys) {
       expect(d.words).toContain('--gen2');
-      expect(flag(d, 'runtime')).toBe('nodejs20');
+      expect(flag(d, 'runtime')).toBe('nodejs22');
       expect(flag(d, 'source')).toBe('.');
       expect(flag(d, 'service-account')).toMatch(/@demo-infra-plan\.iam\.gserviceaccount\.com$/);
     }
     const ingest = byEntry.get('ingest')!;
     expect(flags(ingest, 'trigger-event-filters').sort()).toEqual([
-      'bucket=demo-infra-plan-shardline',
+      'bucket=demo-infra-plan-shardline-uploads',
       'type=google.cloud.storage.object.v1.finalized',
     ]);
     expect(ingest.words).toContain('--retry');
     expect(flag(ingest, 'timeout')).toBe('540s');
-    expect(flag(ingest, 'memory')).toBe('1Gi');
+    expect(flag(ingest, 'memory')).toBe('2Gi');
+    // Concurrent deliveries share an instance (the ingest record makes them safe); a
+    // concurrency above 1 needs a whole CPU.
+    for (const d of [ingest, byEntry.get('ingestStep')!]) {
+      expect(Number(flag(d, 'concurrency'))).toBeGreaterThan(1);
+      expect(Number(flag(d, 'cpu'))).toBeGreaterThanOrEqual(1);
+    }
+    expect(flag(byEntry.get('reap')!, 'concurrency')).toBeUndefined();
     expect(flag(byEntry.get('ingestStep')!, 'trigger-topic')).toBe('shardline-ingest');
     expect(flag(byEntry.get('ingestStep')!, 'timeout')).toBe('540s');
     expect(flag(byEntry.get('reap')!, 'trigger-topic')).toBe('shardline-tick');
@@ -154,6 +162,104 @@ describe('infra/deploy.sh --dry-run', () => {
       'SHARDLINE_CHUNK_SIZE_MB',
     ])
       expect(env.map((e) => e.split('=')[0])).toContain(name);
+    // The shards' attempt budget reaches the ingest (functions/config.ts reads it).
+    expect(env).toContain('SHARDLINE_SHARD_MAX_ATTEMPTS=3');
+    // Datasets go to the data bucket, not the bucket the upload came from.
+    expect(env).toContain(`SHARDLINE_DATA_BUCKET=${PROJECT}-shardline`);
+  });
+
+  test('uploads and data live in two buckets, and only the uploads bucket has a trigger', () => {
+    const buckets = only(commands, 'gcloud', 'storage', 'buckets', 'create').map((c) => c.words[4]);
+    expect(buckets).toEqual([`gs://${PROJECT}-shardline-uploads`, `gs://${PROJECT}-shardline`]);
+    const storageTriggers = deploys.filter((d) => flags(d, 'trigger-event-filters').length > 0);
+    expect(storageTriggers.map((d) => flags(d, 'trigger-event-filters'))).toEqual([
+      ['type=google.cloud.storage.object.v1.finalized', `bucket=${PROJECT}-shardline-uploads`],
+    ]);
+    // The lifecycle file (delete old uploads) goes to the uploads bucket.
+    const withLifecycle = plan([
+      '--set',
+      'SHARDLINE_BUCKET_LIFECYCLE_FILE=infra/lifecycle.example.json',
+    ]);
+    expect(
+      only(withLifecycle, 'gcloud', 'storage', 'buckets', 'update').map((c) => c.words[4]),
+    ).toEqual([`gs://${PROJECT}-shardline-uploads`]);
+    // Named buckets, and a refusal to put both in one.
+    const named = plan(['--bucket', 'team-data', '--uploads-bucket', 'team-drop']);
+    expect(only(named, 'gcloud', 'storage', 'buckets', 'create').map((c) => c.words[4])).toEqual([
+      'gs://team-drop',
+      'gs://team-data',
+    ]);
+    const same = runScript('infra/deploy.sh', [
+      '--dry-run',
+      '--project',
+      PROJECT,
+      '--bucket',
+      'one-bucket',
+      '--uploads-bucket',
+      'one-bucket',
+    ]);
+    expect(same.status).toBe(2);
+    expect(same.stderr).toMatch(/SHARDLINE_UPLOADS_BUCKET must differ from SHARDLINE_BUCKET/);
+  });
+
+  test('every retrying function gets its dead-letter policy right after each deploy, and --reconcile sets them alone', () => {
+    const policyOf = (commands: PlanCommand[]) =>
+      only(commands, 'gcloud', 'pubsub', 'subscriptions', 'update').map((c) => [
+        c.words[4],
+        flag(c, 'dead-letter-topic'),
+      ]);
+    const expected = [
+      [
+        '${INGEST_TRIGGER_SUBSCRIPTION}',
+        `projects/${PROJECT}/topics/shardline-uploads-dead-letter`,
+      ],
+      [
+        '${INGEST_STEP_TRIGGER_SUBSCRIPTION}',
+        `projects/${PROJECT}/topics/shardline-ingest-dead-letter`,
+      ],
+      [
+        '${PROGRESS_TRIGGER_SUBSCRIPTION}',
+        `projects/${PROJECT}/topics/shardline-events-dead-letter`,
+      ],
+    ];
+    expect(policyOf(commands)).toEqual(expected);
+    // In the plan, each policy follows its function's deploy before the next deploy.
+    const order = commands
+      .filter(
+        (c) =>
+          startsWith(c, 'gcloud', 'functions', 'deploy') ||
+          startsWith(c, 'gcloud', 'pubsub', 'subscriptions', 'update'),
+      )
+      .map((c) => (c.words[2] === 'deploy' ? flag(c, 'entry-point') : 'dead-letter'));
+    expect(order).toEqual([
+      'ingest',
+      'dead-letter',
+      'ingestStep',
+      'dead-letter',
+      'reap',
+      'progress',
+      'dead-letter',
+    ]);
+    // What CI runs (--only functions) cannot drop a policy either.
+    expect(policyOf(plan(['--only', 'functions']))).toEqual(expected);
+    // --reconcile: only the lookups and the policies, nothing deployed or granted.
+    const reconcile = plan(['--reconcile']);
+    expect(policyOf(reconcile)).toEqual(expected);
+    expect(
+      reconcile.filter(
+        (c) => !c.assigns && !startsWith(c, 'gcloud', 'pubsub', 'subscriptions', 'update'),
+      ),
+    ).toEqual([]);
+    // The Pub/Sub service agent subscribes project-wide, so a re-created subscription keeps it.
+    expect(
+      commands.some(
+        (c) =>
+          startsWith(c, 'gcloud', 'projects', 'add-iam-policy-binding') &&
+          flag(c, 'member') ===
+            'serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com' &&
+          flag(c, 'role') === 'roles/pubsub.subscriber',
+      ),
+    ).toBe(true);
   });
 
   test('every deployed entry point is a functions-framework registration loaded by functions/index.ts', () => {
@@ -278,11 +384,16 @@ describe('infra/deploy.sh --dry-run', () => {
       if (role === undefined) continue;
       expect(forbidden).not.toContain(role);
       if (startsWith(b, 'gcloud', 'projects', 'add-iam-policy-binding')) {
-        expect(role).not.toMatch(/^roles\/storage\.(admin|objectAdmin)$/);
-        // A project-level Storage role is only ever granted under a condition naming buckets.
+        expect(role).not.toBe('roles/storage.admin');
+        // A project-level Storage role is only ever granted under a condition naming buckets;
+        // object admin only on the functions' own source buckets (the build account).
         if (role.startsWith('roles/storage.'))
           expect(flag(b, 'condition')).toMatch(
             /resource\.name\.startsWith\("projects\/_\/buckets\//,
+          );
+        if (role === 'roles/storage.objectAdmin')
+          expect(flag(b, 'condition')).toMatch(
+            /expression=resource\.name\.startsWith\("projects\/_\/buckets\/gcf-v2-"\)$/,
           );
       }
     }
@@ -307,7 +418,11 @@ describe('infra/deploy.sh --dry-run', () => {
         /^(\$\{GCS_SERVICE_AGENT\}|service-\$\{PROJECT_NUMBER\}@gcp-sa-(pubsub|cloudscheduler)\.iam\.gserviceaccount\.com)$/.test(
           email,
         );
-      if (!agent) expect(created).toContain(email);
+      expect({ email, created: created.has(email), agent }).toEqual({
+        email,
+        created: !agent,
+        agent,
+      });
     }
     // Functions run as their role's account, never the default compute account.
     for (const d of deploys) {
@@ -330,9 +445,10 @@ describe('infra/deploy.sh --dry-run', () => {
         })
         .sort();
     const bucket = `bucket gs://${PROJECT}-shardline`;
+    const uploads = `bucket gs://${PROJECT}-shardline-uploads`;
     expect(grantsOf(sa('ingest'))).toEqual([
       `${bucket} roles/storage.objectUser if shardline-datasets-write`,
-      `${bucket} roles/storage.objectViewer if shardline-uploads-read`,
+      `${uploads} roles/storage.objectViewer`,
       'function shardline-ingest run.invoker',
       'function shardline-ingest-step run.invoker',
       'project roles/datastore.user',
@@ -342,7 +458,8 @@ describe('infra/deploy.sh --dry-run', () => {
     ]);
     expect(grantsOf(sa('ledger'))).toEqual([
       `${bucket} roles/storage.objectUser if shardline-datasets-write`,
-      `${bucket} roles/storage.objectViewer if shardline-uploads-read`,
+      `${bucket} roles/storage.objectUser if shardline-manifests`,
+      `${uploads} roles/storage.objectViewer`,
       'function shardline-progress run.invoker',
       'function shardline-reap run.invoker',
       'project roles/datastore.user',
@@ -359,12 +476,15 @@ describe('infra/deploy.sh --dry-run', () => {
       'topic shardline-events roles/pubsub.publisher',
       'topic shardline-work roles/pubsub.publisher',
     ]);
+    // Google's documented roles for a functions build account: log writer, Artifact Registry
+    // writer, Storage object admin (here only on the functions' source buckets).
     expect(grantsOf(sa('build'))).toEqual([
       'project roles/logging.logWriter',
-      'project roles/storage.objectViewer if shardline-function-sources',
+      'project roles/storage.objectAdmin if shardline-function-sources',
       'repository shardline roles/artifactregistry.writer',
     ]);
     expect(grantsOf(sa('deployer'))).toEqual([
+      `project projects/${PROJECT}/roles/shardline_deadLetterReconciler`,
       'project roles/cloudfunctions.developer',
       'project roles/logging.logWriter',
       'project roles/storage.objectViewer if shardline-build-sources',
@@ -375,13 +495,39 @@ describe('infra/deploy.sh --dry-run', () => {
     ]);
   });
 
-  test('the upload and dataset conditions name the bucket and its prefixes', () => {
+  test("the deployer's custom role holds only what the dead-letter reconcile needs", () => {
+    const role = only(commands, 'gcloud', 'iam', 'roles', 'create')[0]!;
+    expect(role.words[4]).toBe('shardline_deadLetterReconciler');
+    expect(flag(role, 'permissions')!.split(',').sort()).toEqual([
+      'eventarc.triggers.get',
+      'pubsub.subscriptions.get',
+      'pubsub.subscriptions.update',
+    ]);
+  });
+
+  test('output buckets: workers write there, and the ledger account only manifests', () => {
+    const grants = plan(['--set', 'SHARDLINE_OUTPUT_BUCKETS=acts-a,acts-b'])
+      .filter((c) => ['gs://acts-a', 'gs://acts-b'].includes(c.words[4]!))
+      .map((c) => {
+        const title = /title=([\w-]+)/.exec(flag(c, 'condition') ?? '')?.[1];
+        return `${c.words[4]} ${flag(c, 'member')!.split('@')[0]} ${flag(c, 'role')}${title ? ` if ${title}` : ''}`;
+      })
+      .sort();
+    expect(grants).toEqual([
+      'gs://acts-a serviceAccount:shardline-ledger roles/storage.objectUser if shardline-manifests',
+      'gs://acts-a serviceAccount:shardline-worker roles/storage.objectUser',
+      'gs://acts-b serviceAccount:shardline-ledger roles/storage.objectUser if shardline-manifests',
+      'gs://acts-b serviceAccount:shardline-worker roles/storage.objectUser',
+    ]);
+  });
+
+  test('the dataset and manifest conditions name the bucket, its prefix, and manifests', () => {
     const conditions = new Set(
       commands.map((c) => flag(c, 'condition')).filter((c) => c && c !== 'None'),
     );
     expect(conditions).toContain(
-      '^;^title=shardline-uploads-read;description=objects under incoming/;' +
-        `expression=resource.name.startsWith("projects/_/buckets/${PROJECT}-shardline/objects/incoming/")`,
+      '^;^title=shardline-manifests;description=_MANIFEST.json objects only;' +
+        'expression=resource.name.endsWith("/_MANIFEST.json")',
     );
     expect(conditions).toContain(
       '^;^title=shardline-datasets-write;description=objects under datasets/;' +
@@ -411,12 +557,20 @@ describe('infra/deploy.sh --dry-run', () => {
     expect(second.status).toBe(0);
   });
 
-  test('--only functions prints only the function deploys (what cloudbuild.yaml runs)', () => {
+  test('--only functions prints only the function deploys and their dead-letter policies (what cloudbuild.yaml runs)', () => {
     const fns = plan(['--only', 'functions']);
-    expect(fns.map((c) => c.words.slice(0, 3).join(' '))).toEqual(
-      Array(4).fill('gcloud functions deploy'),
-    );
-    expect(fns.map((c) => c.line)).toEqual(deploys.map((c) => c.line));
+    const deployed = fns.filter((c) => startsWith(c, 'gcloud', 'functions', 'deploy'));
+    expect(deployed.map((c) => c.line)).toEqual(deploys.map((c) => c.line));
+    const rest = fns
+      .filter((c) => !startsWith(c, 'gcloud', 'functions', 'deploy'))
+      .map((c) => c.words.slice(0, 4).join(' '));
+    expect([...new Set(rest)].sort()).toEqual([
+      'gcloud eventarc triggers describe',
+      'gcloud functions describe shardline-ingest',
+      'gcloud functions describe shardline-ingest-step',
+      'gcloud functions describe shardline-progress',
+      'gcloud pubsub subscriptions update',
+    ]);
   });
 
   test('the Firestore indexes and field overrides of infra/firestore.indexes.json are all deployed', () => {
@@ -536,7 +690,7 @@ describe('infra/teardown.sh --dry-run', () => {
       expect(c.guard).toBeDefined();
   });
 
-  test('--delete-data also removes the bucket and the database', () => {
+  test('--delete-data also removes both buckets and the database', () => {
     const all = runScript('infra/teardown.sh', [
       '--dry-run',
       '--project',
@@ -544,7 +698,12 @@ describe('infra/teardown.sh --dry-run', () => {
       '--delete-data',
     ]);
     expect(all.status).toBe(0);
-    expect(all.stdout).toContain(`gcloud storage rm --recursive gs://${PROJECT}-shardline`);
+    expect(all.stdout).toContain(
+      `gcloud storage rm --recursive gs://${PROJECT}-shardline-uploads --project=${PROJECT}`,
+    );
+    expect(all.stdout).toContain(
+      `gcloud storage rm --recursive gs://${PROJECT}-shardline --project=${PROJECT}`,
+    );
     expect(all.stdout).toContain('gcloud firestore databases delete');
   });
 });

@@ -7,11 +7,16 @@
 import * as path from 'node:path';
 
 import { LocalBlobStore } from '../../../core/blob/local';
+import { ShardlineError } from '../../../core/errors';
 import { handleObjectFinalized } from '../../../core/ingest/admission';
 import { handleIngestStep, redriveStalled } from '../../../core/ingest/fanout';
 import type { IngestConfig, IngestDeps, IngestOutcome } from '../../../core/ingest/ingest';
 import { MemoryIngestRecords } from '../../../core/ingest/memory-records';
-import { METADATA_NUM_SHARDS, ingestIdOf } from '../../../core/ingest/object';
+import {
+  METADATA_MAX_ATTEMPTS,
+  METADATA_NUM_SHARDS,
+  ingestIdOf,
+} from '../../../core/ingest/object';
 import type { IngestRecord } from '../../../core/ingest/records';
 import { SqliteLedger } from '../../../core/ledger/sqlite';
 import { silentLogger } from '../../../core/log';
@@ -74,6 +79,7 @@ function makeWorld(config: Partial<IngestConfig> = {}): World {
       datasetsPrefix: 'datasets/',
       defaultNumShards: 4,
       defaultChunkSizeMb: 0.01,
+      defaultMaxAttempts: 3,
       stepBudgetMs: 60_000,
       directMaxBytes: 1 << 30,
       rangeBytes: 512 << 20,
@@ -172,6 +178,24 @@ describe('admission', () => {
     expect(record!.error).toMatch(/shardline-num-shards="many" must be a whole number/);
     expect(w.publisher.sent).toEqual([]);
     expect(await w.ledger.getDataset(record!.dataset_id)).toBeNull();
+  });
+
+  test("the shards' attempt budget comes from the upload's metadata, else the deployment's", async () => {
+    const w = world({ defaultMaxAttempts: 4 });
+    const withBudget = await upload(w, 'incoming/a.jsonl', input.input, {
+      [METADATA_MAX_ATTEMPTS]: '10',
+    });
+    await handleObjectFinalized(withBudget, 'e1', w.deps);
+    const plain = await upload(w, 'incoming/b.jsonl', input.input);
+    await handleObjectFinalized(plain, 'e2', w.deps);
+    const a = (await w.records.get(ingestIdOf(withBudget)))!;
+    const b = (await w.records.get(ingestIdOf(plain)))!;
+    expect((await w.ledger.getDataset(a.dataset_id))!.max_attempts).toBe(10);
+    expect((await w.ledger.getShard(a.dataset_id, 0))!.max_attempts).toBe(10);
+    expect((await w.ledger.getDataset(b.dataset_id))!.max_attempts).toBe(4);
+    const bad = await upload(w, 'incoming/c.jsonl', input.input, { [METADATA_MAX_ATTEMPTS]: '0' });
+    expect(await handleObjectFinalized(bad, 'e3', w.deps)).toMatchObject({ kind: 'failed' });
+    expect((await w.records.get(ingestIdOf(bad)))!.error).toMatch(/shardline-max-attempts="0"/);
   });
 
   test('a gzip upload over the limit fails with what to do instead', async () => {
@@ -381,5 +405,91 @@ describe('the fan-out', () => {
     for await (const f of datasetStore(w, record).list('')) left.push(f.key);
     expect(left).toEqual([]);
     expect(w.publisher.of('shard.available')).toEqual([]);
+  });
+});
+
+describe('outages during the ingest', () => {
+  const unavailable = (what: string): ShardlineError =>
+    new ShardlineError('STORAGE', `${what}: unavailable`, {
+      cause: Object.assign(new Error('503 Service Unavailable'), { code: 503 }),
+    });
+
+  test('Storage down mid-split: the event is retried, and the redelivery (after takeover) finishes the same dataset', async () => {
+    const w = world();
+    const obj = await upload(w, 'incoming/a.jsonl', input.input);
+    const realStore = w.deps.store;
+    let writes = 0;
+    const failing = {
+      ...w.deps,
+      store: (bucket: string, prefix: string) => {
+        const s = realStore(bucket, prefix);
+        const writeAll = s.writeAll.bind(s);
+        // The fifth object written fails, as an unavailable service does.
+        s.writeAll = (key, data, opts) =>
+          ++writes === 5 ? Promise.reject(unavailable(key)) : writeAll(key, data, opts);
+        const writer = s.writer.bind(s);
+        s.writer = (key, opts) => {
+          if (++writes === 5) throw unavailable(key);
+          return writer(key, opts);
+        };
+        return s;
+      },
+    };
+    await expect(handleObjectFinalized(obj, 'e1', failing)).rejects.toMatchObject({
+      code: 'STORAGE',
+    });
+    const after = (await w.records.get(ingestIdOf(obj)))!;
+    expect(after).toMatchObject({ state: 'running', phase: 'split' });
+    expect(after.error).toMatch(/unavailable/);
+    expect(await w.ledger.getDataset(after.dataset_id)).toBeNull();
+    expect(w.publisher.sent).toEqual([]);
+    // Eventarc delivers again; a fresh heartbeat means "busy" until the record goes stale.
+    await expect(handleObjectFinalized(obj, 'e1', w.deps)).rejects.toMatchObject({
+      code: 'INTERRUPTED',
+    });
+    w.clock.advance(w.deps.config.staleMs);
+    expect((await handleObjectFinalized(obj, 'e1', w.deps)).kind).toBe('completed');
+    expect((await readAndCheckDataset(datasetStore(w, after))).tasks).toEqual(input.tasks);
+    expect(w.publisher.of('shard.available')).toHaveLength(4);
+  });
+
+  test('the ledger down at registration: the retry resumes at register; no half-registered dataset is claimable', async () => {
+    const w = world();
+    const obj = await upload(w, 'incoming/a.jsonl', input.input);
+    const register = w.ledger.registerDataset.bind(w.ledger);
+    const down = new ShardlineError('LEDGER', 'Firestore: unavailable', {
+      cause: Object.assign(new Error('14 UNAVAILABLE'), { code: 14 }),
+    });
+    w.ledger.registerDataset = () => Promise.reject(down);
+    await expect(handleObjectFinalized(obj, 'e1', w.deps)).rejects.toBe(down);
+    const mid = (await w.records.get(ingestIdOf(obj)))!;
+    expect(mid).toMatchObject({ state: 'running', phase: 'register' });
+    await expect(w.ledger.claim(mid.dataset_id, 'early-worker')).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+    });
+    expect(w.publisher.sent).toEqual([]);
+    w.ledger.registerDataset = register;
+    w.clock.advance(w.deps.config.staleMs);
+    expect((await handleObjectFinalized(obj, 'e2', w.deps)).kind).toBe('completed');
+    expect((await w.ledger.status(mid.dataset_id)).totals.available).toBe(4);
+    expect(w.publisher.of('shard.available')).toHaveLength(4);
+  });
+
+  test('Pub/Sub down while announcing: the retry rings every doorbell (a duplicate is harmless)', async () => {
+    const w = world();
+    const obj = await upload(w, 'incoming/a.jsonl', input.input);
+    const publish = w.publisher.publish.bind(w.publisher);
+    let n = 0;
+    w.publisher.publish = (topic, message) =>
+      ++n === 3 ? Promise.reject(unavailable('publish')) : publish(topic, message);
+    await expect(handleObjectFinalized(obj, 'e1', w.deps)).rejects.toMatchObject({
+      code: 'STORAGE',
+    });
+    expect((await w.records.get(ingestIdOf(obj)))!.phase).toBe('announce');
+    w.publisher.publish = publish;
+    w.clock.advance(w.deps.config.staleMs);
+    expect((await handleObjectFinalized(obj, 'e1', w.deps)).kind).toBe('completed');
+    const shards = new Set(w.publisher.of('shard.available').map((b) => b.shard_id));
+    expect([...shards].sort()).toEqual([0, 1, 2, 3]);
   });
 });

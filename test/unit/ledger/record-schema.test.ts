@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { codecOf, fieldNames } from '../../../core/ledger/record-schema';
 import type { ShardState } from '../../../core/ledger/schema';
 import { SHARD_FIELDS } from '../../../core/ledger/schema';
-import { SqliteLedger } from '../../../core/ledger/sqlite';
+import { SQLITE_SCHEMA_VERSION, SqliteLedger } from '../../../core/ledger/sqlite';
 import { FakeClock, T0, makeDataset } from '../../support/ledger-fixtures';
 import { makeTempDir } from '../../support/tmp';
 
@@ -65,11 +65,15 @@ const full: ShardState = {
   attempts: 1,
   max_attempts: 3,
   last_error: "it's 'quoted'",
+  retry_at: T0 + 30_000,
+  lost_at: T0 - 1,
   total_tasks: 10,
   first_task_index: 20,
   num_chunks: 2,
   total_bytes: 999,
   next_task_index: 25,
+  next_sample: 3,
+  run_fingerprint: 'abc',
   claim_next_task_index: 20,
   parts_committed: 1,
   samples_committed: 40,
@@ -80,6 +84,11 @@ const full: ShardState = {
   reset_by: null,
   reset_at: null,
   manifest: { parts: 1, samples: 40, bytes: 5000, uri: 'gs://b/m.json' },
+  history: [
+    { at: T0, kind: 'claim', worker: 'w0', epoch: 2 },
+    { at: T0 + 1, kind: 'expire', worker: 'w0', epoch: 2, attempt: true, note: 'alone' },
+  ],
+  history_dropped: 3,
   updated_at: T0 + 7,
 };
 
@@ -110,7 +119,7 @@ test('a document written before a nullable field existed reads it as null; a bad
   );
 });
 
-test('an SQLite ledger of schema 1 (before claim_next_task_index) opens, migrates and works', async () => {
+test('an SQLite ledger of schema 1 (before claim_next_task_index, retry_at, lost_at) opens, migrates and works', async () => {
   const file = path.join(dir, 'v1.sqlite');
   const clock = new FakeClock();
   // Write a current ledger, then take it back to schema 1: drop the column, set the version.
@@ -119,7 +128,14 @@ test('an SQLite ledger of schema 1 (before claim_next_task_index) opens, migrate
   await current.registerDataset(master, { datasetUri: '/data/old' });
   await current.close();
   const db = new Database(file);
-  db.exec('ALTER TABLE shards DROP COLUMN claim_next_task_index');
+  for (const column of [
+    'claim_next_task_index',
+    'retry_at',
+    'lost_at',
+    'history',
+    'history_dropped',
+  ])
+    db.exec(`ALTER TABLE shards DROP COLUMN ${column}`);
   db.pragma('user_version = 1');
   db.close();
 
@@ -135,7 +151,7 @@ test('an SQLite ledger of schema 1 (before claim_next_task_index) opens, migrate
   const columns = (after.pragma('table_info(shards)') as Array<{ name: string }>).map(
     (c) => c.name,
   );
-  expect(after.pragma('user_version', { simple: true })).toBe(2);
+  expect(after.pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
   after.close();
   // The added column comes last; every field has its column, once.
   expect([...columns].sort()).toEqual(['dataset_id', 'shard_id', ...SHARD_NAMES].sort());

@@ -2,12 +2,15 @@
  * The shard job with a fake model: parts cut deterministically, resume after the last committed
  * part, and a zombie (a worker whose lease was taken) never commits or completes.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
 
 import { LocalBlobStore } from '../../../core/blob/local';
 import { systemClock } from '../../../core/clock';
 import type { Claim, Ledger } from '../../../core/ledger/ledger';
 import { SqliteLedger } from '../../../core/ledger/sqlite';
+import { ShardlineError, errorCode, isRetryable } from '../../../core/errors';
 import { silentLogger } from '../../../core/log';
 import { createDataset } from '../../../core/split/create-dataset';
 import { sourceFromStore } from '../../../core/split/source';
@@ -19,6 +22,8 @@ import type { PromptTokenizer } from '../../../worker/extraction/tokenizer';
 import { loadTokenizer } from '../../../worker/extraction/tokenizer';
 import type { ShardJobDeps, ShardJobSettings } from '../../../worker/shard-job';
 import { processShard } from '../../../worker/shard-job';
+import { FakeTimers } from '../../support/fake-timers';
+import { FakeClock } from '../../support/ledger-fixtures';
 import { makeTempDir } from '../../support/tmp';
 import { arcJsonl } from '../../support/worker-fixtures';
 
@@ -34,6 +39,7 @@ afterEach(() => cleanup());
 /** A model stand-in: row values derived from the token ids; optionally held until released. */
 class FakeExtractor implements Extractor {
   readonly info: EngineInfo = {
+    backend: 'fake',
     modelPath: 'fake.onnx',
     modelSha256: '0'.repeat(64),
     preparedModelPath: 'fake.onnx',
@@ -49,6 +55,9 @@ class FakeExtractor implements Extractor {
   calls = 0;
   private gate: Promise<void> | null = null;
   private open: (() => void) | null = null;
+  private onHeld: () => void = () => undefined;
+  /** Resolves when a call first waits at the gate that `hold()` closes. */
+  readonly held = new Promise<void>((r) => (this.onHeld = r));
   hold(): void {
     this.gate = new Promise((r) => (this.open = r));
   }
@@ -56,20 +65,28 @@ class FakeExtractor implements Extractor {
     this.open?.();
     this.gate = null;
   }
-  async extract(sequences: ReadonlyArray<ArrayLike<number>>): Promise<ExtractedBatch> {
+  async extract(
+    sequences: ReadonlyArray<ArrayLike<number>>,
+    positions?: ReadonlyArray<ArrayLike<number>>,
+  ): Promise<ExtractedBatch> {
     this.calls++;
-    if (this.gate) await this.gate;
-    const counts = sequences.map((s) => s.length);
-    const rows = new Float32Array(counts.reduce((a, b) => a + b, 0) * 4);
-    let r = 0;
-    for (const s of sequences)
-      for (let i = 0; i < s.length; i++, r++) rows.fill(s[i]! / 1000, r * 4, r * 4 + 4);
+    if (this.gate) {
+      this.onHeld();
+      await this.gate;
+    }
+    // Row values derived from the token ids (and positions), so the test can check placement.
+    const perSequence = sequences.map((s, k) => {
+      const at = positions?.[k] ?? Array.from({ length: s.length }, (_, i) => i);
+      const rows = new Float32Array(at.length * 4);
+      for (let r = 0; r < at.length; r++) rows.fill(s[at[r]!]! / 1000, r * 4, r * 4 + 4);
+      return rows;
+    });
     return {
       dtype: 'float32',
       hiddenSize: 4,
       layers: [1],
-      tokenCounts: counts,
-      activations: [rows],
+      rowCounts: perSequence.map((r) => r.length / 4),
+      rows: [perSequence],
     };
   }
   close(): Promise<void> {
@@ -117,6 +134,8 @@ function deps(
       maxSeqLength: 4096,
     }),
     runMetadata: { model: 'fake' },
+    positions: { kind: 'all' },
+    fingerprint: 'fake-run',
     clock: systemClock,
     log: silentLogger,
     stop,
@@ -194,33 +213,57 @@ test('a resumed shard makes the same parts, byte for byte, as an uninterrupted r
   }
 });
 
-test('a zombie whose shard was taken commits nothing and stops; the new holder finishes it', async () => {
+/** Ledger verbs a job calls, in order, with how each ended (`ok` or the error's code). */
+type Call = { verb: string; worker: string; outcome: string };
+
+/** `ledger` with every verb that writes for a holder recorded into `calls`. */
+function recording(ledger: Ledger, calls: Call[]): Ledger {
+  const spying = Object.create(ledger) as Ledger;
+  for (const verb of ['heartbeat', 'commitPart', 'complete', 'fail', 'release'] as const) {
+    const real = (ledger[verb] as (c: Claim, ...rest: unknown[]) => Promise<unknown>).bind(ledger);
+    (spying as unknown as Record<string, unknown>)[verb] = async (c: Claim, ...rest: unknown[]) => {
+      try {
+        const out = await real(c, ...rest);
+        calls.push({ verb, worker: c.worker_id, outcome: 'ok' });
+        return out;
+      } catch (e: unknown) {
+        calls.push({ verb, worker: c.worker_id, outcome: errorCode(e) ?? 'error' });
+        throw e;
+      }
+    };
+  }
+  return spying;
+}
+
+test('a zombie whose shard was taken learns it at its next heartbeat, commits nothing and stops; the new holder finishes it', async () => {
   const { ledger, root } = await dataset(8);
   try {
+    const clock = new FakeClock();
+    const timers = new FakeTimers(clock);
     const zombieClaim: Claim = (await ledger.claim('ds', 'zombie', { leaseMs: 600 }))!;
     const slow = new FakeExtractor();
     slow.hold();
-    const commits: string[] = [];
-    const spying: Ledger = Object.create(ledger) as Ledger;
-    spying.commitPart = (c, p) => {
-      commits.push(c.worker_id);
-      return ledger.commitPart(c, p);
-    };
-    spying.complete = (c, m) => {
-      commits.push(`complete:${c.worker_id}`);
-      return ledger.complete(c, m);
-    };
-    const zombie = processShard(zombieClaim, deps(spying, root, slow), settings(600));
-    await new Promise((r) => setTimeout(r, 50));
+    const calls: Call[] = [];
+    const zombie = processShard(
+      zombieClaim,
+      { ...deps(recording(ledger, calls), root, slow), clock, timers },
+      settings(600),
+    );
+    await slow.held; // the zombie is inside its first batch
     // An operator resets the shard and another worker claims it (a newer epoch).
     await ledger.reset('ds', 0, 'operator');
     const fresh = (await ledger.claim('ds', 'fresh'))!;
     expect(fresh.epoch).toBeGreaterThan(zombieClaim.epoch);
-    await new Promise((r) => setTimeout(r, 400)); // the zombie's heartbeat finds out
+    expect(await timers.fireNext()).toBe(clock.nowMs()); // the zombie's heartbeat finds out
     slow.release();
     const outcome = await zombie;
-    expect(outcome.kind).toBe('lost');
-    expect(commits).toEqual([]); // nothing committed, nothing completed by the zombie
+    expect(outcome).toMatchObject({
+      kind: 'lost',
+      reason: expect.stringMatching(/^the lease was taken/) as unknown,
+    });
+    // Its one ledger call was the refused heartbeat: nothing committed, nothing completed.
+    expect(calls).toEqual([{ verb: 'heartbeat', worker: 'zombie', outcome: 'LEASE_LOST' }]);
+    expect(timers.count).toBe(0);
 
     const done = await processShard(fresh, deps(ledger, root, new FakeExtractor()), settings());
     expect(done.kind).toBe('completed');
@@ -237,16 +280,108 @@ test('a zombie that reaches commitPart is refused by the ledger (fenced by epoch
     const zombieClaim = (await ledger.claim('ds', 'zombie', { leaseMs: 60_000 }))!;
     const slow = new FakeExtractor();
     slow.hold();
-    const zombie = processShard(zombieClaim, deps(ledger, root, slow), settings(60_000));
-    await new Promise((r) => setTimeout(r, 50));
+    const calls: Call[] = [];
+    // Timers that never fire: no heartbeat can warn the zombie, only commitPart's fence.
+    const timers = new FakeTimers(new FakeClock());
+    const zombie = processShard(
+      zombieClaim,
+      { ...deps(recording(ledger, calls), root, slow), timers },
+      settings(60_000),
+    );
+    await slow.held;
     await ledger.reset('ds', 0, 'operator');
     const fresh = (await ledger.claim('ds', 'fresh'))!;
-    slow.release(); // the heartbeat has not run yet: the zombie gets as far as committing
-    expect((await zombie).kind).toBe('lost');
+    slow.release();
+    expect(await zombie).toMatchObject({
+      kind: 'lost',
+      reason: expect.stringMatching(
+        /^commitPart: zombie \(epoch 1\) no longer holds shard 0 of dataset ds: it is held by fresh at epoch 2$/,
+      ) as unknown,
+    });
+    // It got as far as committing its first part, and the ledger refused it.
+    expect(calls).toEqual([{ verb: 'commitPart', worker: 'zombie', outcome: 'LEASE_LOST' }]);
     expect(await ledger.listParts({ dataset_id: 'ds', shard_id: 0 })).toEqual([]);
     expect((await ledger.getShard('ds', 0))!.assigned_to).toBe(fresh.worker_id);
   } finally {
     await ledger.close();
+  }
+});
+
+test('renewals that fail until the lease runs out stop the job, which commits nothing more', async () => {
+  const clock = new FakeClock();
+  const timers = new FakeTimers(clock);
+  const { ledger, root } = await dataset(8);
+  const fenced = SqliteLedger.open(path.join(root, 'ledger.sqlite'), { clock });
+  await ledger.close();
+  try {
+    const claim = (await fenced.claim('ds', 'w1', { leaseMs: 30_000 }))!;
+    const calls: Call[] = [];
+    const spying = recording(fenced, calls);
+    // The ledger stops answering heartbeats (a transient error, retried), nothing else.
+    const outage = new ShardlineError('LEDGER', 'the ledger did not answer', {
+      cause: Object.assign(new Error('14 UNAVAILABLE'), { code: 14 }),
+    });
+    expect(isRetryable(outage)).toBe(true);
+    spying.heartbeat = (c) => {
+      calls.push({ verb: 'heartbeat', worker: c.worker_id, outcome: 'LEDGER' });
+      return Promise.reject(outage);
+    };
+    const extractor = new FakeExtractor();
+    // Every task closes a part; once the first part is committed, the next batch is held.
+    const realCommit = spying.commitPart.bind(spying);
+    spying.commitPart = async (c, p) => {
+      const out = await realCommit(c, p);
+      if (p.part_index === 0) extractor.hold();
+      return out;
+    };
+    const job = processShard(
+      claim,
+      { ...deps(spying, root, extractor), clock, timers },
+      { ...settings(30_000), partSizeBytes: 1 },
+    );
+    await extractor.held;
+    expect(calls).toEqual([{ verb: 'commitPart', worker: 'w1', outcome: 'ok' }]);
+
+    // Time passes only through the keeper's timers: each renewal fails, until the lease's end.
+    const expiresMs = Date.parse(claim.lease_expires_at);
+    for (let i = 0; i < 1000 && timers.count > 0; i++) await timers.fireNext();
+    expect(timers.count).toBe(0);
+    expect(clock.nowMs()).toBeGreaterThanOrEqual(expiresMs);
+    const beats = calls.filter((c) => c.verb === 'heartbeat');
+    expect(beats.length).toBeGreaterThan(5);
+
+    extractor.release();
+    const outcome = await job;
+    expect(outcome).toMatchObject({
+      kind: 'lost',
+      reason: `could not renew the lease before it expired (${beats.length} failed heartbeats; last: the ledger did not answer)`,
+    });
+    // After the loss: no commit, no complete, no fail, no release; one part stays committed.
+    expect(calls.filter((c) => c.verb !== 'heartbeat')).toEqual([
+      { verb: 'commitPart', worker: 'w1', outcome: 'ok' },
+    ]);
+    expect((await fenced.listParts(claim)).map((p) => p.part_index)).toEqual([0]);
+    expect(await fenced.getShard('ds', 0)).toMatchObject({
+      status: 'in_use',
+      assigned_to: 'w1',
+      parts_committed: 1,
+    });
+    // No part was started after the loss: the output holds the committed part and at most the
+    // one that was in hand (written, never committed; a resumer rewrites it, same name and bytes).
+    const out = new LocalBlobStore(path.join(root, 'activations'));
+    const written: string[] = [];
+    for await (const f of out.list('shard_000/')) written.push(f.key);
+    expect(written).toEqual(
+      expect.arrayContaining([
+        'shard_000/part_00000.index.jsonl',
+        'shard_000/part_00000.safetensors',
+      ]),
+    );
+    expect(written.filter((k) => !/\/part_0000[01]\.(index\.jsonl|safetensors)$/.test(k))).toEqual(
+      [],
+    );
+  } finally {
+    await fenced.close();
   }
 });
 
@@ -258,7 +393,7 @@ test('a stop request releases the shard after the batch in hand, without an atte
     slow.hold();
     const stop = new AbortController();
     const job = processShard(claim, deps(ledger, root, slow, stop.signal), settings());
-    await new Promise((r) => setTimeout(r, 50));
+    await slow.held; // the batch in hand
     stop.abort();
     slow.release();
     expect((await job).kind).toBe('stopped');
@@ -286,6 +421,123 @@ test('an infrastructure error fails the claim with the reason (retried elsewhere
       attempts: 1,
       last_error: expect.stringContaining('CUDA out of memory') as unknown,
     });
+  } finally {
+    await ledger.close();
+  }
+});
+
+/** A dataset store whose first `failures` reads fail the way an unavailable service does. */
+function flakyStore(root: string, failures: number): LocalBlobStore & { failed: number } {
+  const store = new LocalBlobStore(root) as LocalBlobStore & { failed: number };
+  store.failed = 0;
+  const read = store.read.bind(store);
+  store.read = (key, range) => {
+    if (store.failed >= failures) return read(key, range);
+    store.failed++;
+    const s = new PassThrough();
+    const unavailable = Object.assign(new Error('503 Service Unavailable'), { code: 503 });
+    setImmediate(() =>
+      s.destroy(
+        new ShardlineError('STORAGE', `reading ${key}: unavailable`, { cause: unavailable }),
+      ),
+    );
+    return s;
+  };
+  return store;
+}
+
+const quickRetry = (over: Partial<ShardJobSettings> = {}): ShardJobSettings => ({
+  ...settings(),
+  retry: { baseMs: 1, capMs: 5 },
+  ...over,
+});
+
+test('reads that fail while Storage is unavailable are retried: the shard completes, no attempt counted', async () => {
+  const { ledger, root } = await dataset(6);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const store = flakyStore(root, 3);
+    const outcome = await processShard(
+      claim,
+      { ...deps(ledger, root, new FakeExtractor()), dataset: store },
+      quickRetry(),
+    );
+    expect(store.failed).toBe(3);
+    expect(outcome).toMatchObject({ kind: 'completed', samples: 12 });
+    expect(await ledger.getShard('ds', 0)).toMatchObject({
+      status: 'completed',
+      attempts: 0,
+      epoch: claim.epoch,
+    });
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('an outage longer than the budget releases the shard, with no attempt counted', async () => {
+  const { ledger, root } = await dataset(4);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const outcome = await processShard(
+      claim,
+      { ...deps(ledger, root, new FakeExtractor()), dataset: flakyStore(root, 1_000_000) },
+      quickRetry({ outageBudgetMs: 30 }),
+    );
+    expect(outcome).toMatchObject({ kind: 'released' });
+    expect((outcome as { reason: string }).reason).toMatch(/unavailable for \d+ s/);
+    expect(await ledger.getShard('ds', 0)).toMatchObject({
+      status: 'available',
+      attempts: 0,
+      assigned_to: null,
+    });
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('a chunk that fails its checksum fails the shard at once, after one attempt, with the reason', async () => {
+  const { ledger, root } = await dataset(6);
+  try {
+    // Change one byte of a chunk after create (same length: only the CRC32C can tell).
+    const chunk = path.join(root, 'shard_000', 'chunk_0000.jsonl');
+    const bytes = readFileSync(chunk);
+    const at = bytes.indexOf('"train"');
+    bytes.write('"trian"', at);
+    writeFileSync(chunk, bytes);
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const outcome = await processShard(
+      claim,
+      deps(ledger, root, new FakeExtractor()),
+      quickRetry(),
+    );
+    expect(outcome).toMatchObject({ kind: 'failed', final: true });
+    const shard = (await ledger.getShard('ds', 0))!;
+    expect(shard).toMatchObject({ status: 'failed', attempts: 1, max_attempts: 3 });
+    expect(shard.last_error).toMatch(/^CORRUPT: chunk .*chunk_0000\.jsonl is corrupt: .*crc32c/);
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('a ledger that is briefly unreachable at commit is retried, keeping the claim and the attempts', async () => {
+  const { ledger, root } = await dataset(6);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    let refusals = 2;
+    const flaky: Ledger = Object.create(ledger) as Ledger;
+    flaky.commitPart = (c, p) => {
+      if (refusals-- > 0)
+        return Promise.reject(
+          new ShardlineError('LEDGER', 'Firestore: unavailable', {
+            cause: Object.assign(new Error('14 UNAVAILABLE'), { code: 14 }),
+          }),
+        );
+      return ledger.commitPart(c, p);
+    };
+    const outcome = await processShard(claim, deps(flaky, root, new FakeExtractor()), quickRetry());
+    expect(outcome.kind).toBe('completed');
+    expect(refusals).toBeLessThan(0);
+    expect(await ledger.getShard('ds', 0)).toMatchObject({ status: 'completed', attempts: 0 });
   } finally {
     await ledger.close();
   }

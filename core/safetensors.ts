@@ -10,15 +10,16 @@
  */
 import { endianness } from 'node:os';
 
-import { ShardlineError } from '../../core/errors';
+import { ShardlineError } from './errors';
 
 /** Tensor element types shardline writes. */
-export type SafetensorsDtype = 'F16' | 'F32' | 'I32' | 'I64';
+export type SafetensorsDtype = 'F16' | 'F32' | 'F64' | 'I32' | 'I64';
 
 /** Bytes per element of each dtype. */
 export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = {
   F16: 2,
   F32: 4,
+  F64: 8,
   I32: 4,
   I64: 8,
 };
@@ -147,7 +148,7 @@ export function readTensor(
   file: Uint8Array,
   parsed: SafetensorsFile,
   name: string,
-): Uint16Array | Float32Array | Int32Array | BigInt64Array {
+): Uint16Array | Float32Array | Float64Array | Int32Array | BigInt64Array {
   const entry = parsed.tensors.get(name);
   if (!entry) throw new ShardlineError('NOT_FOUND', `no tensor ${name}`);
   const [b, e] = entry.data_offsets;
@@ -159,6 +160,8 @@ export function readTensor(
       return new Uint16Array(bytes.buffer, 0, (e - b) / 2);
     case 'F32':
       return new Float32Array(bytes.buffer, 0, (e - b) / 4);
+    case 'F64':
+      return new Float64Array(bytes.buffer, 0, (e - b) / 8);
     case 'I32':
       return new Int32Array(bytes.buffer, 0, (e - b) / 4);
     case 'I64':

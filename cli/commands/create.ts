@@ -13,6 +13,7 @@ import { DEFAULT_MAX_ATTEMPTS } from '../../core/ledger/ledger';
 import { resolveLedgerKind } from '../../core/ledger/open';
 import type { CreateResult } from '../../core/split/create-dataset';
 import { createDataset } from '../../core/split/create-dataset';
+import { splitSettingsFromEnv } from '../../core/split/settings';
 import { sourceFromStore } from '../../core/split/source';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
@@ -56,6 +57,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const datasetId = checkDatasetId(
     args.optStr('dataset_id') ?? defaultDatasetId(outputLoc, ledgerKind),
   );
+  const settings = splitSettingsFromEnv(ctx.env);
   const source = await sourceFromStore(ctx.cloud.openStore(inputParent), inputName);
   const output = ctx.cloud.openStore(outputLoc);
   const host = hostname();
@@ -90,6 +92,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       bars[p.phase].update(p.bytesDone, p.bytesTotal);
     },
     signal: ctx.signal,
+    settings,
   }).finally(() => {
     bars[phase].finish();
   });

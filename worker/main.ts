@@ -58,6 +58,8 @@ export interface WorkConfig extends ExtractionChoices {
   leaseMs: number;
   /** How long a shard rides through an outage before it is released (`--outage_seconds`). */
   outageBudgetMs: number;
+  /** No progress for this long abandons a pass (`--stall_seconds`). */
+  stallMs: number;
   pollMs: number;
   graceMs: number;
   follow: boolean;
@@ -254,6 +256,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
       {
         leaseMs: config.leaseMs,
         outageBudgetMs: config.outageBudgetMs,
+        stallMs: config.stallMs,
         partSizeBytes: config.partSizeBytes,
         batch: { maxBatchSize: config.batchSize, maxBatchTokens: config.maxBatchTokens },
         follow: config.follow,

@@ -9,7 +9,7 @@ import { DEFAULT_TOPICS } from '../../core/messages';
 import type { WorkConfig } from '../../worker/main';
 import { runWork } from '../../worker/main';
 import type { ShardProgress } from '../../worker/shard-job';
-import { DEFAULT_OUTAGE_BUDGET_MS } from '../../worker/shard-job';
+import { DEFAULT_OUTAGE_BUDGET_MS, DEFAULT_STALL_MS } from '../../worker/shard-job';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
 import { COMMON_FLAGS } from '../command';
@@ -39,6 +39,7 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
     extractorTimeoutMs: Math.round(args.num('extractor_timeout_seconds') * 1000),
     leaseMs: Math.round(args.num('lease_seconds') * 1000),
     outageBudgetMs: Math.round(args.num('outage_seconds') * 1000),
+    stallMs: Math.round(args.num('stall_seconds') * 1000),
     pollMs: args.num('poll_seconds') * 1000,
     graceMs: args.num('grace_seconds') * 1000,
     follow: args.bool('follow'),
@@ -241,6 +242,16 @@ export const workCommand: Command = {
       placeholder: 'S',
       description:
         'how long a shard rides through an outage (Storage, the ledger, the model backend unavailable) before it is released',
+    },
+    {
+      name: 'stall_seconds',
+      type: 'number',
+      default: DEFAULT_STALL_MS / 1000,
+      min: 1,
+      max: 7 * 24 * 3600,
+      placeholder: 'S',
+      description:
+        'no progress (no task read, batch extracted or part committed) for this long abandons the pass and retries from the last committed part, lease kept',
     },
     {
       name: 'poll_seconds',

@@ -57,6 +57,19 @@ export const TINY_QWEN2: Qwen2Shape = {
   intermediateSize: 128,
 };
 
+/**
+ * The model `shardline demo` generates: Qwen's real 151,936-token vocabulary (so the real
+ * tokenizer works), tiny everywhere else (4 layers, hidden 64).
+ */
+export const DEMO_QWEN2: Qwen2Shape = {
+  vocabSize: 151936,
+  hiddenSize: 64,
+  numLayers: 4,
+  numHeads: 4,
+  numKvHeads: 2,
+  intermediateSize: 256,
+};
+
 /** Qwen2.5-0.5B's shape (with an untied lm head): for the benchmark. */
 export const QWEN25_05B: Qwen2Shape = {
   vocabSize: 151936,

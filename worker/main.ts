@@ -19,16 +19,13 @@ import type { Ledger, LedgerKind } from '../core/ledger/ledger';
 import { openLedger, resolveLedgerKind } from '../core/ledger/open';
 import type { Logger } from '../core/log';
 import { PubSubPublisher } from '../core/wakeup/publisher';
-import type { ActivationDtype } from './extraction/activations';
 import type { Extractor } from './extraction/engine';
 import { ExtractionEngine } from './extraction/engine';
 import { partKeys, provenanceDiff, runFingerprint, runMetadata } from './extraction/part-writer';
-import type { PositionSpec } from './extraction/positions';
 import { formatPositions } from './extraction/positions';
+import { loadPromptSetup } from './extraction/prompt-setup';
+import type { ExtractionChoices } from './extraction/prompt-setup';
 import { ProtocolExtractor } from './extraction/protocol-extractor';
-import { loadPromptTemplate } from './extraction/prompt-template';
-import { resolveSampleOptions } from './extraction/samples';
-import { loadTokenizer } from './extraction/tokenizer';
 import type { DoorbellSource } from './doorbells';
 import { PubSubDoorbells } from './doorbells';
 import type { DatasetHandle, WorkerSummary } from './loop';
@@ -38,23 +35,12 @@ import { resolveModelPath } from './model-path';
 import type { JobMessaging, ShardProgress } from './shard-job';
 
 /** Everything `shardline work` was told. */
-export interface WorkConfig {
+export interface WorkConfig extends ExtractionChoices {
   /** `--sharded_dataset_dir`: the dataset to work on; optional with a subscription (any announced dataset). */
   datasetDir?: string;
   /** `--output_dir`; default `<dataset>/activations`. */
   outputDir?: string;
   modelPath: string;
-  /** Model name recorded in the parts (default: the model folder's name). */
-  modelName?: string;
-  tokenizerPath?: string;
-  tokenizerConfigPath?: string;
-  chatTemplatePath?: string;
-  promptTemplatePath?: string;
-  /** Layers to extract; undefined = all. */
-  layers?: number[];
-  /** Which token positions are stored (`--positions`). */
-  positions: PositionSpec;
-  dtype: ActivationDtype;
   /**
    * What runs the model: `onnx` (onnxruntime in this process, the default), `jax` (the JAX
    * extractor of worker/jax in a child process), or `command` (`backendCommand`, a user's own
@@ -69,18 +55,11 @@ export interface WorkConfig {
   computeDtype: 'auto' | 'float32' | 'bfloat16';
   /** How long one batch may take in a child extractor before it is killed (ms). */
   extractorTimeoutMs: number;
-  batchSize: number;
-  maxBatchTokens: number;
-  maxSeqLength: number;
-  predictionsPerTask: number;
-  augment: boolean;
-  seed: number;
-  threads?: number;
-  executionProviders: string[];
-  partSizeBytes: number;
   leaseMs: number;
   /** How long a shard rides through an outage before it is released (`--outage_seconds`). */
   outageBudgetMs: number;
+  /** No progress for this long abandons a pass (`--stall_seconds`). */
+  stallMs: number;
   pollMs: number;
   graceMs: number;
   follow: boolean;
@@ -115,26 +94,6 @@ export interface WorkIo {
   onProgress?: (p: ShardProgress) => void;
 }
 
-/**
- * Finds the tokenizer files of a Hugging Face style model folder: beside `model.onnx` (or
- * `onnx/model.onnx`, in the folder above), or in a checkpoint folder itself.
- */
-function tokenizerBeside(
-  modelPath: string,
-): { tokenizerPath: string; tokenizerConfigPath?: string } | null {
-  const dirs = statSync(modelPath).isDirectory()
-    ? [modelPath, path.dirname(modelPath)]
-    : [path.dirname(modelPath), path.dirname(path.dirname(modelPath))];
-  for (const dir of dirs) {
-    const tok = path.join(dir, 'tokenizer.json');
-    if (existsSync(tok)) {
-      const cfg = path.join(dir, 'tokenizer_config.json');
-      return { tokenizerPath: tok, ...(existsSync(cfg) ? { tokenizerConfigPath: cfg } : {}) };
-    }
-  }
-  return null;
-}
-
 /** Runs the worker; resolves with what it did. */
 export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSummary> {
   const log = io.log;
@@ -143,29 +102,8 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
   const modelPath = (config.backend ?? 'onnx') === 'onnx' ? resolveModelPath(given) : given;
 
   // Tokenizer: the flag, else the model folder's, else the bundled Qwen tokenizer.
-  const beside = config.tokenizerPath ? null : tokenizerBeside(modelPath);
-  const tokenizer = loadTokenizer({
-    ...(config.tokenizerPath
-      ? { tokenizerPath: path.resolve(io.cwd, config.tokenizerPath) }
-      : (beside ?? {})),
-    ...(config.tokenizerConfigPath
-      ? { tokenizerConfigPath: path.resolve(io.cwd, config.tokenizerConfigPath) }
-      : {}),
-    ...(config.chatTemplatePath
-      ? { chatTemplatePath: path.resolve(io.cwd, config.chatTemplatePath) }
-      : {}),
-  });
+  const { tokenizer, sampleOptions } = loadPromptSetup({ ...config, modelPath }, io.cwd);
   log.info('tokenizer loaded', { source: tokenizer.info.tokenizerPath });
-  const sampleOptions = resolveSampleOptions({
-    template: loadPromptTemplate(
-      config.promptTemplatePath ? path.resolve(io.cwd, config.promptTemplatePath) : undefined,
-    ),
-    predictionsPerTask: config.predictionsPerTask,
-    augment: config.augment,
-    seed: config.seed,
-    maxSeqLength: config.maxSeqLength,
-    findAnswerStart: config.positions.kind === 'answer',
-  });
 
   const cloud = new CloudClients({
     ...(config.projectId === undefined ? {} : { projectId: config.projectId }),
@@ -318,6 +256,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
       {
         leaseMs: config.leaseMs,
         outageBudgetMs: config.outageBudgetMs,
+        stallMs: config.stallMs,
         partSizeBytes: config.partSizeBytes,
         batch: { maxBatchSize: config.batchSize, maxBatchTokens: config.maxBatchTokens },
         follow: config.follow,

@@ -24,7 +24,7 @@ import type { BatchLimits } from './extraction/batch';
 import { planBatches } from './extraction/batch';
 import type { Extractor } from './extraction/engine';
 import type { PartResult } from './extraction/part-writer';
-import { PartWriter, rowBytes } from './extraction/part-writer';
+import { PartWriter, sampleBytes } from './extraction/part-writer';
 import type { PositionSpec } from './extraction/positions';
 import { selectPositions } from './extraction/positions';
 import type { Sample, SkippedSample } from './extraction/samples';
@@ -85,7 +85,8 @@ export interface PipelineCounts {
 /** One shard's extraction pipeline; feed tasks in order, then `finish`. */
 export class PartPipeline {
   private readonly depth: number;
-  private readonly bytesPerRow: number;
+  /** A sample's share of a part's size, for the cuts. */
+  private readonly sampleBytes: (rows: number) => number;
   private current: PartPlan;
   private pending: PlannedSample[] = [];
   private readonly inflight: Array<{
@@ -99,7 +100,7 @@ export class PartPipeline {
   constructor(private readonly o: PipelineOptions) {
     this.depth = o.depth ?? 2;
     const info = o.extractor.info;
-    this.bytesPerRow = rowBytes(info.layers.length, info.hiddenSize, info.dtype);
+    this.sampleBytes = (rows) => sampleBytes(rows, info.layers.length, info.hiddenSize, info.dtype);
     this.current = this.newPart(o.firstPartIndex, o.start);
   }
 
@@ -143,7 +144,7 @@ export class PartPipeline {
               }),
             );
       const rows = positions ? positions.length : sample.tokenIds.length;
-      const bytes = rows * this.bytesPerRow + 16;
+      const bytes = this.sampleBytes(rows);
       if (this.current.samples > 0 && this.current.bytes + bytes > this.o.partSizeBytes)
         await this.cut({ task: taskIndex, sample: k });
       const part = this.current;

@@ -22,7 +22,7 @@ import { MANIFEST_FILE } from '../../core/rollup/manifests';
 import { createDataset } from '../../core/split/create-dataset';
 import { sourceFromStore } from '../../core/split/source';
 import { SHARDLINE_VERSION } from '../../core/version';
-import { generateQwen2Model } from '../../synthetic/qwen2';
+import { DEMO_QWEN2, generateQwen2Model } from '../../synthetic/qwen2';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
 import { COMMON_FLAGS } from '../command';
@@ -38,14 +38,7 @@ const DEMO_DATASET_ID = 'demo';
 const DEMO_CHUNK_SIZE_MB = 0.02;
 
 /** The demo model: Qwen's real 151,936-token vocabulary, tiny everywhere else (random weights). */
-const DEMO_MODEL = {
-  vocabSize: 151936,
-  hiddenSize: 64,
-  numLayers: 4,
-  numHeads: 4,
-  numKvHeads: 2,
-  intermediateSize: 256,
-};
+const DEMO_MODEL = DEMO_QWEN2;
 
 function ensureModel(dir: string, say: (s: string) => void): string {
   const file = path.join(dir, 'model.onnx');

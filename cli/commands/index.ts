@@ -9,6 +9,8 @@ import { createCommand } from './create';
 import { demoCommand } from './demo';
 import { failCommand } from './fail';
 import { ingestsCommand } from './ingests';
+import { planCommand } from './plan';
+import { reportCommand } from './report';
 import { resetCommand } from './reset';
 import { statsCommand } from './stats';
 import { statusCommand } from './status';
@@ -27,5 +29,7 @@ export const COMMANDS: readonly Command[] = [
   ingestsCommand,
   statsCommand,
   verifyCommand,
+  planCommand,
+  reportCommand,
   demoCommand,
 ];

@@ -190,7 +190,8 @@ function describeInputs(
   return { inputNames, pastInputs };
 }
 
-function embeddingWidth(graph: onnx.IGraphProto): number | null {
+/** The hidden size read from the graph: the width of the embedding table `input_ids` indexes, or null. */
+export function embeddingWidth(graph: onnx.IGraphProto): number | null {
   const embed = (graph.node ?? []).find(
     (n) => n.opType === 'Gather' && n.input?.[1] === 'input_ids',
   );

@@ -9,9 +9,8 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import type { DatasetManifest, ShardManifest } from '../../../core/rollup/manifests';
-import { parseSafetensorsHeader, readTensor } from '../../../core/safetensors';
-import type { IndexRecord } from '../../../worker/extraction/part-writer';
 import { createDataset, extract, mixedTaskLines } from '../../support/extracted';
+import { readPart } from '../../support/parts';
 import { probePython, pythonTest, runPython } from '../../support/python';
 import { makeTempDir } from '../../support/tmp';
 import { makeModel } from '../../support/worker-fixtures';
@@ -51,20 +50,12 @@ function readWritten(dir: string): WrittenSample[] {
     const shard = JSON.parse(readFileSync(path.join(dir, s.manifest), 'utf8')) as ShardManifest;
     for (const part of [...shard.parts].sort((a, b) => a.part_index - b.part_index)) {
       const base = path.join(dir, path.dirname(s.manifest), part.name);
-      const file = readFileSync(`${base}.safetensors`);
-      const header = parseSafetensorsHeader(file);
-      const offsets = Array.from(
-        readTensor(file, header, 'sample_offsets') as BigInt64Array,
-        Number,
+      const read = readPart(
+        readFileSync(`${base}.safetensors`),
+        readFileSync(`${base}.index.jsonl`, 'utf8'),
       );
-      const positions = readTensor(file, header, 'token_positions') as Int32Array;
-      const ids = readTensor(file, header, 'token_ids') as Int32Array;
-      const layers = LAYERS.map((l) => readTensor(file, header, `resid_post.${l}`) as Uint16Array);
-      const index = readFileSync(`${base}.index.jsonl`, 'utf8')
-        .trimEnd()
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as IndexRecord);
+      const layers = LAYERS.map((l) => read.rows(l));
+      const { offsets, positions, tokenIds: ids, index } = read;
       index.forEach((record, k) => {
         const [a, b] = [offsets[k]!, offsets[k + 1]!];
         const bytesOf = (l: number, r0: number, r1: number): Uint8Array => {

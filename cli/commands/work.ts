@@ -304,7 +304,7 @@ export const workCommand: Command = {
       default: 'auto',
       choices: ['auto', 'float32', 'bfloat16'],
       description:
-        'what a child extractor computes in (auto: bfloat16 with jax, float32 with numpy)',
+        'what a child extractor computes in (auto: bfloat16 with jax, float32 with numpy and --backend command)',
     },
     {
       name: 'extractor_timeout_seconds',

@@ -2,8 +2,7 @@
  * A stand-in extractor for the worker's failure tests: a child process speaking the extractor
  * protocol (docs/extractor-protocol.md) that answers with rows computed from each token's id,
  * position and layer (`fakeRow`), so a test can check every stored row, and that misbehaves
- * on request. Run through a launcher (test/support/ts-processes.ts `writeTsLauncher`, entry
- * `runFakeExtractor`):
+ * on request. `writeFakeExtractor` writes a launcher `node` runs:
  *
  *   node fake-extractor.cjs --state DIR --plan die@3,version [--hidden 8] [--layers 2]
  *
@@ -24,6 +23,15 @@ import * as path from 'node:path';
 import { FrameReader, encodeFrame } from '../../worker/extraction/protocol-extractor';
 import type { OutArray } from '../../worker/extraction/protocol-extractor';
 import { f32ToF16Bits } from '../../worker/extraction/fp16';
+import { writeTsLauncher } from './ts-processes';
+
+/**
+ * Writes the program into `dir` (`dir/fake-extractor.cjs`) and returns its path: run it as
+ * `node PATH --state DIR --plan PLAN …`.
+ */
+export function writeFakeExtractor(dir: string): string {
+  return writeTsLauncher(dir, 'fake-extractor', __filename, 'runFakeExtractor');
+}
 
 /** The weights hash the fake reports (any fixed string: a restarted fake must match it). */
 export const FAKE_WEIGHTS_SHA256 = 'fake-extractor-weights-v1';
@@ -49,6 +57,20 @@ export function fakeChildren(stateDir: string): FakeChildRecord[] {
     .filter((f) => /^child-\d+\.json$/.test(f))
     .map((f) => JSON.parse(readFileSync(path.join(stateDir, f), 'utf8')) as FakeChildRecord)
     .sort((a, b) => a.generation - b.generation);
+}
+
+/** Whether `pid` still runs (a zombie, dead but not yet reaped by its parent, does not). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true; // no /proc: it answered the signal
+  }
 }
 
 function flag(argv: readonly string[], name: string, fallback?: string): string {

@@ -7,6 +7,9 @@
  *
  * The protocol: a child prints `ready` once set up, waits for `go` on stdin, does its work and
  * prints its result as one JSON line (`{ "error": message }` when it failed).
+ *
+ * `writeTsLauncher` makes a TypeScript script a program of its own, for tests that hand a
+ * command line to the code under test (the worker's `--backend_command`).
  */
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';

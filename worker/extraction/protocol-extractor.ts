@@ -289,6 +289,8 @@ function checkReady(h: Frame['header'], o: ProtocolExtractorOptions): ReadyFacts
     : Array.from({ length: numLayers }, (_, i) => i);
   if (JSON.stringify(h.layers) !== JSON.stringify(want))
     throw new Error(`it returns layers ${JSON.stringify(h.layers)}, not ${JSON.stringify(want)}`);
+  if (want.some((l) => !Number.isSafeInteger(l) || l < 0 || l >= numLayers))
+    throw new Error(`layers ${JSON.stringify(want)} are not all among the model's ${numLayers}`);
   return {
     backend: typeof h.backend === 'string' ? h.backend : null,
     numLayers,

@@ -16,9 +16,13 @@ import { SqliteLedger } from '../../../core/ledger/sqlite';
 import { parseSafetensorsHeader, readTensor } from '../../../core/safetensors';
 import { f16BitsToNumber } from '../../../worker/extraction/fp16';
 import { cli } from '../../support/cli';
-import { fakeChildren, fakeRow } from '../../support/fake-extractor';
+import {
+  fakeChildren,
+  fakeRow,
+  processAlive,
+  writeFakeExtractor,
+} from '../../support/fake-extractor';
 import { makeTempDir } from '../../support/tmp';
-import { writeTsLauncher } from '../../support/ts-processes';
 import { arcJsonl, collectSamples, expectedSampleIds } from '../../support/worker-fixtures';
 
 const HIDDEN = 8;
@@ -34,12 +38,7 @@ let DATASET: string;
 
 beforeAll(async () => {
   ({ dir: root, cleanup } = makeTempDir('extractor-failures'));
-  launcher = writeTsLauncher(
-    root,
-    'fake-extractor',
-    path.resolve(__dirname, '..', '..', 'support', 'fake-extractor.ts'),
-    'runFakeExtractor',
-  );
+  launcher = writeFakeExtractor(root);
   // What a checkpoint folder must hold for the worker to start a child on it; the fake reads
   // nothing from it.
   checkpoint = path.join(root, 'checkpoint');
@@ -104,20 +103,6 @@ function openLedger(dir: string): SqliteLedger {
   return SqliteLedger.open(path.join(dir, LOCAL_LEDGER_FILE), { clock: systemClock });
 }
 
-/** Whether `pid` still runs (a zombie, dead but not yet reaped by its parent, does not). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true; // no /proc: it answered the signal
-  }
-}
-
 /**
  * After `work --max_shards 2 --preferred_shard_id 0` with a fake whose first child fails at
  * batch 3: shard 0's claim failed with `reason` (attempt 1, back to available), holding only
@@ -169,7 +154,7 @@ async function expectFailedThenResumed(
   const children = fakeChildren(state);
   expect(children.map((c) => c.mode)).toEqual([`${mode}@3`, 'ok']);
   expect(new Set(children.map((c) => c.pid)).size).toBe(2);
-  expect(alive(children[0]!.pid)).toBe(false);
+  expect(processAlive(children[0]!.pid)).toBe(false);
 
   // Resume: the dataset completes, every sample once, every row what the extractor gave.
   const rest = await work(dir, state, `${mode}@3`);
@@ -266,7 +251,7 @@ describe('a child extractor that fails', () => {
     for (const s of seen) expect(s.expiresMs).toBeGreaterThan(s.atMs);
     expect(new Set(seen.map((s) => s.expiresMs)).size).toBeGreaterThanOrEqual(4);
     const [hung] = fakeChildren(state);
-    expect(alive(hung!.pid)).toBe(false);
+    expect(processAlive(hung!.pid)).toBe(false);
     // Nothing of the hung batch was committed; a later run resumes and finishes.
     expect(existsSync(path.join(dir, 'activations', 'shard_000', 'part_00002.safetensors'))).toBe(
       false,

@@ -1,8 +1,10 @@
 /**
  * The worker's composition root: builds every real thing (the Storage, Firestore and Pub/Sub
- * clients, ledgers, stores, the ONNX engine, the tokenizer) from one validated `WorkConfig`
- * and runs the loop. `shardline work` parses and checks the flags into a `WorkConfig` at the
- * edge and calls `runWork`; nothing here reads the environment.
+ * clients, ledgers, stores, the extractor, the tokenizer) from one validated `WorkConfig` and
+ * runs the loop. `shardline work` parses and checks the flags into a `WorkConfig` at the edge
+ * and calls `runWork`; nothing here reads the environment for settings. (A child extractor
+ * inherits the process's environment, its own settings such as `JAX_PLATFORMS` included, with
+ * `PYTHONPATH` extended for the bundled JAX extractor.)
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';

@@ -36,7 +36,7 @@ const MAX_PAYLOAD_BYTES = Number.MAX_SAFE_INTEGER;
 export interface ProtocolExtractorOptions {
   /** The child's command line: program and arguments (no shell). */
   command: readonly string[];
-  /** The child's environment. */
+  /** The child's environment; default this process's. */
   env?: NodeJS.ProcessEnv;
   /** The Hugging Face checkpoint folder the child loads. */
   modelPath: string;
@@ -319,7 +319,8 @@ class ExtractorChild {
 
   constructor(command: readonly string[], env: NodeJS.ProcessEnv | undefined, log: Logger) {
     const [program, ...args] = command;
-    this.proc = spawn(program!, args, { env: env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    // Without `env` the child inherits this process's environment (spawn's default).
+    this.proc = spawn(program!, args, { ...(env ? { env } : {}), stdio: ['pipe', 'pipe', 'pipe'] });
     const { stdin, stdout, stderr } = this.proc;
     stdin!.on('error', () => undefined); // a dead child's EPIPE: its end is reported by `ended`
     let partial = '';

@@ -1,9 +1,12 @@
 /**
  * The worker's composition root: builds every real thing (the Storage, Firestore and Pub/Sub
- * clients, ledgers, stores, the ONNX engine, the tokenizer) from one validated `WorkConfig`
- * and runs the loop. `shardline work` parses and checks the flags into a `WorkConfig` at the
- * edge and calls `runWork`; nothing here reads the environment.
+ * clients, ledgers, stores, the extractor, the tokenizer) from one validated `WorkConfig` and
+ * runs the loop. `shardline work` parses and checks the flags into a `WorkConfig` at the edge
+ * and calls `runWork`; nothing here reads the environment for settings. (A child extractor
+ * inherits the process's environment, its own settings such as `JAX_PLATFORMS` included, with
+ * `PYTHONPATH` extended for the bundled JAX extractor.)
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
@@ -298,6 +301,16 @@ function jaxPackageDir(): string {
   );
 }
 
+/** Whether `python3` (with `env`) can import jax: what `--jax_array auto` picks. */
+function pythonHasJax(env: NodeJS.ProcessEnv): boolean {
+  const probe = spawnSync(
+    'python3',
+    ['-c', 'import importlib.util, sys; sys.exit(importlib.util.find_spec("jax") is None)'],
+    { env, stdio: 'ignore', timeout: 60_000 },
+  );
+  return probe.status === 0;
+}
+
 /** Opens the configured extractor: onnxruntime here, or a child speaking the protocol. */
 async function openExtractor(
   config: WorkConfig,
@@ -321,24 +334,22 @@ async function openExtractor(
     );
   const env: NodeJS.ProcessEnv = { ...process.env };
   let command: string[];
+  let array: 'jax' | 'numpy' | null = null;
   if (config.backend === 'jax') {
     const pkg = jaxPackageDir();
     env.PYTHONPATH = [pkg, env.PYTHONPATH].filter(Boolean).join(path.delimiter);
-    command = [
-      'python3',
-      '-m',
-      'shardline_jax',
-      ...(config.jaxArray === 'auto' ? [] : ['--array', config.jaxArray]),
-    ];
+    // `auto` is resolved here, not in the child, so that `--compute_dtype auto` can follow it.
+    array = config.jaxArray === 'auto' ? (pythonHasJax(env) ? 'jax' : 'numpy') : config.jaxArray;
+    if (config.jaxArray === 'auto' && array === 'numpy')
+      log.warn(
+        'jax is not installed for python3: the JAX extractor runs on numpy (host CPU, float32)',
+      );
+    command = ['python3', '-m', 'shardline_jax', '--array', array];
   } else {
     command = config.backendCommand ?? [];
   }
   const computeDtype =
-    config.computeDtype !== 'auto'
-      ? config.computeDtype
-      : config.backend === 'jax' && config.jaxArray !== 'numpy'
-        ? 'bfloat16'
-        : 'float32';
+    config.computeDtype !== 'auto' ? config.computeDtype : array === 'jax' ? 'bfloat16' : 'float32';
   return ProtocolExtractor.open({
     command,
     env,

@@ -1,6 +1,6 @@
 /**
  * The extraction of one shard as a pipeline, so the extractor never waits for the rest of the
- * worker (the figures are in bench/README.md, extract):
+ * worker (the figures are in bench/README.md, worker):
  *
  *   tasks → samples → batches ──extract (up to `depth` batches queued)──▶ part writer
  *                                                  part full ──▶ write ──▶ commit (in order)

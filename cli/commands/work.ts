@@ -27,13 +27,21 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
   const opt = <T>(name: string, v: T | undefined): Partial<Record<string, T>> =>
     v === undefined ? {} : { [name]: v };
   const explicitPreferred = args.optNum('preferred_shard_id');
+  const backendFlag = args.str('backend') as WorkConfig['backend'];
+  const backendCommand = args.optStr('backend_command')?.trim().split(/\s+/);
+  if (backendFlag === 'command' && !backendCommand)
+    throw new ConfigError('--backend command needs --backend_command "PROGRAM ARGS"');
+  if (backendCommand && args.given.has('backend') && backendFlag !== 'command')
+    throw new ConfigError(
+      `--backend_command runs your own extractor: give it with --backend command (or alone), not --backend ${backendFlag}`,
+    );
   return {
     ...opt('datasetDir', args.optStr('sharded_dataset_dir')),
     ...opt('outputDir', args.optStr('output_dir')),
     modelPath: args.str('model_path'),
     ...extractionSettings(args),
-    backend: args.optStr('backend_command') ? 'command' : (args.str('backend') as 'onnx' | 'jax'),
-    ...opt('backendCommand', args.optStr('backend_command')?.trim().split(/\s+/)),
+    backend: backendCommand ? 'command' : backendFlag,
+    ...opt('backendCommand', backendCommand),
     jaxArray: args.str('jax_array') as 'auto' | 'jax' | 'numpy',
     computeDtype: args.str('compute_dtype') as 'auto' | 'float32' | 'bfloat16',
     extractorTimeoutMs: Math.round(args.num('extractor_timeout_seconds') * 1000),
@@ -190,16 +198,16 @@ export const workCommand: Command = {
       name: 'backend',
       type: 'string',
       default: 'onnx',
-      choices: ['onnx', 'jax'],
+      choices: ['onnx', 'jax', 'command'],
       description:
-        'what runs the model: onnx (onnxruntime here; --model_path an ONNX export) or jax (the JAX extractor in a child process, on TPU/GPU; --model_path a Hugging Face folder)',
+        'what runs the model: onnx (onnxruntime here; --model_path an ONNX export), jax (the JAX extractor in a child process, on TPU/GPU; --model_path a Hugging Face folder) or command (--backend_command)',
     },
     {
       name: 'backend_command',
       type: 'string',
       placeholder: 'CMD',
       description:
-        'your own extractor: a command speaking the extractor protocol (docs/extractor-protocol.md)',
+        'your own extractor: a command speaking the extractor protocol (docs/extractor-protocol.md), split at spaces (no shell); implies --backend command',
     },
     {
       name: 'jax_array',
@@ -214,7 +222,7 @@ export const workCommand: Command = {
       default: 'auto',
       choices: ['auto', 'float32', 'bfloat16'],
       description:
-        'what a child extractor computes in (auto: bfloat16 with jax, float32 with numpy)',
+        'what a child extractor computes in (auto: bfloat16 with jax, float32 with numpy and --backend command)',
     },
     {
       name: 'extractor_timeout_seconds',

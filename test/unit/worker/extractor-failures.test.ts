@@ -233,6 +233,8 @@ describe('a child extractor that fails', () => {
         'hang@3',
         '--max_shards',
         '1',
+        '--preferred_shard_id',
+        '0',
         '--extractor_timeout_seconds',
         '4',
       );

@@ -24,6 +24,12 @@ export const EXIT = {
    * batch job must see it. Restart policies must not retry on it (nothing changes by itself).
    */
   FAILED_SHARDS: 8,
+  /**
+   * `verify` found problems in a dataset's outputs (each is printed with the file it concerns):
+   * a missing or damaged file, a missing or duplicated task, counts, fingerprints or statistics
+   * that disagree. Nothing changes by itself: fix or redo the shards named, then verify again.
+   */
+  VERIFY_FAILED: 9,
   /** Interrupted by a signal. */
   INTERRUPTED: 130,
 } as const;
@@ -39,5 +45,6 @@ export const EXIT_CODE_HELP = [
   '6    not the holder of that claim (use --force to override, recorded as forced)',
   '7    not found (dataset, shard or file)',
   '8    work: shards are failed for good (see status; reset them to run again)',
+  '9    verify: the outputs have problems (each printed with its file)',
   '130  interrupted',
 ];

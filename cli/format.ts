@@ -16,6 +16,14 @@ export function formatBytes(bytes: number): string {
     : `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[u]}`;
 }
 
+/** `1,234,567`; `12.3` below 100 when not whole. */
+export function formatCount(n: number): string {
+  if (!Number.isFinite(n)) return '∞';
+  return Math.abs(n) < 100 && !Number.isInteger(n)
+    ? n.toFixed(1)
+    : Math.round(n).toLocaleString('en-US');
+}
+
 /**
  * A duration for people: `0.4s`, `9.5s`, `12s`, `4m 05s`, `2h 03m`, `3d 4h`. Negative values
  * are shown as their size (`expired 12s ago` is the caller's wording); `?` when not a number.

@@ -15,9 +15,7 @@ import { envNumber } from '../core/config';
 import { formatLocation, parseLocation } from '../core/blob/location';
 import type { BlobStore } from '../core/blob/store';
 import type { MasterMetadata } from '../core/dataset/metadata';
-import { MasterMetadataSchema, decodeJson } from '../core/dataset/metadata';
-import { MASTER_METADATA } from '../core/dataset/paths';
-import { ShardlineError, errorCode } from '../core/errors';
+import { readMasterMetadata } from '../core/dataset/metadata';
 import type { Ledger, LedgerKind } from '../core/ledger/ledger';
 import { LEDGER_KINDS, openLedger, resolveLedgerKind } from '../core/ledger/open';
 import { workerIdentity } from '../core/ledger/worker-id';
@@ -32,6 +30,17 @@ export const DATASET_DIR_FLAG = {
   placeholder: 'DIR',
   env: 'SHARDLINE_DATASET_DIR',
   description: 'the dataset: a local folder or gs://BUCKET/PREFIX (where master_metadata.json is)',
+} as const satisfies FlagSpec;
+
+/** `--num_shards`, as `create` (and `plan --input_file`, for what `create` would make) read it. */
+export const NUM_SHARDS_FLAG = {
+  name: 'num_shards',
+  type: 'int',
+  default: 8,
+  min: 1,
+  max: 100_000,
+  placeholder: 'N',
+  description: 'number of shards',
 } as const satisfies FlagSpec;
 
 /** Flags that choose and locate the ledger. */
@@ -196,17 +205,7 @@ export async function openDatasetSession(
   const location = datasetLocation(args, ctx);
   resolveLedgerKind(location, args.optStr('ledger') as LedgerKind | undefined);
   const store = ctx.cloud.openStore(location);
-  let text: string;
-  try {
-    text = (await store.readAll(MASTER_METADATA)).toString('utf8');
-  } catch (e: unknown) {
-    if (errorCode(e) !== 'NOT_FOUND') throw e;
-    throw new ShardlineError(
-      'NOT_FOUND',
-      `${formatLocation(location)} has no ${MASTER_METADATA}: not a shardline dataset, or \`shardline create\` has not finished`,
-    );
-  }
-  const master = decodeJson(MasterMetadataSchema, text, store.uriOf(MASTER_METADATA));
+  const master = await readMasterMetadata(store);
   const ledger = await openLedgerFor(location, args, ctx);
   try {
     await ledger.registerDataset(master, { datasetUri: formatLocation(location) });

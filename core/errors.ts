@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'LEDGER'
   | 'MODEL'
   | 'INTERRUPTED'
+  | 'TIMEOUT'
   | 'INTERNAL';
 
 /** The base of every error shardline throws on purpose. */
@@ -135,6 +136,8 @@ export function isRetryable(e: unknown): boolean {
   if (e instanceof ShardlineError) {
     // Lost races (optimistic transactions, claims under contention) go another way next time.
     if (e.code === 'LEDGER' && e.details.contended === true) return true;
+    // A step that never answered (a request on a connection that died silently).
+    if (e.code === 'TIMEOUT') return true;
     if (e.code === 'STORAGE' || e.code === 'LEDGER') return isRetryable(e.cause);
     return false;
   }

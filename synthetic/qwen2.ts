@@ -58,10 +58,10 @@ export const TINY_QWEN2: Qwen2Shape = {
 };
 
 /**
- * A small shape with Qwen's real 151,936-token vocabulary: hidden 64, 4 layers, 4/2 heads,
- * MLP 256. What `shardline demo` and the work-unit bench run.
+ * The model `shardline demo` generates, and the work-unit bench runs: Qwen's real 151,936-token
+ * vocabulary (so the real tokenizer works), tiny everywhere else (4 layers, hidden 64).
  */
-export const SMALL_QWEN2: Qwen2Shape = {
+export const DEMO_QWEN2: Qwen2Shape = {
   vocabSize: 151936,
   hiddenSize: 64,
   numLayers: 4,

@@ -2,8 +2,8 @@
  * The worker loop: wait for work (a doorbell, or a poll when idle), claim (the doorbell's
  * shard first), process the shard, repeat; when nothing is claimable, split the held work unit
  * with the most work left and process the new unit (`split`, docs/decisions.md#work-units-split-the-tail);
- * stop when nothing is left to claim or split (unless following), after `maxShards`, or on
- * shutdown.
+ * stop when nothing is left to claim or split (unless following; a shard backing off after a
+ * failed attempt is waited for), after `maxShards`, or on shutdown.
  *
  * Shutdown (SIGTERM, e.g. spot preemption): stop claiming, let the shard job finish the batch
  * in hand and release its lease (no attempt counted), and return within `graceMs`; if the
@@ -227,7 +227,19 @@ export async function runWorker(
       // event can be lost with a worker killed right after completing the last shard).
       for (const d of datasets.values())
         if (!rolledUp.has(d.datasetId) && (await rollUp(d, log))) rolledUp.add(d.datasetId);
-      if (!settings.follow) break;
+      if (!settings.follow) {
+        // A shard backing off after a failed attempt is still this run's work: wait for it
+        // rather than leave it undone (it fails for good after its last attempt).
+        const retry = await soonestRetry([...datasets.values()], deps.clock.nowMs(), log);
+        if (retry === null) break;
+        log.info('waiting for a shard backing off after a failed attempt', {
+          dataset_id: retry.datasetId,
+          shard_id: retry.shardId,
+          wait_ms: retry.waitMs,
+        });
+        await sleep(retry.waitMs, deps.stop);
+        continue;
+      }
       await sleep(settings.pollMs * (0.75 + random() / 2), deps.stop);
       continue;
     }
@@ -268,6 +280,32 @@ export async function runWorker(
     }
   }
   return summary;
+}
+
+/** The first shard of `datasets` to become claimable again after its backoff, or null. */
+async function soonestRetry(
+  datasets: readonly DatasetHandle[],
+  nowMs: number,
+  log: Logger,
+): Promise<{ datasetId: string; shardId: number; waitMs: number } | null> {
+  let soonest: { datasetId: string; shardId: number; waitMs: number } | null = null;
+  for (const d of datasets) {
+    let shards;
+    try {
+      ({ shards } = await d.ledger.status(d.datasetId));
+    } catch (e: unknown) {
+      log.warn('could not read the status of a dataset', { dataset_id: d.datasetId, error: e });
+      continue;
+    }
+    for (const s of shards) {
+      if (s.status !== 'available' || s.retry_at === null) continue;
+      // A little past the time, so the claim finds the backoff over.
+      const waitMs = Math.max(0, Date.parse(s.retry_at) - nowMs) + 50;
+      if (soonest === null || waitMs < soonest.waitMs)
+        soonest = { datasetId: d.datasetId, shardId: s.shard_id, waitMs };
+    }
+  }
+  return soonest;
 }
 
 /** Writes the dataset manifest when every shard is done; true once it exists. */

@@ -1,9 +1,12 @@
 /**
  * The worker's composition root: builds every real thing (the Storage, Firestore and Pub/Sub
- * clients, ledgers, stores, the ONNX engine, the tokenizer) from one validated `WorkConfig`
- * and runs the loop. `shardline work` parses and checks the flags into a `WorkConfig` at the
- * edge and calls `runWork`; nothing here reads the environment.
+ * clients, ledgers, stores, the extractor, the tokenizer) from one validated `WorkConfig` and
+ * runs the loop. `shardline work` parses and checks the flags into a `WorkConfig` at the edge
+ * and calls `runWork`; nothing here reads the environment for settings. (A child extractor
+ * inherits the process's environment, its own settings such as `JAX_PLATFORMS` included, with
+ * `PYTHONPATH` extended for the bundled JAX extractor.)
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
@@ -19,16 +22,13 @@ import type { Ledger, LedgerKind } from '../core/ledger/ledger';
 import { openLedger, resolveLedgerKind } from '../core/ledger/open';
 import type { Logger } from '../core/log';
 import { PubSubPublisher } from '../core/wakeup/publisher';
-import type { ActivationDtype } from './extraction/activations';
 import type { Extractor } from './extraction/engine';
 import { ExtractionEngine } from './extraction/engine';
 import { partKeys, provenanceDiff, runFingerprint, runMetadata } from './extraction/part-writer';
-import type { PositionSpec } from './extraction/positions';
 import { formatPositions } from './extraction/positions';
+import { loadPromptSetup } from './extraction/prompt-setup';
+import type { ExtractionChoices } from './extraction/prompt-setup';
 import { ProtocolExtractor } from './extraction/protocol-extractor';
-import { loadPromptTemplate } from './extraction/prompt-template';
-import { resolveSampleOptions } from './extraction/samples';
-import { loadTokenizer } from './extraction/tokenizer';
 import type { DoorbellSource } from './doorbells';
 import { PubSubDoorbells } from './doorbells';
 import type { DatasetHandle, WorkerSummary } from './loop';
@@ -40,23 +40,12 @@ import type { PreemptionMode } from './preemption';
 import { DMI_PRODUCT_NAME, PreemptionWatcher, watchPreemption } from './preemption';
 
 /** Everything `shardline work` was told. */
-export interface WorkConfig {
+export interface WorkConfig extends ExtractionChoices {
   /** `--sharded_dataset_dir`: the dataset to work on; optional with a subscription (any announced dataset). */
   datasetDir?: string;
   /** `--output_dir`; default `<dataset>/activations`. */
   outputDir?: string;
   modelPath: string;
-  /** Model name recorded in the parts (default: the model folder's name). */
-  modelName?: string;
-  tokenizerPath?: string;
-  tokenizerConfigPath?: string;
-  chatTemplatePath?: string;
-  promptTemplatePath?: string;
-  /** Layers to extract; undefined = all. */
-  layers?: number[];
-  /** Which token positions are stored (`--positions`). */
-  positions: PositionSpec;
-  dtype: ActivationDtype;
   /**
    * What runs the model: `onnx` (onnxruntime in this process, the default), `jax` (the JAX
    * extractor of worker/jax in a child process), or `command` (`backendCommand`, a user's own
@@ -71,18 +60,11 @@ export interface WorkConfig {
   computeDtype: 'auto' | 'float32' | 'bfloat16';
   /** How long one batch may take in a child extractor before it is killed (ms). */
   extractorTimeoutMs: number;
-  batchSize: number;
-  maxBatchTokens: number;
-  maxSeqLength: number;
-  predictionsPerTask: number;
-  augment: boolean;
-  seed: number;
-  threads?: number;
-  executionProviders: string[];
-  partSizeBytes: number;
   leaseMs: number;
   /** How long a shard rides through an outage before it is released (`--outage_seconds`). */
   outageBudgetMs: number;
+  /** No progress for this long abandons a pass (`--stall_seconds`). */
+  stallMs: number;
   pollMs: number;
   graceMs: number;
   follow: boolean;
@@ -125,26 +107,6 @@ export interface WorkIo {
   onProgress?: (p: ShardProgress) => void;
 }
 
-/**
- * Finds the tokenizer files of a Hugging Face style model folder: beside `model.onnx` (or
- * `onnx/model.onnx`, in the folder above), or in a checkpoint folder itself.
- */
-function tokenizerBeside(
-  modelPath: string,
-): { tokenizerPath: string; tokenizerConfigPath?: string } | null {
-  const dirs = statSync(modelPath).isDirectory()
-    ? [modelPath, path.dirname(modelPath)]
-    : [path.dirname(modelPath), path.dirname(path.dirname(modelPath))];
-  for (const dir of dirs) {
-    const tok = path.join(dir, 'tokenizer.json');
-    if (existsSync(tok)) {
-      const cfg = path.join(dir, 'tokenizer_config.json');
-      return { tokenizerPath: tok, ...(existsSync(cfg) ? { tokenizerConfigPath: cfg } : {}) };
-    }
-  }
-  return null;
-}
-
 /** Runs the worker; resolves with what it did. */
 export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSummary> {
   const log = io.log;
@@ -153,29 +115,8 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
   const modelPath = (config.backend ?? 'onnx') === 'onnx' ? resolveModelPath(given) : given;
 
   // Tokenizer: the flag, else the model folder's, else the bundled Qwen tokenizer.
-  const beside = config.tokenizerPath ? null : tokenizerBeside(modelPath);
-  const tokenizer = loadTokenizer({
-    ...(config.tokenizerPath
-      ? { tokenizerPath: path.resolve(io.cwd, config.tokenizerPath) }
-      : (beside ?? {})),
-    ...(config.tokenizerConfigPath
-      ? { tokenizerConfigPath: path.resolve(io.cwd, config.tokenizerConfigPath) }
-      : {}),
-    ...(config.chatTemplatePath
-      ? { chatTemplatePath: path.resolve(io.cwd, config.chatTemplatePath) }
-      : {}),
-  });
+  const { tokenizer, sampleOptions } = loadPromptSetup({ ...config, modelPath }, io.cwd);
   log.info('tokenizer loaded', { source: tokenizer.info.tokenizerPath });
-  const sampleOptions = resolveSampleOptions({
-    template: loadPromptTemplate(
-      config.promptTemplatePath ? path.resolve(io.cwd, config.promptTemplatePath) : undefined,
-    ),
-    predictionsPerTask: config.predictionsPerTask,
-    augment: config.augment,
-    seed: config.seed,
-    maxSeqLength: config.maxSeqLength,
-    findAnswerStart: config.positions.kind === 'answer',
-  });
 
   const cloud = new CloudClients({
     ...(config.projectId === undefined ? {} : { projectId: config.projectId }),
@@ -342,6 +283,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
       {
         leaseMs: config.leaseMs,
         outageBudgetMs: config.outageBudgetMs,
+        stallMs: config.stallMs,
         partSizeBytes: config.partSizeBytes,
         batch: { maxBatchSize: config.batchSize, maxBatchTokens: config.maxBatchTokens },
         follow: config.follow,
@@ -395,6 +337,16 @@ function jaxPackageDir(): string {
   );
 }
 
+/** Whether `python3` (with `env`) can import jax: what `--jax_array auto` picks. */
+function pythonHasJax(env: NodeJS.ProcessEnv): boolean {
+  const probe = spawnSync(
+    'python3',
+    ['-c', 'import importlib.util, sys; sys.exit(importlib.util.find_spec("jax") is None)'],
+    { env, stdio: 'ignore', timeout: 60_000 },
+  );
+  return probe.status === 0;
+}
+
 /** Opens the configured extractor: onnxruntime here, or a child speaking the protocol. */
 async function openExtractor(
   config: WorkConfig,
@@ -418,24 +370,22 @@ async function openExtractor(
     );
   const env: NodeJS.ProcessEnv = { ...process.env };
   let command: string[];
+  let array: 'jax' | 'numpy' | null = null;
   if (config.backend === 'jax') {
     const pkg = jaxPackageDir();
     env.PYTHONPATH = [pkg, env.PYTHONPATH].filter(Boolean).join(path.delimiter);
-    command = [
-      'python3',
-      '-m',
-      'shardline_jax',
-      ...(config.jaxArray === 'auto' ? [] : ['--array', config.jaxArray]),
-    ];
+    // `auto` is resolved here, not in the child, so that `--compute_dtype auto` can follow it.
+    array = config.jaxArray === 'auto' ? (pythonHasJax(env) ? 'jax' : 'numpy') : config.jaxArray;
+    if (config.jaxArray === 'auto' && array === 'numpy')
+      log.warn(
+        'jax is not installed for python3: the JAX extractor runs on numpy (host CPU, float32)',
+      );
+    command = ['python3', '-m', 'shardline_jax', '--array', array];
   } else {
     command = config.backendCommand ?? [];
   }
   const computeDtype =
-    config.computeDtype !== 'auto'
-      ? config.computeDtype
-      : config.backend === 'jax' && config.jaxArray !== 'numpy'
-        ? 'bfloat16'
-        : 'float32';
+    config.computeDtype !== 'auto' ? config.computeDtype : array === 'jax' ? 'bfloat16' : 'float32';
   return ProtocolExtractor.open({
     command,
     env,

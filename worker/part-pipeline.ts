@@ -1,6 +1,6 @@
 /**
  * The extraction of one shard as a pipeline, so the extractor never waits for the rest of the
- * worker (the figures are in bench/README.md, extract):
+ * worker (the figures are in bench/README.md, worker):
  *
  *   tasks → samples → batches ──extract (up to `depth` batches queued)──▶ part writer
  *                                                  part full ──▶ write ──▶ commit (in order)
@@ -28,7 +28,7 @@ import type { BatchLimits } from './extraction/batch';
 import { planBatches } from './extraction/batch';
 import type { Extractor } from './extraction/engine';
 import type { PartResult } from './extraction/part-writer';
-import { PartWriter, rowBytes, unitPartName } from './extraction/part-writer';
+import { PartWriter, sampleBytes, unitPartName } from './extraction/part-writer';
 import type { PositionSpec } from './extraction/positions';
 import { selectPositions } from './extraction/positions';
 import type { Sample, SkippedSample } from './extraction/samples';
@@ -100,7 +100,8 @@ export interface PipelineCounts {
 /** One shard's extraction pipeline; feed tasks in order, then `finish`. */
 export class PartPipeline {
   private readonly depth: number;
-  private readonly bytesPerRow: number;
+  /** A sample's share of a part's size, for the cuts. */
+  private readonly sampleBytes: (rows: number) => number;
   private current: PartPlan;
   private pending: PlannedSample[] = [];
   private readonly inflight: Array<{
@@ -118,7 +119,7 @@ export class PartPipeline {
     this.depth = o.depth ?? 2;
     this.end = o.end ?? null;
     const info = o.extractor.info;
-    this.bytesPerRow = rowBytes(info.layers.length, info.hiddenSize, info.dtype);
+    this.sampleBytes = (rows) => sampleBytes(rows, info.layers.length, info.hiddenSize, info.dtype);
     this.current = this.newPart(o.firstPartIndex, o.start);
   }
 
@@ -189,7 +190,7 @@ export class PartPipeline {
               }),
             );
       const rows = positions ? positions.length : sample.tokenIds.length;
-      const bytes = rows * this.bytesPerRow + 16;
+      const bytes = this.sampleBytes(rows);
       if (this.current.samples > 0 && this.current.bytes + bytes > this.o.partSizeBytes)
         await this.cut({ task: taskIndex, sample: k });
       const part = this.current;

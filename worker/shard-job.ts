@@ -4,10 +4,10 @@
  * epoch), then write the manifest and complete. Any step may find the lease lost: then the
  * job stops at once and writes nothing more to the ledger.
  *
- * Parts are cut at task boundaries once a part holds `partSizeBytes` of activations. The rule
- * depends only on the tasks since the part started, so a worker that resumes a shard makes
- * the same parts (same names, same bytes) as the one before it would have: a part written but
- * not committed is simply overwritten.
+ * Parts are cut at the sample boundary before a part would pass `partSizeBytes` of stored rows
+ * (worker/part-pipeline.ts). The rule depends only on the samples since the part started, so a
+ * worker that resumes a shard makes the same parts (same names, same bytes) as the one before it
+ * would have: a part written but not committed is simply overwritten.
  */
 import type { BlobStore } from '../core/blob/store';
 import type { Clock } from '../core/clock';
@@ -108,10 +108,19 @@ export interface ShardJobSettings {
    * the tail of its unit no split can take. Default `DEFAULT_RESERVE_AHEAD_MS`.
    */
   reserveAheadMs?: number;
+  /**
+   * A pass that makes no progress (no task read, no batch extracted, no part committed) for
+   * this long is abandoned and retried from the last committed part, lease kept, like any
+   * transient failure: a request on a connection that died silently never answers, and the
+   * lease keeper would otherwise hold the shard for it forever. Default `DEFAULT_STALL_MS`.
+   */
+  stallMs?: number;
 }
 
 /** How long a job rides through an outage before releasing its shard: 30 minutes. */
 export const DEFAULT_OUTAGE_BUDGET_MS = 30 * 60_000;
+/** No progress for this long abandons a pass: 10 minutes (a batch, a part write take far less). */
+export const DEFAULT_STALL_MS = 10 * 60_000;
 /** Backoff between retries through an outage: 1 s doubling to 60 s (with jitter). */
 export const DEFAULT_RETRY = { baseMs: 1_000, capMs: 60_000 } as const;
 
@@ -200,12 +209,33 @@ export async function processShard(
     outageSince = null;
     waits = 0;
   };
+  const stallMs = settings.stallMs ?? DEFAULT_STALL_MS;
   try {
     // Each pass resumes from the ledger's committed state; a transient failure costs the work
     // since the last committed part, never an attempt (docs/decisions.md).
     for (;;) {
+      const watch = new StallWatch(stallMs, deps.clock, timers);
+      // A pass left behind by the watch may wake up later: it must write nothing more.
+      const passCheck = (): void => {
+        check();
+        watch.check();
+      };
       try {
-        return await extractShard(claim, deps, settings, keeper, check, log, progressed);
+        const pass = extractShard(
+          claim,
+          deps,
+          settings,
+          keeper,
+          passCheck,
+          log,
+          () => {
+            watch.touch();
+            progressed();
+          },
+          () => watch.touch(),
+        );
+        pass.catch(() => undefined); // settled later, or never, once the watch gave up on it
+        return await Promise.race([pass, watch.stalled]);
       } catch (e: unknown) {
         if (isLeaseLost(e) || keeper.lost.aborted || e instanceof Stop || deps.stop.aborted)
           throw e;
@@ -223,6 +253,8 @@ export async function processShard(
         });
         await pause(waitMs, timers, [keeper.lost, deps.stop]);
         check();
+      } finally {
+        watch.stop();
       }
     }
   } catch (e: unknown) {
@@ -245,6 +277,61 @@ export async function processShard(
     return fail(keeper.claim, deps, log, e, failureKind(e) === 'permanent');
   } finally {
     keeper.stop();
+  }
+}
+
+/**
+ * Watches one pass for progress: `stalled` rejects with a `TIMEOUT` error (transient) when
+ * `touch` was not called for `stallMs`, and from then on `check` throws, so the abandoned pass
+ * commits nothing if it ever wakes up.
+ */
+class StallWatch {
+  private last: number;
+  private handle: unknown = null;
+  private gaveUp = false;
+  private fail: (e: Error) => void = () => undefined;
+  readonly stalled: Promise<never>;
+
+  constructor(
+    private readonly stallMs: number,
+    private readonly clock: Clock,
+    private readonly timers: Timers,
+  ) {
+    this.last = clock.nowMs();
+    this.stalled = new Promise<never>((_, reject) => (this.fail = reject));
+    this.stalled.catch(() => undefined);
+    this.arm(stallMs);
+  }
+
+  /** Progress was made. */
+  touch(): void {
+    this.last = this.clock.nowMs();
+  }
+
+  /** Throws once the watch has given up on the pass. */
+  check(): void {
+    if (this.gaveUp) throw new ShardlineError('TIMEOUT', 'this pass was abandoned after a stall');
+  }
+
+  /** Stops watching. */
+  stop(): void {
+    if (this.handle !== null) this.timers.clearTimeout(this.handle);
+    this.handle = null;
+  }
+
+  private arm(ms: number): void {
+    this.handle = this.timers.setTimeout(() => {
+      const idle = this.clock.nowMs() - this.last;
+      if (idle < this.stallMs) return this.arm(this.stallMs - idle);
+      this.handle = null;
+      this.gaveUp = true;
+      this.fail(
+        new ShardlineError(
+          'TIMEOUT',
+          `no progress for ${Math.round(idle / 1000)} s (a request that never answered?); abandoning this pass`,
+        ),
+      );
+    }, ms);
   }
 }
 
@@ -298,6 +385,7 @@ async function extractShard(
   check: () => void,
   log: Logger,
   progressed: () => void,
+  touch: () => void,
 ): Promise<ShardOutcome> {
   const metaKey = shardMetadataKey(claim.shard_id);
   const meta = decodeJson(
@@ -413,6 +501,7 @@ async function extractShard(
       tasksRead++;
       samplesRead += samples.length - (taskIndex === start.task ? start.sample : 0);
       frontier = taskIndex + 1;
+      touch();
       progress.tasksDone++;
       progress.samples = pipeline.counts.samples;
       progress.tokens = pipeline.counts.tokens;

@@ -2,14 +2,19 @@
  * bench/extract: activation-extraction throughput on a generated Qwen2.5-0.5B-shaped model
  * (24 layers, hidden 896, 14/2 heads, MLP 4864, vocab 151936), side by side in one run with
  * (a) this machine's measured fp32 matrix-multiply rate (onnxruntime, one MatMul of the
- * model's shapes; numpy too when available), to report the fraction of peak, and (b) PyTorch
- * on CPU running the same weights, when `import torch` works in some python3.
+ * model's shapes; numpy too when available), to report the fraction of peak, (b) PyTorch on
+ * CPU running the same weights, when `import torch` works in some python3, and (c) the JAX
+ * extractor (worker/jax) on numpy over the extractor protocol, reading the same weights from a
+ * Hugging Face checkpoint folder: a correctness row (its largest difference from shardline's
+ * ONNX rows, relative to their RMS); its speed is not a goal.
  *
  *   npm run build && node dist/bench/extract/run.js [--quick] [--threads 2] [--seq 512]
  *     [--batches 1,4] [--iters 3] [--out bench/out/extract] [--python /usr/bin/python3]
+ *     [--no-torch] [--no-jax]
  *
  * Not a test: it asserts nothing, it prints a table (and writes it as JSON beside the model).
- * The model (2.5 GB of weights) is generated once into `--out` and reused.
+ * The model (2.5 GB of weights, and 2.5 GB more as a checkpoint folder for (c)) is generated
+ * once into `--out` and reused.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -20,11 +25,18 @@ import { performance } from 'node:perf_hooks';
 import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 
+import type { ExtractedBatch } from '../../worker/extraction/activations';
 import { ExtractionEngine } from '../../worker/extraction/engine';
 import { packedRows } from '../../worker/extraction/activations';
+import { ProtocolExtractor } from '../../worker/extraction/protocol-extractor';
 import { Prng } from '../../core/random';
 import { ElemType, GraphBuilder } from '../../synthetic/graph-builder';
-import { QWEN25_05B, generateQwen2Model, qwen2Config } from '../../synthetic/qwen2';
+import {
+  QWEN25_05B,
+  generateQwen2Model,
+  qwen2Config,
+  writeHfCheckpoint,
+} from '../../synthetic/qwen2';
 
 interface Args {
   out: string;
@@ -34,6 +46,7 @@ interface Args {
   iters: number;
   python: string[];
   torch: boolean;
+  jax: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -45,6 +58,7 @@ function parseArgs(argv: string[]): Args {
     iters: 3,
     python: ['/usr/bin/python3', 'python3'],
     torch: true,
+    jax: true,
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -79,6 +93,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--no-torch':
         args.torch = false;
+        break;
+      case '--no-jax':
+        args.jax = false;
         break;
       case '--quick':
         args.iters = 1;
@@ -128,6 +145,37 @@ function ensureModel(dir: string): string {
   generateQwen2Model({ dir, shape, externalData: true, lmHead: true, seed: 0 });
   log(`  done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return modelPath;
+}
+
+/** The same weights as a Hugging Face checkpoint folder (`DIR/hf`), for the JAX extractor. */
+function ensureCheckpoint(dir: string): string {
+  const hf = path.join(dir, 'hf');
+  const configPath = path.join(hf, 'config.json');
+  if (existsSync(path.join(hf, 'model.safetensors')) && existsSync(configPath)) {
+    const have = JSON.stringify(JSON.parse(readFileSync(configPath, 'utf8')));
+    if (have === JSON.stringify(qwen2Config(shape, true))) return hf;
+  }
+  log(`writing the same weights as a checkpoint folder into ${hf} (≈2.5 GB)...`);
+  writeHfCheckpoint(hf, shape, 0, true);
+  return hf;
+}
+
+/**
+ * Per layer, the largest |a - b| over the rows of two batches of the same inputs, divided by
+ * the RMS of `a`'s values.
+ */
+function relativeError(a: ExtractedBatch, b: ExtractedBatch): number[] {
+  return a.layers.map((_, l) => {
+    const x = packedRows(a, l);
+    const y = packedRows(b, l);
+    let max = 0;
+    let sq = 0;
+    for (let i = 0; i < x.length; i++) {
+      max = Math.max(max, Math.abs(x[i]! - y[i]!));
+      sq += x[i]! * x[i]!;
+    }
+    return max / Math.sqrt(sq / x.length);
+  });
 }
 
 /**
@@ -283,6 +331,9 @@ async function main(): Promise<void> {
     executionProviders: ['cpu'],
   });
   let compare: { tokens: string; values: string; layer: number } | null = null;
+  /** The inputs of each batch size, and shardline's rows for the first (for the JAX check). */
+  const inputs = new Map<number, Int32Array[]>();
+  let reference: ExtractedBatch | null = null;
   try {
     log(
       `  prepared ${engine.info.preparedModelPath} (reused: ${engine.info.reusedPreparedModel}), load ${engine.info.loadMs} ms`,
@@ -292,7 +343,9 @@ async function main(): Promise<void> {
       const seqs = Array.from({ length: batch }, () =>
         Int32Array.from({ length: args.seq }, () => rng.nextInt(shape.vocabSize)),
       );
-      await engine.extract(seqs);
+      inputs.set(batch, seqs);
+      const first = await engine.extract(seqs);
+      reference ??= first;
       let best = Infinity;
       for (let i = 0; i < args.iters; i++) {
         const t0 = performance.now();
@@ -316,6 +369,57 @@ async function main(): Promise<void> {
     writeFileSync(compare.values, packedRows(out, layer));
   } finally {
     await engine.close();
+  }
+
+  let jaxNote = 'not run (--no-jax)';
+  if (args.jax) {
+    const py = findPython(['python3', ...args.python], 'numpy');
+    if (!py) {
+      jaxNote = 'not available (no python3 with numpy)';
+    } else {
+      const hf = ensureCheckpoint(args.out);
+      log('loading the model in the JAX extractor (numpy, fp32, all 24 layers)...');
+      const t0 = performance.now();
+      const jax = await ProtocolExtractor.open({
+        command: [py, '-m', 'shardline_jax', '--array', 'numpy'],
+        env: {
+          ...process.env,
+          PYTHONPATH: findUp(path.join('worker', 'jax')),
+          OPENBLAS_NUM_THREADS: String(args.threads),
+          OMP_NUM_THREADS: String(args.threads),
+          MKL_NUM_THREADS: String(args.threads),
+        },
+        modelPath: hf,
+        computeDtype: 'float32',
+        outputDtype: 'float32',
+        maxBatchSize: Math.max(...args.batches),
+        maxBatchTokens: Math.max(...args.batches) * args.seq,
+        maxSeqLength: args.seq,
+        backend: 'jax',
+      });
+      try {
+        log(`  loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+        for (const batch of args.batches) {
+          const seqs = inputs.get(batch)!;
+          const first = await jax.extract(seqs);
+          if (reference && batch === args.batches[0]) {
+            const errors = relativeError(reference, first);
+            const worst = errors.indexOf(Math.max(...errors));
+            jaxNote = `${py}, numpy; max |shardline - JAX extractor| / RMS over ${batch} × ${args.seq} tokens: ${errors[worst]!.toExponential(2)} (layer ${worst}; layer ${shape.numLayers - 1}: ${errors.at(-1)!.toExponential(2)})`;
+          }
+          let best = Infinity;
+          for (let i = 0; i < args.iters; i++) {
+            const t1 = performance.now();
+            await jax.extract(seqs);
+            best = Math.min(best, (performance.now() - t1) / 1000);
+          }
+          rows.push(row('JAX extractor on numpy (CPU)', batch, best));
+          log(`  batch ${batch}: ${rows.at(-1)!.tokPerS.toFixed(1)} tok/s`);
+        }
+      } finally {
+        await jax.close();
+      }
+    }
   }
 
   let torchNote = 'not run (--no-torch)';
@@ -383,6 +487,7 @@ async function main(): Promise<void> {
     `measured fp32 matmul peak (onnxruntime MatMul [${M}x${H}]x[${H}x${I}] / [${M}x${I}]x[${I}x${H}], best of ${Math.max(3, args.iters)}): ${peaks.map((p) => (p / 1e9).toFixed(1)).join(' / ')} GFLOP/s` +
       (npPeak ? `; numpy [${M}x${H}]x[${H}x${I}]: ${(npPeak / 1e9).toFixed(1)} GFLOP/s` : ''),
     `PyTorch: ${torchNote}`,
+    `JAX extractor: ${jaxNote}`,
     ...(compareNote ? [compareNote] : []),
     '',
     '| engine | batch × seq | tokens/s | s per batch | GFLOP/s | of matmul peak |',
@@ -403,7 +508,11 @@ async function main(): Promise<void> {
   process.stdout.write(`${lines.join('\n')}\n`);
   writeFileSync(
     path.join(args.out, 'results.json'),
-    JSON.stringify({ started, ended, peaks, npPeak, rows, torchNote, compareNote }, null, 2),
+    JSON.stringify(
+      { started, ended, peaks, npPeak, rows, torchNote, compareNote, jaxNote },
+      null,
+      2,
+    ),
   );
 }
 

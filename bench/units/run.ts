@@ -16,23 +16,14 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import {
-  closeSync,
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { systemClock } from '../../core/clock';
 import { LOCAL_LEDGER_FILE } from '../../core/dataset/paths';
 import { SqliteLedger } from '../../core/ledger/sqlite';
 import { generateArcTasks } from '../../synthetic/arc-puzzles';
-import { SMALL_QWEN2, generateQwen2Model } from '../../synthetic/qwen2';
+import { DEMO_QWEN2, generateQwen2Model } from '../../synthetic/qwen2';
 import { writeUnevenDataset } from '../../test/support/worker-fixtures';
 
 const CLI = path.resolve(__dirname, '..', '..', 'cli', 'main.js');
@@ -165,7 +156,7 @@ async function main(): Promise<void> {
     const modelDir = path.join(work, 'model');
     generateQwen2Model({
       dir: modelDir,
-      shape: SMALL_QWEN2,
+      shape: DEMO_QWEN2,
       seed: 3,
       lmHead: false,
       externalData: true,

@@ -13,6 +13,7 @@ import { DEFAULT_MAX_ATTEMPTS } from '../../core/ledger/ledger';
 import { resolveLedgerKind } from '../../core/ledger/open';
 import type { CreateResult } from '../../core/split/create-dataset';
 import { createDataset } from '../../core/split/create-dataset';
+import { splitSettingsFromEnv } from '../../core/split/settings';
 import { sourceFromStore } from '../../core/split/source';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
@@ -20,7 +21,7 @@ import { COMMON_FLAGS } from '../command';
 import { EXIT } from '../exit-codes';
 import { formatBytes, formatDuration, formatTable } from '../format';
 import { ProgressBar } from '../progress';
-import { LEDGER_FLAGS, openLedgerFor } from '../wiring';
+import { LEDGER_FLAGS, NUM_SHARDS_FLAG, openLedgerFor } from '../wiring';
 import { SHARDLINE_VERSION } from '../../core/version';
 
 /**
@@ -56,6 +57,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
   const datasetId = checkDatasetId(
     args.optStr('dataset_id') ?? defaultDatasetId(outputLoc, ledgerKind),
   );
+  const settings = splitSettingsFromEnv(ctx.env);
   const source = await sourceFromStore(ctx.cloud.openStore(inputParent), inputName);
   const output = ctx.cloud.openStore(outputLoc);
   const host = hostname();
@@ -90,6 +92,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
       bars[p.phase].update(p.bytesDone, p.bytesTotal);
     },
     signal: ctx.signal,
+    settings,
   }).finally(() => {
     bars[phase].finish();
   });
@@ -241,15 +244,7 @@ export const createCommand: Command = {
       placeholder: 'DIR',
       description: 'where the dataset goes: a local folder or gs://bucket/prefix',
     },
-    {
-      name: 'num_shards',
-      type: 'int',
-      default: 8,
-      min: 1,
-      max: 100_000,
-      placeholder: 'N',
-      description: 'number of shards',
-    },
+    NUM_SHARDS_FLAG,
     {
       name: 'chunk_size_mb',
       type: 'number',

@@ -22,7 +22,7 @@ import { MANIFEST_FILE } from '../../core/rollup/manifests';
 import { createDataset } from '../../core/split/create-dataset';
 import { sourceFromStore } from '../../core/split/source';
 import { SHARDLINE_VERSION } from '../../core/version';
-import { SMALL_QWEN2, generateQwen2Model } from '../../synthetic/qwen2';
+import { DEMO_QWEN2, generateQwen2Model } from '../../synthetic/qwen2';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
 import { COMMON_FLAGS } from '../command';
@@ -37,19 +37,31 @@ const DEMO_DATASET_ID = 'demo';
 /** Small chunks (20 KB), so that even the demo's shards have several. */
 const DEMO_CHUNK_SIZE_MB = 0.02;
 
-/** The demo model: Qwen's real 151,936-token vocabulary, tiny everywhere else (random weights). */
-const DEMO_MODEL = SMALL_QWEN2;
+/**
+ * The demo model: Qwen's real 151,936-token vocabulary, tiny everywhere else (random weights
+ * drawn from `DEMO_MODEL_SEED`, with an LM head).
+ */
+export const DEMO_MODEL = DEMO_QWEN2;
+
+/** The seed of the demo model's weights. */
+export const DEMO_MODEL_SEED = 1;
 
 function ensureModel(dir: string, say: (s: string) => void): string {
   const file = path.join(dir, 'model.onnx');
   const stamp = path.join(dir, 'shardline-demo.json');
-  const want = JSON.stringify({ shape: DEMO_MODEL, seed: 1 });
+  const want = JSON.stringify({ shape: DEMO_MODEL, seed: DEMO_MODEL_SEED });
   if (existsSync(file) && existsSync(stamp) && readFileSync(stamp, 'utf8') === want) {
     say(`   reusing ${file}`);
     return file;
   }
   rmSync(dir, { recursive: true, force: true });
-  generateQwen2Model({ dir, shape: DEMO_MODEL, seed: 1, lmHead: true, externalData: true });
+  generateQwen2Model({
+    dir,
+    shape: DEMO_MODEL,
+    seed: DEMO_MODEL_SEED,
+    lmHead: true,
+    externalData: true,
+  });
   writeFileSync(stamp, want);
   return file;
 }

@@ -9,9 +9,12 @@ import { createCommand } from './create';
 import { demoCommand } from './demo';
 import { failCommand } from './fail';
 import { ingestsCommand } from './ingests';
+import { planCommand } from './plan';
+import { reportCommand } from './report';
 import { resetCommand } from './reset';
 import { statsCommand } from './stats';
 import { statusCommand } from './status';
+import { verifyCommand } from './verify';
 import { workCommand } from './work';
 
 /** The registry `cli/main.ts` dispatches on. */
@@ -25,5 +28,8 @@ export const COMMANDS: readonly Command[] = [
   failCommand,
   ingestsCommand,
   statsCommand,
+  verifyCommand,
+  planCommand,
+  reportCommand,
   demoCommand,
 ];

@@ -9,32 +9,14 @@ import { DEFAULT_TOPICS } from '../../core/messages';
 import type { WorkConfig } from '../../worker/main';
 import { runWork } from '../../worker/main';
 import type { ShardProgress } from '../../worker/shard-job';
-import { DEFAULT_OUTAGE_BUDGET_MS } from '../../worker/shard-job';
+import { DEFAULT_OUTAGE_BUDGET_MS, DEFAULT_STALL_MS } from '../../worker/shard-job';
 import type { ParsedArgs } from '../args';
 import type { Command, CommandContext } from '../command';
 import { COMMON_FLAGS } from '../command';
 import { EXIT } from '../exit-codes';
+import { EXTRACTION_FLAGS, extractionSettings } from '../extraction-flags';
 import { formatDuration } from '../format';
-import { parsePositions } from '../../worker/extraction/positions';
 import { LEDGER_FLAGS, WORKER_FLAGS, cloudSettings, workerIdFrom } from '../wiring';
-
-/** `all`, `10,11,12`, `10-23`, or a mix: the layers to extract (undefined = all). */
-export function parseLayers(text: string): number[] | undefined {
-  if (text.trim() === 'all') return undefined;
-  const layers = new Set<number>();
-  for (const part of text.split(',').map((p) => p.trim())) {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
-    if (!m)
-      throw new ConfigError(
-        `--layers must be "all" or a list like 10,11,12 or 10-23, got ${JSON.stringify(text)}`,
-      );
-    const a = Number(m[1]);
-    const b = m[2] === undefined ? a : Number(m[2]);
-    if (b < a) throw new ConfigError(`--layers range ${part} goes backwards`);
-    for (let l = a; l <= b; l++) layers.add(l);
-  }
-  return [...layers].sort((x, y) => x - y);
-}
 
 function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
   const hostId = args.optNum('host_id');
@@ -45,38 +27,27 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
   const opt = <T>(name: string, v: T | undefined): Partial<Record<string, T>> =>
     v === undefined ? {} : { [name]: v };
   const explicitPreferred = args.optNum('preferred_shard_id');
+  const backendFlag = args.str('backend') as WorkConfig['backend'];
+  const backendCommand = args.optStr('backend_command')?.trim().split(/\s+/);
+  if (backendFlag === 'command' && !backendCommand)
+    throw new ConfigError('--backend command needs --backend_command "PROGRAM ARGS"');
+  if (backendCommand && args.given.has('backend') && backendFlag !== 'command')
+    throw new ConfigError(
+      `--backend_command runs your own extractor: give it with --backend command (or alone), not --backend ${backendFlag}`,
+    );
   return {
     ...opt('datasetDir', args.optStr('sharded_dataset_dir')),
     ...opt('outputDir', args.optStr('output_dir')),
     modelPath: args.str('model_path'),
-    ...opt('modelName', args.optStr('model_name')),
-    ...opt('tokenizerPath', args.optStr('tokenizer_path')),
-    ...opt('tokenizerConfigPath', args.optStr('tokenizer_config_path')),
-    ...opt('chatTemplatePath', args.optStr('chat_template_path')),
-    ...opt('promptTemplatePath', args.optStr('prompt_template')),
-    ...opt('layers', parseLayers(args.str('layers'))),
-    positions: parsePositions(args.str('positions')),
-    backend: args.optStr('backend_command') ? 'command' : (args.str('backend') as 'onnx' | 'jax'),
-    ...opt('backendCommand', args.optStr('backend_command')?.trim().split(/\s+/)),
+    ...extractionSettings(args),
+    backend: backendCommand ? 'command' : backendFlag,
+    ...opt('backendCommand', backendCommand),
     jaxArray: args.str('jax_array') as 'auto' | 'jax' | 'numpy',
     computeDtype: args.str('compute_dtype') as 'auto' | 'float32' | 'bfloat16',
     extractorTimeoutMs: Math.round(args.num('extractor_timeout_seconds') * 1000),
-    dtype: args.str('dtype') === 'fp32' ? 'float32' : 'float16',
-    batchSize: args.num('batch_size'),
-    maxBatchTokens: args.num('max_batch_tokens'),
-    maxSeqLength: args.num('max_seq_length'),
-    predictionsPerTask: args.num('predictions_per_task'),
-    augment: args.bool('augment'),
-    seed: args.num('seed'),
-    ...opt('threads', args.optNum('threads')),
-    executionProviders: args
-      .str('execution_provider')
-      .split(',')
-      .map((p) => p.trim())
-      .filter(Boolean),
-    partSizeBytes: Math.floor(args.num('part_size_mb') * 1024 * 1024),
     leaseMs: Math.round(args.num('lease_seconds') * 1000),
     outageBudgetMs: Math.round(args.num('outage_seconds') * 1000),
+    stallMs: Math.round(args.num('stall_seconds') * 1000),
     pollMs: args.num('poll_seconds') * 1000,
     graceMs: args.num('grace_seconds') * 1000,
     follow: args.bool('follow'),
@@ -189,7 +160,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
 export const workCommand: Command = {
   name: 'work',
   summary: 'claim shards one after another and extract their activations (run it on every machine)',
-  usage: '--sharded_dataset_dir DIR --model_path MODEL.onnx [flags]',
+  usage: '--sharded_dataset_dir DIR --model_path MODEL.onnx|DIR [flags]',
   description: [
     'Claims a shard (the preferred one first, else another), streams its chunks, builds the prompts,',
     'runs the model on a worker thread, writes parts and commits each in the ledger, then writes the',
@@ -231,66 +202,21 @@ export const workCommand: Command = {
       description:
         'onnx: the decoder (model.onnx, with model.onnx_data beside it) or a folder holding one; jax: a Hugging Face checkpoint folder',
     },
-    {
-      name: 'model_name',
-      type: 'string',
-      placeholder: 'NAME',
-      description: "recorded in the parts' metadata; default the model folder's name",
-    },
-    {
-      name: 'tokenizer_path',
-      type: 'string',
-      placeholder: 'FILE',
-      description: "tokenizer.json; default the model folder's, else the bundled Qwen tokenizer",
-    },
-    {
-      name: 'tokenizer_config_path',
-      type: 'string',
-      placeholder: 'FILE',
-      description: 'tokenizer_config.json (chat template, special tokens)',
-    },
-    {
-      name: 'chat_template_path',
-      type: 'string',
-      placeholder: 'FILE',
-      description: "a Jinja chat template overriding the tokenizer config's",
-    },
-    {
-      name: 'prompt_template',
-      type: 'string',
-      placeholder: 'FILE',
-      description:
-        'the ARC instruction template (see worker/extraction/templates/arc-default.prompt)',
-    },
-    {
-      name: 'layers',
-      type: 'string',
-      default: 'all',
-      placeholder: 'LIST',
-      description: 'layers to extract: all, 10,11,12 or 10-23',
-    },
-    {
-      name: 'positions',
-      type: 'string',
-      default: 'all',
-      placeholder: 'WHICH',
-      description:
-        'token positions stored: all, last, answer (ARC: where the answer grid opens), or a list like 0,16-31,-1',
-    },
+    ...Object.values(EXTRACTION_FLAGS),
     {
       name: 'backend',
       type: 'string',
       default: 'onnx',
-      choices: ['onnx', 'jax'],
+      choices: ['onnx', 'jax', 'command'],
       description:
-        'what runs the model: onnx (onnxruntime here; --model_path an ONNX export) or jax (the JAX extractor in a child process, on TPU/GPU; --model_path a Hugging Face folder)',
+        'what runs the model: onnx (onnxruntime here; --model_path an ONNX export), jax (the JAX extractor in a child process, on TPU/GPU; --model_path a Hugging Face folder) or command (--backend_command)',
     },
     {
       name: 'backend_command',
       type: 'string',
       placeholder: 'CMD',
       description:
-        'your own extractor: a command speaking the extractor protocol (docs/extractor-protocol.md)',
+        'your own extractor: a command speaking the extractor protocol (docs/extractor-protocol.md), split at spaces (no shell); implies --backend command',
     },
     {
       name: 'jax_array',
@@ -305,7 +231,7 @@ export const workCommand: Command = {
       default: 'auto',
       choices: ['auto', 'float32', 'bfloat16'],
       description:
-        'what a child extractor computes in (auto: bfloat16 with jax, float32 with numpy)',
+        'what a child extractor computes in (auto: bfloat16 with jax, float32 with numpy and --backend command)',
     },
     {
       name: 'extractor_timeout_seconds',
@@ -314,79 +240,6 @@ export const workCommand: Command = {
       min: 1,
       placeholder: 'S',
       description: 'a child extractor that takes longer for one batch is killed (the claim fails)',
-    },
-    {
-      name: 'dtype',
-      type: 'string',
-      default: 'fp16',
-      choices: ['fp16', 'fp32'],
-      description: 'stored activation type',
-    },
-    {
-      name: 'batch_size',
-      type: 'int',
-      default: 4,
-      min: 1,
-      max: 1024,
-      placeholder: 'N',
-      description: 'prompts per model run',
-    },
-    {
-      name: 'max_batch_tokens',
-      type: 'int',
-      default: 4096,
-      min: 1,
-      placeholder: 'N',
-      description: 'padded tokens per model run',
-    },
-    {
-      name: 'max_seq_length',
-      type: 'int',
-      default: 2048,
-      min: 8,
-      placeholder: 'N',
-      description:
-        'longest prompt; longer ARC prompts drop trailing train examples, else are skipped',
-    },
-    {
-      name: 'predictions_per_task',
-      type: 'int',
-      default: 8,
-      min: 1,
-      max: 1024,
-      placeholder: 'N',
-      description: 'augmented prompts per ARC test input',
-    },
-    {
-      name: 'augment',
-      type: 'boolean',
-      default: true,
-      description:
-        'augment ARC tasks (flips/rotations x colour permutation); --no-augment for one plain prompt',
-    },
-    { name: 'seed', type: 'int', default: 0, placeholder: 'N', description: 'augmentation seed' },
-    {
-      name: 'threads',
-      type: 'int',
-      min: 1,
-      max: 1024,
-      placeholder: 'N',
-      description: 'onnxruntime threads; default all cores',
-    },
-    {
-      name: 'execution_provider',
-      type: 'string',
-      default: 'cpu',
-      placeholder: 'LIST',
-      description: 'onnxruntime providers in order, e.g. cuda,cpu (needs a CUDA build)',
-    },
-    {
-      name: 'part_size_mb',
-      type: 'number',
-      default: 256,
-      min: 0.000001,
-      placeholder: 'MB',
-      description: 'cut an output part at a task boundary once it holds this much',
     },
     {
       name: 'lease_seconds',
@@ -406,6 +259,16 @@ export const workCommand: Command = {
       placeholder: 'S',
       description:
         'how long a shard rides through an outage (Storage, the ledger, the model backend unavailable) before it is released',
+    },
+    {
+      name: 'stall_seconds',
+      type: 'number',
+      default: DEFAULT_STALL_MS / 1000,
+      min: 1,
+      max: 7 * 24 * 3600,
+      placeholder: 'S',
+      description:
+        'no progress (no task read, batch extracted or part committed) for this long abandons the pass and retries from the last committed part, lease kept',
     },
     {
       name: 'poll_seconds',

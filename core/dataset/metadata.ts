@@ -9,8 +9,9 @@
  */
 import { z } from 'zod';
 
-import { ShardlineError } from '../errors';
-import { FORMAT_VERSION, chunkFileName, shardDirName } from './paths';
+import type { BlobStore } from '../blob/store';
+import { ShardlineError, errorCode } from '../errors';
+import { FORMAT_VERSION, MASTER_METADATA, chunkFileName, shardDirName } from './paths';
 
 /** The status words of the seed, plus `failed` (max attempts reached). */
 export const SHARD_STATUSES = ['available', 'in_use', 'completed', 'failed'] as const;
@@ -125,6 +126,24 @@ export const RejectedLineSchema = z.object({
 });
 /** One line of `rejected.jsonl`. */
 export type RejectedLine = z.infer<typeof RejectedLineSchema>;
+
+/**
+ * The master metadata of the dataset in `store`. Fails with `NOT_FOUND` when there is none
+ * (not a dataset, or `create` has not finished), `INVALID_INPUT` when it is not valid.
+ */
+export async function readMasterMetadata(store: BlobStore): Promise<MasterMetadata> {
+  let text: string;
+  try {
+    text = (await store.readAll(MASTER_METADATA)).toString('utf8');
+  } catch (e: unknown) {
+    if (errorCode(e) !== 'NOT_FOUND') throw e;
+    throw new ShardlineError(
+      'NOT_FOUND',
+      `${store.root} has no ${MASTER_METADATA}: not a shardline dataset, or \`shardline create\` has not finished`,
+    );
+  }
+  return decodeJson(MasterMetadataSchema, text, store.uriOf(MASTER_METADATA));
+}
 
 /**
  * Parses and validates a metadata document; a bad one fails with the file named.

@@ -12,6 +12,10 @@
  *     exists the dataset is incomplete: never registered, never claimable.
  *  3. Remove the marker.
  */
+import { stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+
+import { LocalBlobStore } from '../blob/local';
 import type { BlobStore } from '../blob/store';
 import type { Clock } from '../clock';
 import { isoTime } from '../clock';
@@ -24,15 +28,25 @@ import {
   REJECTED_FILE,
   isDatasetEntry,
 } from '../dataset/paths';
-import { ShardlineError } from '../errors';
+import { ShardlineError, toError } from '../errors';
 import type { Logger } from '../log';
 import { crc32cBase64 } from '../checksum';
+import type { RangeCopier } from './chunk-file';
+import { copyByReading } from './chunk-file';
+import { addonFor } from './native';
+import type { SplitAddon } from './native';
+import { scanFileNative } from './native-scan';
+import type { ShardRange } from './plan';
 import { planShards } from './plan';
-import { scanFileParallel, scanThreads } from './parallel-scan';
+import { canScanOnThreads, scanFileParallel, scanThreads } from './parallel-scan';
+import { checkpointBefore } from './ranges';
 import type { ScanOptions, ScanResult } from './scan';
 import { scanLines } from './scan';
+import type { SplitSettings } from './settings';
+import { DEFAULT_SPLIT_SETTINGS } from './settings';
 import type { Source } from './source';
-import { writeShards } from './write';
+import type { LocalInput, WriteResult, WriteShardsOptions } from './write';
+import { writeShards, writeShardsFromFile } from './write';
 
 /** Default longest line (64 MiB): longer lines are rejected rather than held in memory. */
 export const DEFAULT_MAX_LINE_BYTES = 64 << 20;
@@ -70,6 +84,8 @@ export interface CreateDatasetOptions {
   isCreatorAlive?: (marker: CreatingMarker) => boolean | undefined;
   onProgress?: (progress: CreateProgress) => void;
   signal?: AbortSignal;
+  /** How to run (line checker, threads); default DEFAULT_SPLIT_SETTINGS. Never changes the result. */
+  settings?: SplitSettings;
 }
 
 /** What `createDataset` did. */
@@ -113,6 +129,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     );
   }
 
+  const settings = options.settings ?? DEFAULT_SPLIT_SETTINGS;
   const existing = await inspectOutput(options);
   const progress = (phase: CreateProgress['phase']) => (bytesDone: number) =>
     options.onProgress?.({ phase, bytesDone, bytesTotal: source.storedBytes });
@@ -122,7 +139,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     const diffs = parameterDiffs(existing, options);
     if (diffs.length === 0) {
       const rejectedSample: RejectedLine[] = [];
-      const scan = await scanSource(source, progress('scan'), {
+      const scan = await scanSource(source, progress('scan'), settings, log, {
         maxLineBytes,
         strict: options.strict,
         onRejected: (r) => void (rejectedSample.length < 20 && rejectedSample.push(r)),
@@ -174,8 +191,12 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
     const rejectedWriter = output.writer(REJECTED_FILE, { contentType: 'application/x-ndjson' });
     let rejectedCount = 0;
     let scan: ScanResult;
+    // A local input copied by range must not change between the phases (checked at the end).
+    const copyFrom = source.localPath && output instanceof LocalBlobStore ? source.localPath : null;
+    const inputVersion = copyFrom ? await fileVersion(copyFrom) : '';
     try {
-      scan = await scanSource(source, progress('scan'), {
+      scan = await scanSource(source, progress('scan'), settings, log, {
+        recordSegments: copyFrom !== null,
         maxLineBytes,
         strict: options.strict,
         onRejected: async (r) => {
@@ -213,7 +234,7 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
 
     // Phase 2: copy.
     const plan = planShards(scan.tasks, options.numShards);
-    const { shards } = await writeShards(source.open(progress('write')), {
+    const writeOptions: WriteShardsOptions = {
       store: output,
       datasetId: options.datasetId,
       plan,
@@ -227,7 +248,35 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
           tasks: s.total_tasks,
           chunks: s.num_chunks,
         }),
-    });
+    };
+    let shards: ShardMetadata[];
+    let rangeBytes = 0;
+    if (copyFrom && scan.segments) {
+      const addon = addonFor(settings.engine);
+      const threads = threadsFor(scan.bytes, settings);
+      const plain = scan.segments.reduce((n, g) => n + (g.plain ? g.bytes : 0), 0);
+      log.debug('phase 2: copying by range', {
+        copy: addon ? 'copy_file_range' : 'read/write',
+        threads,
+        plain_bytes: plain,
+      });
+      ({ shards, rangeBytes } = await writeLocal(
+        { path: copyFrom, segments: scan.segments, lines: scan.lines },
+        addon,
+        threads,
+        { ...writeOptions, onProgress: progress('write') },
+      ));
+      if ((await fileVersion(copyFrom)) !== inputVersion) {
+        throw new ShardlineError(
+          'INVALID_INPUT',
+          `${source.uri} changed while the dataset was being written; run create again`,
+        );
+      }
+    } else {
+      log.debug('phase 2: copying from a stream');
+      ({ shards } = await writeShards(source.open(progress('write')), writeOptions));
+    }
+    log.debug('wrote the shards', { shards: shards.length, bytes_copied_by_range: rangeBytes });
     await refresh();
 
     const master = buildMaster({
@@ -256,24 +305,115 @@ export async function createDataset(options: CreateDatasetOptions): Promise<Crea
   }
 }
 
+/** Threads for a phase over `bytes` of input: the setting, else one per core from 64 MiB up. */
+function threadsFor(bytes: number, settings: SplitSettings): number {
+  if (settings.threads !== undefined) return settings.threads;
+  return bytes < 64 << 20 ? 1 : Math.max(1, Math.min(8, availableParallelism()));
+}
+
 /**
- * Phase 1 over a source: on threads for a large local file (parallel-scan.ts), else on this
- * thread. Both give the same result.
+ * Phase 1 over a source: a local file with the native validator on the thread pool
+ * (native-scan.ts), else on worker threads for a large local file (parallel-scan.ts), else
+ * on this thread. All give the same result.
  */
 async function scanSource(
   source: Source,
   onProgress: (bytes: number) => void,
+  settings: SplitSettings,
+  log: Logger,
   options: ScanOptions,
 ): Promise<ScanResult> {
-  const threads = source.localPath ? scanThreads(source.storedBytes) : 1;
-  if (source.localPath && threads > 1) {
+  const addon = addonFor(settings.engine);
+  const engine = addon ? 'native' : 'js';
+  const validator = addon ? `native ${addon.validator}` : 'js';
+  if (source.localPath && addon) {
+    const threads = threadsFor(source.storedBytes, settings);
+    log.debug('phase 1: scanning in blocks', { validator, threads });
+    const blockBytes = settings.blockBytes;
+    return scanFileNative(source.localPath, {
+      ...options,
+      onProgress,
+      addon,
+      threads,
+      ...(blockBytes ? { blockBytes } : {}),
+    });
+  }
+  const threads = source.localPath ? scanThreads(source.storedBytes, settings.threads) : 1;
+  log.debug('phase 1: scanning a stream', { validator, threads });
+  if (source.localPath && threads > 1 && canScanOnThreads()) {
     const scan = await scanFileParallel(source.localPath, source.storedBytes, threads, {
       ...options,
+      engine,
       onProgress,
     });
     if (scan) return scan;
   }
-  return scanLines(source.open(onProgress), options);
+  return scanLines(source.open(onProgress), { ...options, engine });
+}
+
+/** Size and modification time of a local file, to tell whether it changed. */
+async function fileVersion(file: string): Promise<string> {
+  const s = await stat(file, { bigint: true });
+  return `${s.size}@${s.mtimeNs}`;
+}
+
+/**
+ * Phase 2 of a local create: `threads` shard ranges written at once from the local input,
+ * plain segments copied by range (write.ts, writeShardsFromFile). The first failure stops the
+ * others.
+ */
+async function writeLocal(
+  input: Omit<LocalInput, 'copy'>,
+  addon: SplitAddon | null,
+  threads: number,
+  options: WriteShardsOptions,
+): Promise<{ shards: ShardMetadata[]; rangeBytes: number }> {
+  const { plan } = options;
+  const jobs = Math.max(1, Math.min(threads, plan.length));
+  const stop = new AbortController();
+  const outer = options.signal;
+  const forward = (): void => stop.abort(outer?.reason);
+  outer?.addEventListener('abort', forward, { once: true });
+  const done = new Array<number>(jobs).fill(0);
+  const copier = (): RangeCopier => (addon ? addon.copyFileRange.bind(addon) : copyByReading());
+  try {
+    const results = await Promise.allSettled(
+      Array.from({ length: jobs }, async (_, j) => {
+        const from = Math.floor((j * plan.length) / jobs);
+        const to = Math.floor(((j + 1) * plan.length) / jobs);
+        const first = (plan[from] as ShardRange).firstTask;
+        const c = checkpointBefore(input.segments, first);
+        try {
+          return await writeShardsFromFile(
+            { ...input, copy: copier() },
+            {
+              ...options,
+              from,
+              to,
+              start: { offset: c.offset, line: c.lines, task: c.tasks },
+              signal: stop.signal,
+              onProgress: (bytes) => {
+                done[j] = bytes;
+                options.onProgress?.(done.reduce((a, b) => a + b, 0));
+              },
+            },
+          );
+        } catch (e: unknown) {
+          stop.abort(e);
+          throw e;
+        }
+      }),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw toError(outer?.aborted ? outer.reason : stop.signal.reason);
+    const written = results.map((r) => (r as PromiseFulfilledResult<WriteResult>).value);
+    return {
+      shards: written.flatMap((w) => w.shards),
+      rangeBytes: written.reduce((n, w) => n + w.rangeBytes, 0),
+    };
+  } finally {
+    outer?.removeEventListener('abort', forward);
+  }
 }
 
 /** What `master_metadata.json` says about a finished split; shared by every path that makes one. */

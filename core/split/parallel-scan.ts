@@ -29,26 +29,20 @@ const MAX_REJECTED_PER_THREAD = 20_000;
 const WORKER_SCRIPT = path.join(__dirname, 'scan-worker.js');
 
 /**
- * How many threads to scan `bytes` with: `SHARDLINE_SCAN_THREADS` when set (0 or 1 turns
- * threads off; tests use it to force threads on small inputs), else one per core up to 3
+ * How many threads to scan `bytes` with: `forced` when set (from `SHARDLINE_SCAN_THREADS`,
+ * see settings.ts; tests use it to force threads on small inputs), else one per core up to 3
  * for inputs of at least PARALLEL_SCAN_MIN_BYTES, else 1.
  */
-export function scanThreads(bytes: number, env: NodeJS.ProcessEnv = process.env): number {
-  if (!existsSync(WORKER_SCRIPT)) return 1;
-  const forced = env.SHARDLINE_SCAN_THREADS;
-  if (forced !== undefined && forced !== '') {
-    const n = Number(forced);
-    if (!Number.isInteger(n) || n < 0 || n > 64) {
-      throw new ShardlineError(
-        'INVALID_ARGUMENT',
-        `SHARDLINE_SCAN_THREADS must be a whole number from 0 to 64, got "${forced}"`,
-      );
-    }
-    return Math.max(1, n);
-  }
+export function scanThreads(bytes: number, forced?: number): number {
+  if (forced !== undefined) return Math.max(1, forced);
   if (bytes < PARALLEL_SCAN_MIN_BYTES) return 1;
-  // Each thread adds ~40 MB of resident memory; 3 keep a create under 256 MB (bench/split).
+  // Each scan thread adds ~40 MB of resident memory; 3 keep a create under 256 MB (bench/split).
   return Math.max(1, Math.min(3, availableParallelism()));
+}
+
+/** Whether worker threads can run here (the compiled worker script exists). */
+export function canScanOnThreads(): boolean {
+  return existsSync(WORKER_SCRIPT);
 }
 
 /**
@@ -90,6 +84,8 @@ export async function scanFileParallel(
               maxLineBytes: options.maxLineBytes,
               strict: options.strict,
               maxRejected: MAX_REJECTED_PER_THREAD,
+              engine: options.engine ?? 'auto',
+              recordSegments: options.recordSegments ?? false,
             };
             const worker = new Worker(WORKER_SCRIPT, { workerData: job });
             workers.push(worker);

@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 
 import { crc32cCombine } from '../checksum';
 import { LineNumberList } from './line-numbers';
-import type { ScanCheckpoint, ScanResult } from './scan';
+import type { ScanCheckpoint, ScanResult, ScanSegment } from './scan';
 
 /** A half-open byte range `[start, end)` of the input. */
 export interface ByteSpan {
@@ -74,6 +74,8 @@ export interface RangeScan {
   rejected: number[];
   /** Checkpoints with counts relative to the range. */
   checkpoints: ScanCheckpoint[];
+  /** Segments with counts relative to the range, when the scan recorded them. */
+  segments?: ScanSegment[];
 }
 
 /** Turns a scan of one range into its storable form. */
@@ -90,6 +92,7 @@ export function toRangeScan(span: ByteSpan, scan: ScanResult): RangeScan {
     tasks: scan.tasks,
     rejected,
     checkpoints: scan.checkpoints,
+    ...(scan.segments ? { segments: scan.segments } : {}),
   };
 }
 
@@ -97,6 +100,7 @@ export function toRangeScan(span: ByteSpan, scan: ScanResult): RangeScan {
 export function combineScans(scans: readonly RangeScan[]): ScanResult & { lineOffsets: number[] } {
   const rejected = new LineNumberList();
   const checkpoints: ScanCheckpoint[] = [];
+  const segments: ScanSegment[] | undefined = scans.every((s) => s.segments) ? [] : undefined;
   const lineOffsets: number[] = [];
   let crc = 0;
   let bytes = 0;
@@ -110,6 +114,8 @@ export function combineScans(scans: readonly RangeScan[]): ScanResult & { lineOf
     for (const line of s.rejected) rejected.push(lines + line);
     for (const c of s.checkpoints)
       checkpoints.push({ offset: c.offset, lines: lines + c.lines, tasks: tasks + c.tasks });
+    for (const g of s.segments ?? [])
+      segments?.push({ ...g, lines: lines + g.lines, tasks: tasks + g.tasks });
     crc = bytes === 0 ? s.crc32c : crc32cCombine(crc, s.crc32c, s.bytes);
     bytes += s.bytes;
     lines += s.lines;
@@ -125,6 +131,7 @@ export function combineScans(scans: readonly RangeScan[]): ScanResult & { lineOf
     tasks,
     rejected,
     checkpoints,
+    ...(segments ? { segments } : {}),
     lineOffsets,
   };
 }

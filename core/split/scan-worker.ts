@@ -7,6 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 
 import type { RejectedLine } from '../dataset/metadata';
 import { ShardlineError } from '../errors';
+import type { SplitEngine } from './native';
 import { toRangeScan, type RangeScan } from './ranges';
 import { scanLines } from './scan';
 
@@ -19,6 +20,8 @@ export interface ScanJob {
   strict: boolean;
   /** Stop and report `overflow` after this many rejected lines (memory stays bounded). */
   maxRejected: number;
+  engine: SplitEngine;
+  recordSegments: boolean;
 }
 
 /** What the thread posts: progress while it runs, then exactly one final message. */
@@ -41,6 +44,8 @@ async function main(job: ScanJob, post: (m: ScanMessage) => void): Promise<void>
         maxLineBytes: job.maxLineBytes,
         strict: job.strict,
         startOffset: job.start,
+        engine: job.engine,
+        recordSegments: job.recordSegments,
         onRejected: (r) => {
           if (rejected.length >= job.maxRejected) throw new Overflow();
           rejected.push(r);

@@ -13,21 +13,32 @@
  * some shards from a known position, stopping at a chunk boundary when a deadline passes and
  * returning where to continue (the fanned-out cloud ingest, core/ingest/). The result is the
  * same bytes and the same metadata either way.
+ *
+ * A local input with phase 1's segments (`writeShardsFromFile`) is not streamed at all: a
+ * plain segment (only tasks, unchanged bytes) that no chunk or shard ends inside becomes one
+ * `range` step, copied file to file by the kernel with the CRC32C phase 1 recorded; only the
+ * segments where something happens (a cut, a shard end, a `\r\n`, a blank or rejected line)
+ * are read and routed line by line as above. Several shard ranges can be written at once.
  */
+import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 
 import { crc32c } from '@node-rs/crc32';
 
-import type { BlobStore, BlobWriter } from '../blob/store';
+import type { BlobStore } from '../blob/store';
 import type { Clock } from '../clock';
 import type { ChunkInfo, ShardMetadata } from '../dataset/metadata';
 import { encodeJson } from '../dataset/metadata';
 import { FORMAT_VERSION, chunkFileName, chunkKey, shardMetadataKey } from '../dataset/paths';
 import { ShardlineError } from '../errors';
-import { crc32cBase64 } from '../checksum';
+import { crc32cBase64, crc32cCombine } from '../checksum';
+import { LocalBlobStore } from '../blob/local';
+import type { RangeCopier } from './chunk-file';
+import { LocalChunkFile } from './chunk-file';
 import { lineBlocks } from './line-blocks';
 import type { LineNumberList } from './line-numbers';
 import type { ShardRange } from './plan';
+import type { ScanSegment } from './scan';
 
 /** A line start in the input with the number of lines and tasks before it. */
 export interface InputPosition {
@@ -85,11 +96,15 @@ export interface WriteResult {
   shards: ShardMetadata[];
   /** Null when every shard asked for is written. */
   cursor: WriteCursor | null;
+  /** Bytes copied file to file by range, without being read (writeShardsFromFile). */
+  rangeBytes: number;
 }
 
 /** A step decided by the synchronous pass. */
 type Op =
   | { t: 'bytes'; view: Uint8Array }
+  /** Input bytes `[start, end)`, unchanged, whose CRC32C phase 1 recorded (local inputs). */
+  | { t: 'range'; start: number; end: number; crc32c: number }
   /** The open chunk is complete (it holds `tasks` tasks). */
   | { t: 'endChunk'; tasks: number; firstTask: number }
   /** The open chunk and its shard are complete. */
@@ -111,12 +126,322 @@ function changed(what: string): ShardlineError {
   return new ShardlineError('INVALID_INPUT', `${what}; did the input change between reads?`);
 }
 
-/** Copies tasks into the shard layout; see the module comment. */
-export async function writeShards(
-  stream: Readable,
-  options: WriteShardsOptions,
-): Promise<WriteResult> {
-  const { store, plan, chunkLimitBytes } = options;
+/** How a block of lines ended for the router: more wanted, or stop writing (see `cursor`). */
+type Routed = 'more' | 'stop';
+
+/**
+ * The synchronous pass: decides, line by line (or segment by segment), where chunks and shards
+ * end and which bytes go where, as a list of steps for the Executor.
+ */
+class Router {
+  private lineNo: number;
+  private taskIndex: number;
+  private planIdx: number;
+  private shardEnd: number;
+  private chunkBytes = 0;
+  private chunkTasks = 0;
+  private chunkFirst: number;
+  private readonly isRejected: { has(line: number): boolean };
+  /** Where to continue when the deadline stopped the writing (`chunks` filled in by the caller). */
+  cursor: WriteCursor | null = null;
+
+  constructor(
+    private readonly options: WriteShardsOptions,
+    start: InputPosition,
+    private readonly firstTask: number,
+    from: number,
+    private readonly to: number,
+  ) {
+    const shard = options.plan[from]!;
+    this.lineNo = start.line;
+    this.taskIndex = start.task;
+    this.planIdx = from;
+    this.shardEnd = shard.firstTask + shard.tasks;
+    this.chunkFirst = firstTask;
+    this.isRejected = options.rejected.cursor();
+  }
+
+  /** Tasks routed so far (counted from the input's first). */
+  get tasksSeen(): number {
+    return this.taskIndex;
+  }
+
+  private pastDeadline(): boolean {
+    const deadline = this.options.deadline;
+    return deadline !== undefined && deadline.clock.nowMs() >= deadline.atMs;
+  }
+
+  /** A line over the length limit, which phase 1 must have rejected. */
+  oversized(): void {
+    this.lineNo++;
+    if (!this.isRejected.has(this.lineNo))
+      throw changed(`line ${this.lineNo} is over the line limit now`);
+  }
+
+  /** Lines that hold no task (phase 1 says so), passed over without being read. */
+  skipLines(count: number): void {
+    this.lineNo += count;
+  }
+
+  /**
+   * Takes a plain segment whole when no chunk or shard ends inside it: one `range` step.
+   * Returns false (nothing taken) otherwise; the caller then routes its lines.
+   */
+  span(seg: ScanSegment, ops: Op[]): boolean {
+    const { chunkLimitBytes } = this.options;
+    if (
+      !seg.plain ||
+      seg.taskCount === 0 ||
+      this.taskIndex < this.firstTask ||
+      this.chunkBytes + seg.bytes > chunkLimitBytes ||
+      this.taskIndex + seg.taskCount >= this.shardEnd
+    )
+      return false;
+    if (seg.lines !== this.lineNo || seg.tasks !== this.taskIndex) {
+      throw new ShardlineError(
+        'INTERNAL',
+        `segment at ${seg.offset} starts at line ${seg.lines}, task ${seg.tasks}; the copy is at line ${this.lineNo}, task ${this.taskIndex}`,
+      );
+    }
+    ops.push({ t: 'range', start: seg.offset, end: seg.offset + seg.bytes, crc32c: seg.crc32c });
+    this.chunkBytes += seg.bytes;
+    this.chunkTasks += seg.taskCount;
+    this.taskIndex += seg.taskCount;
+    this.lineNo += seg.taskCount;
+    return true;
+  }
+
+  /** Routes the lines of `buf` (whole lines; `at`: its input offset). */
+  lines(buf: Buffer, at: number, ops: Op[]): Routed {
+    const { plan, chunkLimitBytes } = this.options;
+    let s = at === 0 && hasBom(buf) ? 3 : 0;
+    let runStart = s; // [runStart, runEnd): unchanged lines not yet turned into an op
+    let runEnd = s;
+    const endRun = (): void => {
+      if (runEnd > runStart) ops.push({ t: 'bytes', view: buf.subarray(runStart, runEnd) });
+      runStart = runEnd;
+    };
+    while (s < buf.length) {
+      let e = buf.indexOf(10, s);
+      const terminated = e !== -1;
+      if (!terminated) e = buf.length;
+      const next = e + 1;
+      this.lineNo++;
+      if (this.isRejected.has(this.lineNo) || isBlank(buf, s, e)) {
+        endRun();
+        runStart = runEnd = next;
+        s = next;
+        continue;
+      }
+      if (this.taskIndex < this.firstTask) {
+        // Before the first task to write: counted, not copied.
+        this.taskIndex++;
+        runStart = runEnd = next;
+        s = next;
+        continue;
+      }
+      const cr = e > s && buf[e - 1] === 0x0d;
+      const contentEnd = cr ? e - 1 : e;
+      const outLen = contentEnd - s + 1;
+      if (this.chunkTasks > 0 && this.chunkBytes + outLen > chunkLimitBytes) {
+        endRun();
+        ops.push({ t: 'endChunk', tasks: this.chunkTasks, firstTask: this.chunkFirst });
+        this.chunkBytes = 0;
+        this.chunkTasks = 0;
+        this.chunkFirst = this.taskIndex;
+        if (this.pastDeadline()) {
+          this.cursor = {
+            position: { offset: at + s, line: this.lineNo - 1, task: this.taskIndex },
+            planIndex: this.planIdx,
+            chunks: [],
+          };
+          return 'stop';
+        }
+      }
+      if (!cr && terminated) {
+        if (runEnd !== s) {
+          endRun();
+          runStart = s;
+        }
+        runEnd = next;
+      } else {
+        endRun();
+        ops.push({ t: 'bytes', view: buf.subarray(s, contentEnd) }, { t: 'bytes', view: NEWLINE });
+        runStart = runEnd = next;
+      }
+      this.chunkBytes += outLen;
+      this.chunkTasks++;
+      this.taskIndex++;
+      if (this.taskIndex === this.shardEnd) {
+        endRun();
+        runStart = runEnd = next;
+        ops.push({ t: 'endShard', tasks: this.chunkTasks, firstTask: this.chunkFirst });
+        this.chunkBytes = 0;
+        this.chunkTasks = 0;
+        this.chunkFirst = this.taskIndex;
+        this.planIdx++;
+        if (this.planIdx === this.to) return 'stop';
+        const shard = plan[this.planIdx]!;
+        this.shardEnd = shard.firstTask + shard.tasks;
+        if (this.pastDeadline()) {
+          this.cursor = {
+            position: { offset: at + next, line: this.lineNo, task: this.taskIndex },
+            planIndex: this.planIdx,
+            chunks: [],
+          };
+          return 'stop';
+        }
+      }
+      s = next;
+    }
+    endRun();
+    return 'more';
+  }
+}
+
+/** A chunk being written: a blob writer, and for a local input and output, kernel copies. */
+interface ChunkSink {
+  write(data: Uint8Array): Promise<void>;
+  /** Copies input bytes `[start, end)` after what was written so far (LocalChunkFile). */
+  copyRange?(start: number, end: number): Promise<void>;
+  close(): Promise<{ size: number; crc32c?: string }>;
+  abort(): Promise<void>;
+}
+
+/** Carries out the Router's steps: chunk files, their checksums, and shard metadata. */
+class Executor {
+  private shard: number;
+  /** Complete chunks of the shard being written. */
+  chunks: ChunkInfo[];
+  /** Shards whose metadata is written. */
+  readonly done: ShardMetadata[] = [];
+  private writer: ChunkSink | undefined;
+  private writerKey = '';
+  private writtenBytes = 0;
+  private crc = 0;
+  /** Input bytes to copy next, merged while the ranges are adjacent. */
+  private range: { start: number; end: number } | null = null;
+  /** Bytes copied by range so far. */
+  rangeBytes = 0;
+
+  constructor(
+    private readonly options: WriteShardsOptions,
+    from: number,
+    private readonly openChunk: (key: string) => ChunkSink,
+  ) {
+    this.shard = from;
+    this.chunks = options.resume ? [...options.resume.chunks] : [];
+  }
+
+  /** The shard index after the last one completed. */
+  get nextShard(): number {
+    return this.shard;
+  }
+
+  private sink(): ChunkSink {
+    if (!this.writer) {
+      const range = this.options.plan[this.shard]!;
+      this.writerKey = chunkKey(range.shardId, this.chunks.length);
+      this.writer = this.openChunk(this.writerKey);
+      this.writtenBytes = 0;
+      this.crc = 0;
+    }
+    return this.writer;
+  }
+
+  private async flushRange(): Promise<void> {
+    const r = this.range;
+    if (!r) return;
+    this.range = null;
+    await this.sink().copyRange!(r.start, r.end);
+  }
+
+  async run(ops: readonly Op[]): Promise<void> {
+    const { store, plan } = this.options;
+    for (const op of ops) {
+      if (op.t === 'bytes') {
+        await this.flushRange();
+        const writer = this.sink();
+        this.crc = crc32c(op.view, this.crc);
+        this.writtenBytes += op.view.byteLength;
+        await writer.write(op.view);
+        continue;
+      }
+      if (op.t === 'range') {
+        const length = op.end - op.start;
+        this.sink();
+        this.crc = this.writtenBytes === 0 ? op.crc32c : crc32cCombine(this.crc, op.crc32c, length);
+        this.writtenBytes += length;
+        this.rangeBytes += length;
+        if (this.range && this.range.end === op.start) this.range.end = op.end;
+        else {
+          await this.flushRange();
+          this.range = { start: op.start, end: op.end };
+        }
+        continue;
+      }
+      await this.flushRange();
+      const range = plan[this.shard]!;
+      const writer = this.writer;
+      if (!writer)
+        throw new ShardlineError('INTERNAL', 'a chunk ended before any byte was written');
+      const info = await writer.close();
+      this.writer = undefined;
+      const crcText = crc32cBase64(this.crc);
+      if (
+        info.size !== this.writtenBytes ||
+        (info.crc32c !== undefined && info.crc32c !== crcText)
+      ) {
+        throw new ShardlineError(
+          'STORAGE',
+          `${store.uriOf(this.writerKey)} was stored as ${info.size} bytes, crc32c ${info.crc32c ?? '?'}; expected ${this.writtenBytes}, ${crcText}`,
+        );
+      }
+      this.chunks.push({
+        chunk_id: this.chunks.length,
+        file: chunkFileName(this.chunks.length),
+        num_tasks: op.tasks,
+        size_mb: this.writtenBytes / 1048576,
+        bytes: this.writtenBytes,
+        crc32c: crcText,
+        first_task_index: op.firstTask,
+      });
+      if (op.t === 'endShard') {
+        const meta: ShardMetadata = {
+          shard_id: range.shardId,
+          total_shards: plan.length,
+          status: 'available',
+          total_tasks: range.tasks,
+          num_chunks: this.chunks.length,
+          chunks: this.chunks,
+          assigned_to: null,
+          started_at: null,
+          completed_at: null,
+          format_version: FORMAT_VERSION,
+          dataset_id: this.options.datasetId,
+          first_task_index: range.firstTask,
+          total_bytes: this.chunks.reduce((n, c) => n + c.bytes, 0),
+        };
+        await store.writeAll(shardMetadataKey(range.shardId), encodeJson(meta), {
+          contentType: 'application/json',
+        });
+        this.done.push(meta);
+        this.options.onShard?.(meta);
+        this.chunks = [];
+        this.shard++;
+      }
+    }
+  }
+
+  async abort(): Promise<void> {
+    this.range = null;
+    await this.writer?.abort();
+  }
+}
+
+/** The shard range and starting point of a write, checked. */
+function writeBounds(options: WriteShardsOptions) {
+  const { plan } = options;
   const from = options.resume?.planIndex ?? options.from ?? 0;
   const to = options.to ?? plan.length;
   const start = options.start ?? { offset: 0, line: 0, task: 0 };
@@ -132,92 +457,39 @@ export async function writeShards(
   const endTask = lastShard.firstTask + lastShard.tasks;
   if (start.task > firstTask)
     throw new ShardlineError('INTERNAL', `start (task ${start.task}) is after task ${firstTask}`);
-  const isRejected = options.rejected.cursor();
+  return { from, to, start, firstTask, endTask };
+}
 
-  // --- state of the synchronous pass ---
-  let lineNo = start.line;
-  let taskIndex = start.task;
-  let planIdx = from;
-  let shardEnd = firstShard.firstTask + firstShard.tasks;
-  let chunkBytes = 0;
-  let chunkTasks = 0;
-  let chunkFirst = firstTask;
-  let cursor: WriteCursor | null = null;
+/** The end of a write: the tasks found must be the tasks expected. */
+async function finish(
+  router: Router,
+  executor: Executor,
+  bounds: ReturnType<typeof writeBounds>,
+): Promise<WriteResult> {
+  const { start, endTask, to } = bounds;
+  if (router.cursor) {
+    router.cursor.chunks = [...executor.chunks];
+    return { shards: executor.done, cursor: router.cursor, rangeBytes: executor.rangeBytes };
+  }
+  if (router.tasksSeen !== endTask || executor.nextShard !== to) {
+    await executor.abort();
+    throw changed(
+      `the copy found ${router.tasksSeen - start.task} tasks after task ${start.task}, the scan expected ${endTask - start.task}`,
+    );
+  }
+  return { shards: executor.done, cursor: null, rangeBytes: executor.rangeBytes };
+}
 
-  // --- state of the writes ---
-  const done: ShardMetadata[] = [];
-  let execShard = from;
-  let chunks: ChunkInfo[] = options.resume ? [...options.resume.chunks] : [];
-  let writer: BlobWriter | undefined;
-  let writerKey = '';
-  let writtenBytes = 0;
-  let crc = 0;
-
-  const execute = async (ops: Op[]): Promise<void> => {
-    for (const op of ops) {
-      const range = plan[execShard]!;
-      if (op.t === 'bytes') {
-        if (!writer) {
-          writerKey = chunkKey(range.shardId, chunks.length);
-          writer = store.writer(writerKey, { contentType: 'application/x-ndjson' });
-          writtenBytes = 0;
-          crc = 0;
-        }
-        crc = crc32c(op.view, crc);
-        writtenBytes += op.view.byteLength;
-        await writer.write(op.view);
-        continue;
-      }
-      if (!writer)
-        throw new ShardlineError('INTERNAL', 'a chunk ended before any byte was written');
-      const info = await writer.close();
-      writer = undefined;
-      const crcText = crc32cBase64(crc);
-      if (info.size !== writtenBytes || (info.crc32c !== undefined && info.crc32c !== crcText)) {
-        throw new ShardlineError(
-          'STORAGE',
-          `${store.uriOf(writerKey)} was stored as ${info.size} bytes, crc32c ${info.crc32c ?? '?'}; expected ${writtenBytes}, ${crcText}`,
-        );
-      }
-      chunks.push({
-        chunk_id: chunks.length,
-        file: chunkFileName(chunks.length),
-        num_tasks: op.tasks,
-        size_mb: writtenBytes / 1048576,
-        bytes: writtenBytes,
-        crc32c: crcText,
-        first_task_index: op.firstTask,
-      });
-      if (op.t === 'endShard') {
-        const meta: ShardMetadata = {
-          shard_id: range.shardId,
-          total_shards: plan.length,
-          status: 'available',
-          total_tasks: range.tasks,
-          num_chunks: chunks.length,
-          chunks,
-          assigned_to: null,
-          started_at: null,
-          completed_at: null,
-          format_version: FORMAT_VERSION,
-          dataset_id: options.datasetId,
-          first_task_index: range.firstTask,
-          total_bytes: chunks.reduce((n, c) => n + c.bytes, 0),
-        };
-        await store.writeAll(shardMetadataKey(range.shardId), encodeJson(meta), {
-          contentType: 'application/json',
-        });
-        done.push(meta);
-        options.onShard?.(meta);
-        chunks = [];
-        execShard++;
-      }
-    }
-  };
-
-  const pastDeadline = (): boolean =>
-    options.deadline !== undefined && options.deadline.clock.nowMs() >= options.deadline.atMs;
-
+/** Copies tasks into the shard layout; see the module comment. */
+export async function writeShards(
+  stream: Readable,
+  options: WriteShardsOptions,
+): Promise<WriteResult> {
+  const bounds = writeBounds(options);
+  const router = new Router(options, bounds.start, bounds.firstTask, bounds.from, bounds.to);
+  const executor = new Executor(options, bounds.from, (key) =>
+    options.store.writer(key, { contentType: 'application/x-ndjson' }),
+  );
   let bytesRead = 0;
   const blocks = lineBlocks(stream, {
     maxLineBytes: options.maxLineBytes,
@@ -226,118 +498,85 @@ export async function writeShards(
       options.onProgress?.(bytesRead);
     },
   });
-
   try {
-    blockLoop: for await (const block of blocks) {
+    for await (const block of blocks) {
       options.signal?.throwIfAborted();
-      const at = start.offset + block.offset;
       if (block.kind === 'oversized') {
-        lineNo++;
-        if (!isRejected.has(lineNo)) throw changed(`line ${lineNo} is over the line limit now`);
+        router.oversized();
         continue;
       }
-      const { buf } = block;
       const ops: Op[] = [];
-      let s = at === 0 && hasBom(buf) ? 3 : 0;
-      let runStart = s; // [runStart, runEnd): unchanged lines not yet turned into an op
-      let runEnd = s;
-      const endRun = (): void => {
-        if (runEnd > runStart) ops.push({ t: 'bytes', view: buf.subarray(runStart, runEnd) });
-        runStart = runEnd;
-      };
-      while (s < buf.length) {
-        let e = buf.indexOf(10, s);
-        const terminated = e !== -1;
-        if (!terminated) e = buf.length;
-        const next = e + 1;
-        lineNo++;
-        if (isRejected.has(lineNo) || isBlank(buf, s, e)) {
-          endRun();
-          runStart = runEnd = next;
-          s = next;
-          continue;
-        }
-        if (taskIndex < firstTask) {
-          // Before the first task to write: counted, not copied.
-          taskIndex++;
-          runStart = runEnd = next;
-          s = next;
-          continue;
-        }
-        const cr = e > s && buf[e - 1] === 0x0d;
-        const contentEnd = cr ? e - 1 : e;
-        const outLen = contentEnd - s + 1;
-        if (chunkTasks > 0 && chunkBytes + outLen > chunkLimitBytes) {
-          endRun();
-          ops.push({ t: 'endChunk', tasks: chunkTasks, firstTask: chunkFirst });
-          chunkBytes = 0;
-          chunkTasks = 0;
-          chunkFirst = taskIndex;
-          if (pastDeadline()) {
-            cursor = {
-              position: { offset: at + s, line: lineNo - 1, task: taskIndex },
-              planIndex: planIdx,
-              chunks: [],
-            };
-            await execute(ops);
-            cursor.chunks = [...chunks];
-            break blockLoop;
-          }
-        }
-        if (!cr && terminated) {
-          if (runEnd !== s) {
-            endRun();
-            runStart = s;
-          }
-          runEnd = next;
-        } else {
-          endRun();
-          ops.push(
-            { t: 'bytes', view: buf.subarray(s, contentEnd) },
-            { t: 'bytes', view: NEWLINE },
-          );
-          runStart = runEnd = next;
-        }
-        chunkBytes += outLen;
-        chunkTasks++;
-        taskIndex++;
-        if (taskIndex === shardEnd) {
-          endRun();
-          runStart = runEnd = next;
-          ops.push({ t: 'endShard', tasks: chunkTasks, firstTask: chunkFirst });
-          chunkBytes = 0;
-          chunkTasks = 0;
-          chunkFirst = taskIndex;
-          planIdx++;
-          if (planIdx === to) {
-            await execute(ops);
-            break blockLoop;
-          }
-          shardEnd = plan[planIdx]!.firstTask + plan[planIdx]!.tasks;
-          if (pastDeadline()) {
-            cursor = {
-              position: { offset: at + next, line: lineNo, task: taskIndex },
-              planIndex: planIdx,
-              chunks: [],
-            };
-            await execute(ops);
-            break blockLoop;
-          }
-        }
-        s = next;
-      }
-      endRun();
-      await execute(ops);
+      const routed = router.lines(block.buf, bounds.start.offset + block.offset, ops);
+      await executor.run(ops);
+      if (routed === 'stop') break;
     }
   } catch (e: unknown) {
-    await writer?.abort();
+    await executor.abort();
     throw e;
   }
-  if (!cursor && (taskIndex !== endTask || execShard !== to)) {
-    await writer?.abort();
-    throw changed(
-      `the copy found ${taskIndex - start.task} tasks after task ${start.task}, the scan expected ${endTask - start.task}`,
-    );
+  return finish(router, executor, bounds);
+}
+
+/** A local, uncompressed input and what phase 1 recorded about it. */
+export interface LocalInput {
+  /** The file. */
+  path: string;
+  /** Phase 1's segments, covering the file. */
+  segments: readonly ScanSegment[];
+  /** Lines in the file (phase 1's count). */
+  lines: number;
+  /** Copies file ranges (the native `copy_file_range`, or big-block reads and writes). */
+  copy: RangeCopier;
+}
+
+/**
+ * `writeShards` over a local file, segment by segment (see the module comment). The output
+ * store must be a LocalBlobStore; `options.start` must be a segment's start.
+ */
+export async function writeShardsFromFile(
+  input: LocalInput,
+  options: WriteShardsOptions,
+): Promise<WriteResult> {
+  const { store } = options;
+  if (!(store instanceof LocalBlobStore))
+    throw new ShardlineError('INTERNAL', 'writeShardsFromFile writes to a local folder only');
+  const bounds = writeBounds(options);
+  const { segments } = input;
+  let index = segments.findIndex((g) => g.offset === bounds.start.offset);
+  if (index === -1 && segments.length > 0)
+    throw new ShardlineError('INTERNAL', `no segment starts at ${bounds.start.offset}`);
+  const handle = await open(input.path, 'r');
+  const router = new Router(options, bounds.start, bounds.firstTask, bounds.from, bounds.to);
+  const executor = new Executor(
+    options,
+    bounds.from,
+    (key) => new LocalChunkFile(store, key, handle.fd, input.copy),
+  );
+  let bytesDone = 0;
+  try {
+    for (; index !== -1 && index < segments.length; index++) {
+      options.signal?.throwIfAborted();
+      const seg = segments[index]!;
+      const ops: Op[] = [];
+      let routed: Routed = 'more';
+      if (seg.taskCount === 0) {
+        router.skipLines((segments[index + 1]?.lines ?? input.lines) - seg.lines);
+      } else if (!router.span(seg, ops)) {
+        const buf = Buffer.allocUnsafe(seg.bytes);
+        const { bytesRead } = await handle.read(buf, 0, seg.bytes, seg.offset);
+        if (bytesRead !== seg.bytes) throw changed(`${input.path} is shorter than it was`);
+        routed = router.lines(buf, seg.offset, ops);
+      }
+      await executor.run(ops);
+      bytesDone += seg.bytes;
+      options.onProgress?.(bytesDone);
+      if (routed === 'stop') break;
+    }
+    return await finish(router, executor, bounds);
+  } catch (e: unknown) {
+    await executor.abort();
+    throw e;
+  } finally {
+    await handle.close();
   }
-  return { shards: done, cursor };
 }

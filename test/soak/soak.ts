@@ -383,6 +383,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         String(o.leaseSeconds),
         '--grace_seconds',
         '5',
+        // Steps here take well under a second: a pass stuck 30 s on a request that never
+        // answers (a connection the fault proxy killed silently) is abandoned and retried.
+        '--stall_seconds',
+        '30',
         '--model_path',
         path.join(modelDir, 'model.onnx'),
         '--predictions_per_task',

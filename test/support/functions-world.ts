@@ -6,7 +6,11 @@ import type { PubSub } from '@google-cloud/pubsub';
 import { getTestServer } from '@google-cloud/functions-framework/testing';
 import request from 'supertest';
 
+import type { BlobStore } from '../../core/blob/store';
 import type { Clock } from '../../core/clock';
+import type { LayerStats } from '../../core/layer-stats';
+import type { ShardManifest } from '../../core/rollup/manifests';
+import { encodeManifest, shardManifestKey } from '../../core/rollup/manifests';
 import { createLogger } from '../../core/log';
 import type { FunctionDeps } from '../../functions/deps';
 import { createDeps, useDepsForTesting } from '../../functions/deps';
@@ -105,4 +109,48 @@ export async function deliver(
     .set('Content-Type', 'application/cloudevents+json')
     .send(JSON.stringify(pubsubCloudEvent(projectId, topic, data, id)))
     .expect(204);
+}
+
+/**
+ * A completed shard's manifest as a worker writes it (no parts: the roll-up reads only the
+ * manifests), with statistics of `rows` rows of width 2 around `centre`.
+ */
+export async function writeShardManifest(
+  store: BlobStore,
+  datasetId: string,
+  shardId: number,
+  rows: number,
+  centre: number,
+): Promise<LayerStats> {
+  const stats: LayerStats = {
+    count: rows,
+    mean: [centre, -centre],
+    m2: [rows * 0.5, rows * 2],
+    norm_sum: rows * Math.SQRT2 * Math.abs(centre),
+  };
+  const manifest: ShardManifest = {
+    format: 'shardline.shard-manifest',
+    format_version: 2,
+    dataset_id: datasetId,
+    shard_id: shardId,
+    first_task_index: shardId * 10,
+    total_tasks: 10,
+    worker_id: `w${shardId}`,
+    epoch: 1,
+    fingerprint: 'f'.repeat(32),
+    model: 'synthetic',
+    layers: [3],
+    dtype: 'float32',
+    positions: 'all',
+    hidden_size: 2,
+    parts: [],
+    samples: 10 + shardId,
+    tokens: rows * 2,
+    rows,
+    skipped: 0,
+    bytes: 1000 * (shardId + 1),
+    stats: { 'resid_post.3': stats },
+  };
+  await store.writeAll(shardManifestKey(shardId), encodeManifest(manifest));
+  return stats;
 }

@@ -7,15 +7,19 @@
  *
  * The protocol: a child prints `ready` once set up, waits for `go` on stdin, does its work and
  * prints its result as one JSON line (`{ "error": message }` when it failed).
+ *
+ * `writeTsLauncher` makes a TypeScript script a program of its own, for tests that hand a
+ * command line to the code under test (the worker's `--backend_command`).
  */
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
-// Compiles each required .ts file with swc, as jest.config.js does, then runs the script in argv[1].
-const BOOT = `
-const swc = require('@swc/core');
+/** A require hook that compiles each required .ts file with swc, as jest.config.js does. */
+const SWC_HOOK = `
+const swc = require(${JSON.stringify(require.resolve('@swc/core'))});
 const fs = require('node:fs');
 require.extensions['.ts'] = (module, filename) => {
   const out = swc.transformSync(fs.readFileSync(filename, 'utf8'), {
@@ -24,8 +28,24 @@ require.extensions['.ts'] = (module, filename) => {
   });
   module._compile(out.code, filename);
 };
-require(process.argv[1]);
 `;
+
+// Runs the script in argv[1] under the hook.
+const BOOT = `${SWC_HOOK}\nrequire(process.argv[1]);\n`;
+
+/**
+ * Writes `dir/NAME.cjs`, a plain JavaScript file that `node` runs as a program: it loads the
+ * TypeScript `script` and calls its export `entry` with the command-line arguments. For tests
+ * that hand the worker a command line (`--backend_command "node FILE ARGS"`). Returns the path.
+ */
+export function writeTsLauncher(dir: string, name: string, script: string, entry: string): string {
+  const file = path.join(dir, `${name}.cjs`);
+  writeFileSync(
+    file,
+    `${SWC_HOOK}\nrequire(${JSON.stringify(path.resolve(script))})[${JSON.stringify(entry)}](process.argv.slice(2));\n`,
+  );
+  return file;
+}
 
 /**
  * Starts `script` once per argument (passed as JSON in argv[2]), waits until every child is

@@ -47,6 +47,25 @@ export function makeModel(dir: string, seed = 11): string {
   return path.join(dir, 'model.onnx');
 }
 
+/** `shardline create` arguments for `input` into `output` with `shards` shards, then `extra`. */
+export function createArgs(
+  input: string,
+  output: string,
+  shards: number,
+  ...extra: string[]
+): string[] {
+  return [
+    'create',
+    '--input_file',
+    input,
+    '--output_dir',
+    output,
+    '--num_shards',
+    String(shards),
+    ...extra,
+  ];
+}
+
 /** `n` sample ARC tasks as JSONL text (small grids: short prompts, fast tests). */
 export function arcJsonl(n: number, seed = 1): string {
   return `${generateArcTasks(n, seed, 4)

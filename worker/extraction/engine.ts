@@ -45,8 +45,11 @@ export interface EngineInfo {
   /** The original model file (ONNX) or checkpoint folder (the protocol's backends). */
   modelPath: string;
   /**
-   * SHA-256 (hex) of `model.onnx` (the graph file; external data not included), or what the
-   * protocol's `ready` reports (the JAX extractor: of the safetensors files' bytes).
+   * What identifies the model in part metadata and the run fingerprint: the SHA-256 (hex) of
+   * the files the weights are read from. ONNX: `model.onnx` followed by its external data files
+   * (ascending names); the protocol's backends: what `ready` reports (the JAX extractor: the
+   * checkpoint's safetensors files concatenated in ascending name order). The two differ for
+   * one model, so a dataset's parts all come from one backend's files (docs/extractor-protocol.md §3.2).
    */
   modelSha256: string;
   /** The rewritten model actually loaded. */

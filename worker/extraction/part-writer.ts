@@ -307,6 +307,19 @@ export function rowBytes(layers: number, hiddenSize: number, dtype: ActivationDt
   return layers * hiddenSize * (dtype === 'float16' ? 2 : 4) + 8;
 }
 
+/**
+ * What one sample of `rows` stored rows adds to a part's size as parts are cut (`byteSize`):
+ * its rows, plus 16 bytes for its offset and task index.
+ */
+export function sampleBytes(
+  rows: number,
+  layers: number,
+  hiddenSize: number,
+  dtype: ActivationDtype,
+): number {
+  return rows * rowBytes(layers, hiddenSize, dtype) + 16;
+}
+
 /** Accumulates the samples of one part and writes its two files. */
 export class PartWriter {
   private readonly records: IndexRecord[] = [];
@@ -385,7 +398,7 @@ export class PartWriter {
     });
     this.tokenCount += nTokens;
     this.rowCount += n;
-    this.dataBytes += n * rowBytes(layers.length, hiddenSize, dtype) + 16;
+    this.dataBytes += sampleBytes(n, layers.length, hiddenSize, dtype);
   }
 
   /** Adds one extractor batch: sample k's rows are `batch.rows[l][k]` (see `addSample`). */

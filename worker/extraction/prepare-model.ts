@@ -3,12 +3,21 @@
  * write the result beside the original, where its external data (`model.onnx_data`) must be:
  * onnxruntime 1.30 refuses external data outside the model's folder, even through a symlink
  * (docs/notes/onnx.md §1). The rewrite is cached under a key of (surgery version, SHA-256 of
- * `model.onnx`, layers, dtype): a second worker on the same machine, or a restart, reuses it.
+ * `model.onnx`, layers, dtype): the rewritten graph refers to the same external data: a second worker on the same machine, or a restart, reuses it.
  * Writes go to a temporary name and are renamed into place, so concurrent workers never see
  * half a file.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import * as path from 'node:path';
 
 import { onnx } from 'onnx-proto';
@@ -51,8 +60,16 @@ export interface PreparedModel {
   sourcePath: string;
   /** The rewritten model, beside the original. */
   preparedPath: string;
-  /** SHA-256 (hex) of the original `model.onnx` file (the graph; external data not included). */
+  /**
+   * SHA-256 (hex) of the model's bytes: `model.onnx` followed by its external data files in
+   * ascending name order, so two fine-tunes of one export (the same graph file, other
+   * weights) differ. Computed afresh on every load: weights may change under an unchanged graph.
+   */
   modelSha256: string;
+  /** SHA-256 (hex) of `model.onnx` alone: the key of the cached rewrite. */
+  graphSha256: string;
+  /** The external data files `model.onnx` refers to, relative to its folder, ascending. */
+  externalData: string[];
   /** How the residual stream was found. */
   method: ResidualMethod;
   /** Layers in the model. */
@@ -190,13 +207,56 @@ function describeInputs(
   return { inputNames, pastInputs };
 }
 
-function embeddingWidth(graph: onnx.IGraphProto): number | null {
+/** The hidden size read from the graph: the width of the embedding table `input_ids` indexes, or null. */
+export function embeddingWidth(graph: onnx.IGraphProto): number | null {
   const embed = (graph.node ?? []).find(
     (n) => n.opType === 'Gather' && n.input?.[1] === 'input_ids',
   );
   const weight = embed && (graph.initializer ?? []).find((t) => t.name === embed.input?.[0]);
   const dims = weight?.dims ?? [];
   return dims.length === 2 ? toNumber(dims[1]) : null;
+}
+
+/** The external data files the graph's initializers refer to (`location`), ascending. */
+function externalDataFiles(graph: onnx.IGraphProto): string[] {
+  const files = new Set<string>();
+  for (const t of graph.initializer ?? [])
+    for (const e of t.externalData ?? []) if (e.key === 'location' && e.value) files.add(e.value);
+  return [...files].sort();
+}
+
+/**
+ * SHA-256 of the model: the graph file's `bytes`, then each external data file (relative to
+ * the graph's folder) in the order given, streamed in 8 MiB reads. Fails with `MODEL` when a
+ * file cannot be read.
+ */
+function contentSha256(
+  bytes: Uint8Array,
+  sourcePath: string,
+  externalData: readonly string[],
+): string {
+  const hash = createHash('sha256').update(bytes);
+  const buffer = Buffer.allocUnsafe(8 << 20);
+  for (const name of externalData) {
+    const file = path.resolve(path.dirname(sourcePath), name);
+    let fd: number;
+    try {
+      fd = openSync(file, 'r');
+    } catch (e: unknown) {
+      throw new ShardlineError(
+        'MODEL',
+        `cannot read ${file}, the external data ${path.basename(sourcePath)} refers to: ${toError(e).message}`,
+        { cause: e },
+      );
+    }
+    try {
+      for (let n; (n = readSync(fd, buffer, 0, buffer.length, null)) > 0;)
+        hash.update(buffer.subarray(0, n));
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return hash.digest('hex');
 }
 
 function writeAtomically(file: string, data: Uint8Array | string): void {
@@ -233,10 +293,10 @@ export function prepareModel(options: PrepareOptions): PrepareResult {
       cause: e,
     });
   }
-  const modelSha256 = createHash('sha256').update(bytes).digest('hex');
+  const graphSha256 = createHash('sha256').update(bytes).digest('hex');
   const layersKey = options.layers ? [...new Set(options.layers)].sort((a, b) => a - b) : 'all';
   const key = createHash('sha256')
-    .update(JSON.stringify({ v: SURGERY_VERSION, model: modelSha256, layers: layersKey, dtype }))
+    .update(JSON.stringify({ v: SURGERY_VERSION, model: graphSha256, layers: layersKey, dtype }))
     .digest('hex')
     .slice(0, 16);
   const stem = path.basename(sourcePath, '.onnx');
@@ -245,9 +305,18 @@ export function prepareModel(options: PrepareOptions): PrepareResult {
 
   if (existsSync(preparedPath) && existsSync(infoPath)) {
     try {
-      const cached = JSON.parse(readFileSync(infoPath, 'utf8')) as PreparedModel;
-      if (cached.modelSha256 === modelSha256 && cached.dtype === dtype) {
-        return { model: { ...cached, sourcePath, preparedPath }, reused: true };
+      const cached = JSON.parse(readFileSync(infoPath, 'utf8')) as Partial<PreparedModel>;
+      // A sidecar of an older worker has no graphSha256: rewritten below, under the same name.
+      if (
+        cached.graphSha256 === graphSha256 &&
+        cached.dtype === dtype &&
+        Array.isArray(cached.externalData)
+      ) {
+        const modelSha256 = contentSha256(bytes, sourcePath, cached.externalData);
+        return {
+          model: { ...(cached as PreparedModel), sourcePath, preparedPath, modelSha256 },
+          reused: true,
+        };
       }
     } catch {
       // A damaged sidecar: rewrite below.
@@ -266,6 +335,9 @@ export function prepareModel(options: PrepareOptions): PrepareResult {
   const graph = model.graph;
   if (!graph) throw new ShardlineError('MODEL', `${sourcePath} has no graph`);
   const hiddenSize = config.hiddenSize ?? embeddingWidth(graph);
+  // Before the rewrite, which prunes the initializers the extraction does not need.
+  const externalData = externalDataFiles(graph);
+  const modelSha256 = contentSha256(bytes, sourcePath, externalData);
   const result = rewriteForExtraction(model, {
     dtype,
     ...(options.layers ? { layers: options.layers } : {}),
@@ -277,6 +349,8 @@ export function prepareModel(options: PrepareOptions): PrepareResult {
     sourcePath,
     preparedPath,
     modelSha256,
+    graphSha256,
+    externalData,
     method: result.method,
     numLayers: result.numLayers,
     layers: result.layers,

@@ -29,12 +29,14 @@ export const PROTOCOL_VERSIONS = [1] as const;
 
 const MAGIC = Buffer.from('SLXF', 'ascii');
 const MAX_JSON_BYTES = 16 << 20;
+/** The largest payload read (what one ArrayBuffer may hold here): 2^53 - 1 bytes. */
+const MAX_PAYLOAD_BYTES = Number.MAX_SAFE_INTEGER;
 
 /** Options of `ProtocolExtractor.open`. */
 export interface ProtocolExtractorOptions {
   /** The child's command line: program and arguments (no shell). */
   command: readonly string[];
-  /** The child's environment. */
+  /** The child's environment; default this process's. */
   env?: NodeJS.ProcessEnv;
   /** The Hugging Face checkpoint folder the child loads. */
   modelPath: string;
@@ -161,6 +163,7 @@ export class FrameReader {
       const jsonLen = this.head.readUInt32LE(4);
       const payloadLen = Number(this.head.readBigUInt64LE(8));
       if (jsonLen > MAX_JSON_BYTES) throw protocolError(`a header of ${jsonLen} bytes`);
+      if (payloadLen > MAX_PAYLOAD_BYTES) throw protocolError(`a payload of ${payloadLen} bytes`);
       if (this.head.length < 16 + jsonLen) break;
       let header: unknown;
       try {
@@ -175,12 +178,27 @@ export class FrameReader {
       )
         throw protocolError('a header without a type');
       const arrays = new Map<string, ArrayEntry>();
-      for (const a of ((header as { arrays?: unknown }).arrays ?? []) as ArrayEntry[]) {
-        const item = ITEM[a.dtype];
-        const count = Array.isArray(a.shape) ? a.shape.reduce((x, y) => x * y, 1) : NaN;
-        if (!item || !Number.isSafeInteger(count) || count < 0 || a.nbytes !== count * item)
-          throw protocolError(`array ${String(a.name)} is malformed`);
-        if (a.offset % 8 !== 0 || a.offset + a.nbytes > payloadLen)
+      const entries = (header as { arrays?: unknown }).arrays ?? [];
+      if (!Array.isArray(entries)) throw protocolError('a header whose arrays is not a list');
+      for (const a of entries as ArrayEntry[]) {
+        const item = ITEM[a?.dtype];
+        const count =
+          Array.isArray(a?.shape) && a.shape.every((d) => Number.isSafeInteger(d) && d >= 0)
+            ? a.shape.reduce((x, y) => x * y, 1)
+            : NaN;
+        if (
+          typeof a?.name !== 'string' ||
+          !item ||
+          !Number.isSafeInteger(count) ||
+          a.nbytes !== count * item
+        )
+          throw protocolError(`array ${String(a?.name)} is malformed`);
+        if (
+          !Number.isSafeInteger(a.offset) ||
+          a.offset < 0 ||
+          a.offset % 8 !== 0 ||
+          a.offset + a.nbytes > payloadLen
+        )
           throw protocolError(`array ${a.name} lies outside the payload`);
         if (arrays.has(a.name)) throw protocolError(`array ${a.name} appears twice`);
         arrays.set(a.name, a);
@@ -228,77 +246,253 @@ function view(
       : new Float32Array(frame.payload, a.offset, n);
 }
 
+/** What a child's `ready` said, checked. */
+interface ReadyFacts {
+  /** `ready.backend` (`jax`, `numpy`, or an implementation's own name), or null. */
+  backend: string | null;
+  numLayers: number;
+  hiddenSize: number;
+  /** Ascending: the order of every result's layers. */
+  layers: number[];
+  weightsSha256: string;
+  devices: string[];
+}
+
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
+
+/** Checks a child's first frame against the `init` sent; throws the reason it is not usable. */
+function checkReady(h: Frame['header'], o: ProtocolExtractorOptions): ReadyFacts {
+  if (h.type === 'error') throw new Error(`${String(h.code)}: ${String(h.message)}`);
+  if (h.type !== 'ready') throw new Error(`its first answer is ${h.type}, not ready`);
+  if (h.protocol !== PROTOCOL || !PROTOCOL_VERSIONS.includes(h.version as 1))
+    throw new Error(
+      `it speaks ${String(h.protocol)} version ${String(h.version)}; this worker speaks ${PROTOCOL} version ${PROTOCOL_VERSIONS.join(', ')}`,
+    );
+  if (h.output_dtype !== o.outputDtype)
+    throw new Error(`it returns ${String(h.output_dtype)}, not ${o.outputDtype}`);
+  const model = (typeof h.model === 'object' && h.model !== null ? h.model : {}) as Record<
+    string,
+    unknown
+  >;
+  const numLayers = model.num_layers;
+  const hiddenSize = model.hidden_size;
+  if (!isCount(numLayers) || !isCount(hiddenSize))
+    throw new Error(
+      `its ready has no usable model.num_layers and model.hidden_size (${String(numLayers)}, ${String(hiddenSize)})`,
+    );
+  // Parts record the model's hash, and the run fingerprint relies on it to keep two models'
+  // activations out of one dataset: a child that cannot say what it loaded is not used.
+  if (typeof model.weights_sha256 !== 'string' || model.weights_sha256 === '')
+    throw new Error('its ready has no model.weights_sha256 (docs/extractor-protocol.md §3.2)');
+  const want = o.layers
+    ? [...new Set(o.layers)].sort((a, b) => a - b)
+    : Array.from({ length: numLayers }, (_, i) => i);
+  if (JSON.stringify(h.layers) !== JSON.stringify(want))
+    throw new Error(`it returns layers ${JSON.stringify(h.layers)}, not ${JSON.stringify(want)}`);
+  if (want.some((l) => !Number.isSafeInteger(l) || l < 0 || l >= numLayers))
+    throw new Error(`layers ${JSON.stringify(want)} are not all among the model's ${numLayers}`);
+  return {
+    backend: typeof h.backend === 'string' ? h.backend : null,
+    numLayers,
+    hiddenSize,
+    layers: want,
+    weightsSha256: model.weights_sha256,
+    devices: Array.isArray(h.devices) ? h.devices.map(String) : [],
+  };
+}
+
+/**
+ * One child process: its pipes, the frames it sends, the tail of its stderr. Once broken
+ * (killed, or a protocol error on its stdout) nothing more it writes is read.
+ */
+class ExtractorChild {
+  readonly proc: ChildProcess;
+  private readonly reader = new FrameReader();
+  private readonly stderrTail: string[] = [];
+  private broken = false;
+  /** Where its frames go; `handshake` points this at the extractor once `ready` came. */
+  onFrame: (f: Frame) => void = () => undefined;
+  /** Called once with the reason when its stdout is not the protocol. */
+  onBroken: (why: string) => void = () => undefined;
+  /** Resolves with how the process ended (`code 1`, `signal SIGKILL`), once its pipes closed. */
+  readonly ended: Promise<string>;
+
+  constructor(command: readonly string[], env: NodeJS.ProcessEnv | undefined, log: Logger) {
+    const [program, ...args] = command;
+    // Without `env` the child inherits this process's environment (spawn's default).
+    this.proc = spawn(program!, args, { ...(env ? { env } : {}), stdio: ['pipe', 'pipe', 'pipe'] });
+    const { stdin, stdout, stderr } = this.proc;
+    stdin!.on('error', () => undefined); // a dead child's EPIPE: its end is reported by `ended`
+    let partial = '';
+    stderr!.on('data', (d: Buffer) => {
+      const lines = (partial + d.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line) continue;
+        this.stderrTail.push(line);
+        if (this.stderrTail.length > 20) this.stderrTail.shift();
+        log.debug('extractor', { pid: this.proc.pid, line });
+      }
+    });
+    stdout!.on('data', (d: Buffer) => {
+      if (this.broken) return;
+      let frames: Frame[];
+      try {
+        frames = this.reader.push(d);
+      } catch (e: unknown) {
+        this.broken = true;
+        this.onBroken(toError(e).message);
+        return;
+      }
+      for (const f of frames) if (!this.broken) this.onFrame(f);
+    });
+    // `close`, not `exit`: the last frames and stderr lines have been read by then.
+    this.ended = new Promise((resolve) => {
+      this.proc.once('error', (e) => resolve(`it could not be run: ${e.message}`));
+      this.proc.once('close', (code, signal) =>
+        resolve(signal ? `signal ${signal}` : `code ${String(code)}`),
+      );
+    });
+  }
+
+  /** Sends one frame (already encoded). */
+  write(frame: readonly Buffer[]): void {
+    for (const b of frame) this.proc.stdin!.write(b);
+  }
+
+  /** Stops reading it and kills it. */
+  kill(): void {
+    this.broken = true;
+    this.proc.kill('SIGKILL');
+  }
+
+  /** `; its last words: …` from its stderr, or ''. */
+  tail(): string {
+    return this.stderrTail.length
+      ? `; its last words: ${this.stderrTail.slice(-5).join(' | ')}`
+      : '';
+  }
+}
+
+/**
+ * Starts a child, sends `init` and waits for its `ready`. Frames that come after `ready` and
+ * before the caller takes the child over are kept in `early`. Fails with `MODEL` and the reason
+ * (the child's error frame, its exit, a protocol error, no answer in time, another version).
+ */
+async function handshake(
+  o: ProtocolExtractorOptions,
+  log: Logger,
+): Promise<{ child: ExtractorChild; ready: ReadyFacts; early: Frame[] }> {
+  if (o.command.length === 0)
+    throw new ShardlineError('INVALID_ARGUMENT', 'an empty extractor command');
+  const child = new ExtractorChild(o.command, o.env, log);
+  const early: Frame[] = [];
+  const startMs = o.startTimeoutMs ?? 30 * 60_000;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const ready = await new Promise<ReadyFacts>((resolve, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no ready within ${Math.round(startMs / 1000)} s`)),
+        startMs,
+      );
+      child.onBroken = (why) => reject(new Error(why));
+      child.onFrame = (f) => {
+        child.onFrame = (later) => early.push(later);
+        try {
+          resolve(checkReady(f.header, o));
+        } catch (e: unknown) {
+          reject(toError(e));
+        }
+      };
+      void child.ended.then((how) => reject(new Error(`it exited (${how})`)));
+      child.write(
+        encodeFrame({
+          type: 'init',
+          protocol: PROTOCOL,
+          versions: [...PROTOCOL_VERSIONS],
+          model_path: o.modelPath,
+          layers: o.layers ? [...o.layers] : null,
+          compute_dtype: o.computeDtype,
+          output_dtype: o.outputDtype,
+          max_batch_size: o.maxBatchSize,
+          max_batch_tokens: o.maxBatchTokens,
+          max_seq_length: o.maxSeqLength,
+        }),
+      );
+    });
+    return { child, ready, early };
+  } catch (e: unknown) {
+    child.kill();
+    // The reason may be in its last stderr lines, read by the time its pipes close.
+    await Promise.race([child.ended, new Promise((r) => setTimeout(r, 1000).unref())]);
+    throw new ShardlineError(
+      'MODEL',
+      `the extractor (${o.command.join(' ')}) did not start: ${toError(e).message}${child.tail()}`,
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A batch sent (or waiting to be sent) to the child. */
 interface Request {
   id: number;
-  lengths: number[];
+  /** The encoded `extract` frame until it is written. */
+  frame: Buffer[] | null;
   rowCounts: number[];
   resolve: (b: ExtractedBatch) => void;
   reject: (e: Error) => void;
 }
 
-/** The protocol's error codes this worker keeps as its own. */
+/** The protocol's error codes this worker keeps as its own (others become `MODEL`). */
 const CODES = new Map<string, ErrorCode>([
   ['INVALID_INPUT', 'INVALID_INPUT'],
   ['MODEL', 'MODEL'],
 ]);
 
-/** A running child. */
-interface Child {
-  proc: ChildProcess;
-  reader: FrameReader;
-  stderrTail: string[];
-  exited: Promise<void>;
-}
+/** How long `close()` waits for the child to answer `shutdown` and exit before killing it. */
+const CLOSE_GRACE_MS = 30_000;
 
 /** The extractor port over a child process. */
 export class ProtocolExtractor implements Extractor {
-  private child: Child | null = null;
+  private child: ExtractorChild | null = null;
+  private starting: Promise<void> | null = null;
   private readonly queue: Request[] = [];
   private nextId = 1;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  private starting: Promise<Child> | null = null;
 
   private constructor(
     private readonly options: ProtocolExtractorOptions,
     readonly info: EngineInfo,
-    child: Child,
     private readonly log: Logger,
-  ) {
-    this.child = child;
-  }
+  ) {}
 
   /** Starts the child and waits for its `ready`; fails with `MODEL` and the child's reason. */
   static async open(options: ProtocolExtractorOptions): Promise<ProtocolExtractor> {
     const log = options.logger ?? silentLogger;
-    const started = Date.now();
-    // Frames after `ready` go to the extractor, which exists only once `ready` has come.
-    const sink: { to?: ProtocolExtractor } = {};
-    const { child, ready } = await ProtocolExtractor.start(options, log, (f) =>
-      sink.to?.onFrame(f),
-    );
-    const model = (ready.model ?? {}) as Record<string, unknown>;
+    const startedMs = Date.now();
+    const { child, ready, early } = await handshake(options, log);
     const info: EngineInfo = {
-      backend:
-        typeof ready.backend === 'string' ? `${options.backend}:${ready.backend}` : options.backend,
+      backend: ready.backend ? `${options.backend}:${ready.backend}` : options.backend,
       modelPath: options.modelPath,
-      modelSha256: weightsSha256(model),
+      modelSha256: ready.weightsSha256,
       preparedModelPath: options.modelPath,
       reusedPreparedModel: false,
       residualMethod: 'hidden_states',
-      numLayers: Number(model.num_layers),
-      layers: (ready.layers as number[]).slice(),
-      hiddenSize: Number(model.hidden_size),
+      numLayers: ready.numLayers,
+      layers: ready.layers,
+      hiddenSize: ready.hiddenSize,
       dtype: options.outputDtype,
-      executionProviders: ((ready.devices as unknown[] | undefined) ?? []).map(String),
-      loadMs: Date.now() - started,
+      executionProviders: ready.devices,
+      loadMs: Date.now() - startedMs,
     };
-    const extractor = new ProtocolExtractor(options, info, child, log);
-    sink.to = extractor;
-    extractor.watch(child);
+    const extractor = new ProtocolExtractor(options, info, log);
+    extractor.adopt(child, early);
     log.info('extractor ready', {
       backend: info.backend,
       model: info.modelPath,
+      pid: child.proc.pid,
       layers: info.layers,
       hidden_size: info.hiddenSize,
       devices: info.executionProviders,
@@ -307,149 +501,51 @@ export class ProtocolExtractor implements Extractor {
     return extractor;
   }
 
-  /** Spawns a child, sends `init`, and waits for `ready` (its frames after go to `onFrame`). */
-  private static start(
-    o: ProtocolExtractorOptions,
-    log: Logger,
-    onFrame: (f: Frame) => void,
-  ): Promise<{ child: Child; ready: Record<string, unknown> }> {
-    const [program, ...args] = o.command;
-    if (!program)
-      return Promise.reject(new ShardlineError('INVALID_ARGUMENT', 'an empty extractor command'));
-    const proc = spawn(program, args, {
-      env: o.env ?? process.env,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const child: Child = {
-      proc,
-      reader: new FrameReader(),
-      stderrTail: [],
-      exited: new Promise((r) => proc.once('exit', () => r())),
+  /** Makes `child` the current one: its frames and its end now concern this extractor. */
+  private adopt(child: ExtractorChild, early: readonly Frame[]): void {
+    this.child = child;
+    child.onFrame = (f) => {
+      if (this.child === child) this.onFrame(f);
     };
-    let partial = '';
-    proc.stderr.on('data', (d: Buffer) => {
-      const lines = (partial + d.toString('utf8')).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        if (!line) continue;
-        child.stderrTail.push(line);
-        if (child.stderrTail.length > 20) child.stderrTail.shift();
-        log.debug('extractor', { line });
-      }
-    });
-    proc.stdin.on('error', () => undefined); // a dead child's EPIPE is reported by its exit
-    return new Promise((resolve, reject) => {
-      let ready = false;
-      const fail = (why: string): void => {
-        if (ready) return;
-        ready = true;
-        clearTimeout(timer);
-        proc.kill('SIGKILL');
-        reject(
-          new ShardlineError(
-            'MODEL',
-            `the extractor (${o.command.join(' ')}) did not start: ${why}${tail(child)}`,
-          ),
-        );
-      };
-      const timer = setTimeout(
-        () => fail(`no ready after ${Math.round((o.startTimeoutMs ?? 30 * 60_000) / 1000)} s`),
-        o.startTimeoutMs ?? 30 * 60_000,
-      );
-      proc.once('error', (e) => fail(e.message));
-      proc.once('exit', (code, signal) => fail(`it exited (${signal ?? `code ${String(code)}`})`));
-      proc.stdout.on('data', (d: Buffer) => {
-        let frames: Frame[];
-        try {
-          frames = child.reader.push(d);
-        } catch (e: unknown) {
-          if (!ready) fail((e as Error).message);
-          else
-            onFrame({
-              header: { type: '__protocol_error__', message: (e as Error).message },
-              payload: new ArrayBuffer(0),
-              arrays: new Map(),
-            });
-          return;
-        }
-        for (const f of frames) {
-          if (ready) {
-            onFrame(f);
-            continue;
-          }
-          const h = f.header;
-          if (h.type === 'error') return fail(`${String(h.code)}: ${String(h.message)}`);
-          if (h.type !== 'ready') return fail(`its first answer is ${h.type}, not ready`);
-          if (h.protocol !== PROTOCOL || !PROTOCOL_VERSIONS.includes(h.version as 1))
-            return fail(
-              `it speaks ${String(h.protocol)} version ${String(h.version)}, this worker ${PROTOCOL} ${PROTOCOL_VERSIONS.join(', ')}`,
-            );
-          if (h.output_dtype !== o.outputDtype)
-            return fail(`it returns ${String(h.output_dtype)}, not ${o.outputDtype}`);
-          if (
-            o.layers &&
-            JSON.stringify(h.layers) !==
-              JSON.stringify([...new Set(o.layers)].sort((a, b) => a - b))
-          )
-            return fail(
-              `it returns layers ${JSON.stringify(h.layers)}, not ${JSON.stringify(o.layers)}`,
-            );
-          ready = true;
-          clearTimeout(timer);
-          proc.removeAllListeners('exit');
-          resolve({ child, ready: h });
-        }
-      });
-      write(proc, {
-        type: 'init',
-        protocol: PROTOCOL,
-        versions: [...PROTOCOL_VERSIONS],
-        model_path: o.modelPath,
-        layers: o.layers ? [...o.layers] : null,
-        compute_dtype: o.computeDtype,
-        output_dtype: o.outputDtype,
-        max_batch_size: o.maxBatchSize,
-        max_batch_tokens: o.maxBatchTokens,
-        max_seq_length: o.maxSeqLength,
-      });
-    });
-  }
-
-  /** After `ready`: a child's exit fails whatever is outstanding. */
-  private watch(child: Child): void {
-    child.proc.once('exit', (code, signal) => {
+    child.onBroken = (why) => {
+      if (this.child === child) this.kill(`extractor protocol error: ${why}`);
+    };
+    void child.ended.then((how) => {
       if (this.child !== child) return;
       this.child = null;
-      this.failAll(`the extractor exited (${signal ?? `code ${String(code)}`})${tail(child)}`);
+      this.failAll(new ShardlineError('MODEL', `the extractor exited (${how})${child.tail()}`));
     });
+    for (const f of early) child.onFrame(f);
   }
 
-  /** A fresh child after a failure: it must describe the same model as the first. */
-  private async ensureChild(): Promise<Child> {
-    if (this.child) return this.child;
-    this.starting ??= (async () => {
-      this.log.warn('starting a fresh extractor after a failure', {
-        command: this.options.command,
-      });
-      const { child, ready } = await ProtocolExtractor.start(this.options, this.log, (f) =>
-        this.onFrame(f),
-      );
-      const model = (ready.model ?? {}) as Record<string, unknown>;
-      if (
-        Number(model.hidden_size) !== this.info.hiddenSize ||
-        weightsSha256(model) !== this.info.modelSha256
-      ) {
-        child.proc.kill('SIGKILL');
-        throw new ShardlineError(
-          'MODEL',
-          'the restarted extractor serves another model than the first',
-        );
+  /** A fresh child after a failure; its `ready` must describe the same model as the first's. */
+  private restart(): void {
+    if (this.starting || this.closed) return;
+    this.log.warn('starting a fresh extractor after a failure', { command: this.options.command });
+    this.starting = (async () => {
+      try {
+        const { child, ready, early } = await handshake(this.options, this.log);
+        const i = this.info;
+        if (
+          ready.hiddenSize !== i.hiddenSize ||
+          ready.numLayers !== i.numLayers ||
+          ready.weightsSha256 !== i.modelSha256
+        ) {
+          child.kill();
+          throw new ShardlineError(
+            'MODEL',
+            `the restarted extractor serves another model (weights ${ready.weightsSha256}, hidden ${ready.hiddenSize}) than the first (${i.modelSha256}, ${i.hiddenSize})`,
+          );
+        }
+        this.log.info('extractor ready', { pid: child.proc.pid, restarted: true });
+        this.adopt(child, early);
+      } catch (e: unknown) {
+        this.failAll(toError(e));
+      } finally {
+        this.starting = null;
       }
-      this.child = child;
-      this.watch(child);
-      return child;
-    })().finally(() => (this.starting = null));
-    return this.starting;
+      this.pump();
+    })();
   }
 
   extract(
@@ -486,41 +582,59 @@ export class ProtocolExtractor implements Extractor {
       );
     }
     const id = this.nextId++;
+    const frame = encodeFrame({ type: 'extract', id }, arrays);
     return new Promise<ExtractedBatch>((resolve, reject) => {
-      this.queue.push({ id, lengths, rowCounts, resolve, reject });
-      this.ensureChild().then(
-        (child) => {
-          write(child.proc, { type: 'extract', id }, arrays);
-          this.arm();
-        },
-        (e: unknown) => this.failAll((e as Error).message),
-      );
+      this.queue.push({ id, frame, rowCounts, resolve, reject });
+      this.pump();
     });
   }
 
-  /** (Re)starts the timeout of the oldest outstanding request. */
-  private arm(): void {
-    clearTimeout(this.timer);
+  /** Writes the requests not yet sent, in order; starts a child first when there is none. */
+  private pump(): void {
     if (this.queue.length === 0) return;
+    const child = this.child;
+    if (!child) return this.restart();
+    for (const r of this.queue) {
+      if (!r.frame) continue;
+      child.write(r.frame);
+      r.frame = null;
+    }
+    if (this.timer === undefined) this.arm();
+  }
+
+  /** Starts the timeout of the oldest outstanding request (it runs until that one's answer). */
+  private arm(): void {
+    const oldest = this.queue[0];
+    if (!oldest || oldest.frame) return;
     const ms = this.options.requestTimeoutMs ?? 10 * 60_000;
     this.timer = setTimeout(() => {
-      this.kill(`no answer within ${Math.round(ms / 1000)} s`);
+      this.timer = undefined;
+      this.kill(
+        `the extractor did not answer batch ${oldest.id} within ${Math.round(ms / 1000)} s (--extractor_timeout_seconds); killed it`,
+      );
     }, ms);
     this.timer.unref();
   }
 
+  private disarm(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
   private onFrame(f: Frame): void {
     const h = f.header;
-    if (h.type === '__protocol_error__') return this.kill(String(h.message));
     if (h.type === 'bye') return;
-    const head = this.queue[0];
     if (h.type !== 'result' && h.type !== 'error')
-      return this.kill(`an unexpected ${h.type} frame`);
+      return this.kill(`extractor protocol error: an unexpected ${h.type} frame`);
     if (h.type === 'error' && h.id === null)
       return this.kill(`the extractor gave up: ${String(h.code)}: ${String(h.message)}`);
-    if (!head || h.id !== head.id)
-      return this.kill(`an answer for request ${String(h.id)}, expected ${head?.id ?? 'none'}`);
+    const head = this.queue[0];
+    if (!head || head.frame || h.id !== head.id)
+      return this.kill(
+        `extractor protocol error: an answer for batch ${String(h.id)}, expected ${head && !head.frame ? head.id : 'none'}`,
+      );
     this.queue.shift();
+    this.disarm();
     this.arm();
     if (h.type === 'error') {
       const code = CODES.get(String(h.code)) ?? 'MODEL';
@@ -535,8 +649,8 @@ export class ProtocolExtractor implements Extractor {
     try {
       head.resolve(this.decode(f, head));
     } catch (e: unknown) {
-      head.reject(e as Error);
-      this.kill((e as Error).message);
+      head.reject(toError(e));
+      this.kill(toError(e).message);
     }
   }
 
@@ -553,9 +667,9 @@ export class ProtocolExtractor implements Extractor {
     const counts = Array.from(view(f, 'row_counts', 'int32'));
     if (counts.join() !== req.rowCounts.join())
       throw protocolError(`row counts ${counts.join()} for ${req.rowCounts.join()}`);
+    const total = counts.reduce((a, b) => a + b, 0);
     const rows = this.info.layers.map((layer): Rows[] => {
       const all = view(f, residTensorName(layer), dtype) as Rows;
-      const total = counts.reduce((a, b) => a + b, 0);
       if (all.length !== total * H)
         throw protocolError(
           `${residTensorName(layer)} holds ${all.length / H} rows, expected ${total}`,
@@ -574,45 +688,27 @@ export class ProtocolExtractor implements Extractor {
   private kill(why: string): void {
     const child = this.child;
     this.child = null;
-    child?.proc.kill('SIGKILL');
-    this.failAll(`${why}${child ? tail(child) : ''}`);
+    child?.kill();
+    this.failAll(new ShardlineError('MODEL', `${why}${child ? child.tail() : ''}`));
   }
 
-  private failAll(why: string): void {
-    clearTimeout(this.timer);
-    const err = new ShardlineError('MODEL', why);
+  private failAll(err: Error): void {
+    this.disarm();
     for (const r of this.queue.splice(0)) r.reject(err);
   }
 
-  /** Asks the child to finish and exit (`shutdown`); kills it if it does not within 30 s. */
+  /** Asks the child to finish and exit (`shutdown`); kills it if it has not within 30 s. */
   async close(): Promise<void> {
     this.closed = true;
+    await this.starting;
+    this.failAll(new ShardlineError('INTERNAL', 'extractor is closed'));
     const child = this.child;
     this.child = null;
     if (!child) return;
-    write(child.proc, { type: 'shutdown' });
+    child.write(encodeFrame({ type: 'shutdown' }));
     child.proc.stdin!.end();
-    const t = setTimeout(() => child.proc.kill('SIGKILL'), 30_000);
-    await child.exited;
-    clearTimeout(t);
+    const timer = setTimeout(() => child.kill(), CLOSE_GRACE_MS);
+    await child.ended;
+    clearTimeout(timer);
   }
-}
-
-function write(
-  proc: ChildProcess,
-  header: Record<string, unknown>,
-  arrays?: readonly OutArray[],
-): void {
-  for (const b of encodeFrame(header, arrays)) proc.stdin!.write(b);
-}
-
-function tail(child: Child): string {
-  return child.stderrTail.length
-    ? `; its last words: ${child.stderrTail.slice(-5).join(' | ')}`
-    : '';
-}
-
-/** The `model.weights_sha256` a child's `ready` reports ('' when it reports none). */
-function weightsSha256(model: Record<string, unknown>): string {
-  return typeof model.weights_sha256 === 'string' ? model.weights_sha256 : '';
 }

@@ -12,7 +12,7 @@ import { GcsBlobStore } from '../../../core/blob/gcs';
 import type { IngestRecord } from '../../../core/ingest/records';
 import { MESSAGE_VERSION } from '../../../core/messages';
 import type { World } from '../../support/functions-world';
-import { closeWorld, makeWorld } from '../../support/functions-world';
+import { closeWorld, makeWorld, writeShardManifest } from '../../support/functions-world';
 import { generateJsonl } from '../../support/jsonl-gen';
 import { makeDataset } from '../../support/ledger-fixtures';
 import { finalizedCloudEvent, pubsubCloudEvent, pullAll } from '../../support/pubsub';
@@ -81,6 +81,8 @@ test('binary-mode Pub/Sub events reach progress and ingestStep; malformed ones a
   const datasetUri = `gs://${world.bucket}/datasets/bin-progress`;
   await world.deps.ledger.registerDataset(master, { datasetUri });
   const claim = await world.deps.ledger.claim(master.dataset_id, 'w0', {});
+  const output = new GcsBlobStore(storage, world.bucket, 'datasets/bin-progress/activations');
+  await writeShardManifest(output, master.dataset_id, 0, 1, 1);
   const manifestUri = `${datasetUri}/activations/shard_000/_MANIFEST.json`;
   await world.deps.ledger.complete(claim!, { parts: 0, samples: 1, bytes: 10, uri: manifestUri });
   const completed = JSON.stringify({
@@ -102,11 +104,7 @@ test('binary-mode Pub/Sub events reach progress and ingestStep; malformed ones a
     ),
   ).toBe(204);
   // The dataset manifest was written: the binary-mode event was decoded, not dropped.
-  expect(
-    await new GcsBlobStore(storage, world.bucket, 'datasets/bin-progress/activations').stat(
-      '_MANIFEST.json',
-    ),
-  ).not.toBeNull();
+  expect(await output.stat('_MANIFEST.json')).not.toBeNull();
   expect(
     await postBinary(
       'ingestStep',

@@ -8,14 +8,18 @@ import { Storage } from '@google-cloud/storage';
 import '../../../functions/index';
 import { GcsBlobStore } from '../../../core/blob/gcs';
 import { MESSAGE_VERSION } from '../../../core/messages';
-import type { BlobStore } from '../../../core/blob/store';
 import { mergeStats } from '../../../core/layer-stats';
 import type { LayerStats } from '../../../core/layer-stats';
-import type { DatasetManifest, ShardManifest } from '../../../core/rollup/manifests';
-import { encodeManifest, shardManifestKey } from '../../../core/rollup/manifests';
+import type { DatasetManifest } from '../../../core/rollup/manifests';
 import { emulatorEnv } from '../../support/emulators';
 import type { World } from '../../support/functions-world';
-import { captureLogs, closeWorld, deliver, makeWorld } from '../../support/functions-world';
+import {
+  captureLogs,
+  closeWorld,
+  deliver,
+  makeWorld,
+  writeShardManifest,
+} from '../../support/functions-world';
 import { FakeClock, makeDataset } from '../../support/ledger-fixtures';
 import { pullAll } from '../../support/pubsub';
 
@@ -33,49 +37,6 @@ async function registered(clock: FakeClock, numShards: number) {
   const datasetUri = `gs://${world.bucket}/datasets/reaped`;
   await world.deps.ledger.registerDataset(master, { datasetUri });
   return { datasetId: master.dataset_id, datasetUri };
-}
-
-/**
- * A completed shard's manifest as a worker writes it (no parts: the roll-up reads only the
- * manifests), with statistics of `rows` rows of width 2 around `centre`.
- */
-async function writeShardManifest(
-  store: BlobStore,
-  shardId: number,
-  rows: number,
-  centre: number,
-): Promise<LayerStats> {
-  const stats: LayerStats = {
-    count: rows,
-    mean: [centre, -centre],
-    m2: [rows * 0.5, rows * 2],
-    norm_sum: rows * Math.SQRT2 * Math.abs(centre),
-  };
-  const manifest: ShardManifest = {
-    format: 'shardline.shard-manifest',
-    format_version: 2,
-    dataset_id: 'reaped',
-    shard_id: shardId,
-    first_task_index: shardId * 10,
-    total_tasks: 10,
-    worker_id: `w${shardId}`,
-    epoch: 1,
-    fingerprint: 'f'.repeat(32),
-    model: 'synthetic',
-    layers: [3],
-    dtype: 'float32',
-    positions: 'all',
-    hidden_size: 2,
-    parts: [],
-    samples: 10 + shardId,
-    tokens: rows * 2,
-    rows,
-    skipped: 0,
-    bytes: 1000 * (shardId + 1),
-    stats: { 'resid_post.3': stats },
-  };
-  await store.writeAll(shardManifestKey(shardId), encodeManifest(manifest));
-  return stats;
 }
 
 test('reap frees an expired shard and rings its doorbell again; a live lease is left alone', async () => {
@@ -172,7 +133,7 @@ test('progress writes the dataset manifest once, when the last shard completes; 
   const written: LayerStats[] = [];
   // Completed out of shard order: the dataset's figures are merged in shard order regardless.
   for (const k of [2, 0, 1]) {
-    written[k] = await writeShardManifest(store, k, 100 * (k + 1), k + 1);
+    written[k] = await writeShardManifest(store, datasetId, k, 100 * (k + 1), k + 1);
     const claim = await world.deps.ledger.claim(datasetId, `w${k}`, { preferredShardId: k });
     clock.advance(1000);
     await world.deps.ledger.complete(claim!, {
@@ -239,7 +200,7 @@ test('a malformed event is acknowledged and dropped; the valid one after it is a
   const out = `gs://${world.bucket}/datasets/reaped/activations`;
   const store = new GcsBlobStore(storage, world.bucket, 'datasets/reaped/activations');
   // The only shard is completed in the ledger: a valid event now writes the dataset manifest.
-  await writeShardManifest(store, 0, 10, 1);
+  await writeShardManifest(store, datasetId, 0, 10, 1);
   const claim = (await world.deps.ledger.claim(datasetId, 'w0'))!;
   await world.deps.ledger.complete(claim, {
     parts: 0,

@@ -22,6 +22,7 @@ import { pullAll, topicWithSubscription } from '../../support/pubsub';
 import { makeTempDir } from '../../support/tmp';
 import {
   arcJsonl,
+  createArgs,
   collectSamples,
   expectedSampleIds,
   makeModel,
@@ -55,20 +56,10 @@ async function localDataset(name: string, tasks: number, shards: number): Promis
   const input = path.join(dir, `${name}.jsonl`);
   writeFileSync(input, arcJsonl(tasks));
   const out = path.join(dir, name);
-  const run = await cli(
-    [
-      'create',
-      '--input_file',
-      input,
-      '--output_dir',
-      out,
-      '--num_shards',
-      String(shards),
-      '--chunk_size_mb',
-      '0.002',
-    ],
-    { cwd: dir, env: cliEnv },
-  );
+  const run = await cli(createArgs(input, out, shards, '--chunk_size_mb', '0.002'), {
+    cwd: dir,
+    env: cliEnv,
+  });
   expect(run.code).toBe(0);
   return out;
 }
@@ -83,19 +74,15 @@ async function gcsDataset(
   await store.writeAll('incoming/tasks.jsonl', arcJsonl(tasks, 2));
   const uri = `gs://${bucket}/${prefix}/datasets/ds`;
   const run = await cli(
-    [
-      'create',
-      '--input_file',
+    createArgs(
       `gs://${bucket}/${prefix}/incoming/tasks.jsonl`,
-      '--output_dir',
       uri,
-      '--num_shards',
-      String(shards),
+      shards,
       '--dataset_id',
       'ds',
       '--firestore_root',
       root,
-    ],
+    ),
     { cwd: dir, env: cliEnv },
   );
   expect([run.code, run.stderr]).toEqual([0, expect.any(String)]);

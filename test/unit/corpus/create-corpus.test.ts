@@ -2,7 +2,8 @@
  * The bad-input corpus through `shardline create` (issue 9): every case ends in a dataset
  * whose tasks are exactly the valid lines, in order, with each rejected line recorded with its
  * number and reason, or in a clear refusal (exit 3, the file and the line named) that leaves
- * nothing behind. Never a crash.
+ * nothing behind. Never a crash. With each line checker (SHARDLINE_SPLIT_ENGINE js and native):
+ * the same datasets, rejections and messages.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { isUtf8 } from 'node:buffer';
@@ -28,6 +29,7 @@ import {
 import { readAndCheckDataset } from '../../support/dataset-check';
 import { isTaskLine, rng } from '../../support/jsonl-gen';
 import { makeTempDir } from '../../support/tmp';
+import { ENGINES } from '../split/native-support';
 
 const { dir, cleanup } = makeTempDir('corpus-create');
 afterAll(cleanup);
@@ -50,14 +52,18 @@ const FLAGS = [
 ];
 
 let runs = 0;
-/** Writes the case's file in a folder of its own and runs `create` on it. */
-async function createFrom(c: InputCase, extra: string[] = []): Promise<CliRun & { cwd: string }> {
+/** Writes the case's file in a folder of its own and runs `create` on it with `engine`. */
+async function createFrom(
+  engine: string,
+  c: InputCase,
+  extra: string[] = [],
+): Promise<CliRun & { cwd: string }> {
   const cwd = path.join(dir, `${c.name}-${++runs}`);
   mkdirSync(cwd);
   writeFileSync(path.join(cwd, c.file), c.bytes);
   const run = await cli(
     ['create', '--input_file', c.file, '--output_dir', 'ds', ...FLAGS, ...extra],
-    { cwd },
+    { cwd, env: { SHARDLINE_SPLIT_ENGINE: engine } },
   );
   return { ...run, cwd };
 }
@@ -129,129 +135,131 @@ describe('the corpus itself', () => {
   });
 });
 
-describe('inputs that become a dataset', () => {
-  test.each(datasetCases.map((c) => [c.name, c] as const))(
-    '%s: exactly the valid lines, in order; every rejected line recorded with its number and reason',
-    async (_name, c) => {
-      const run = await createFrom(c, ['--json']);
-      expectNoCrash(run);
-      expect({ code: run.code, stderr: run.stderr.includes('shardline create:') }).toEqual({
-        code: EXIT.OK,
-        stderr: false,
-      });
-      const ds = path.join(run.cwd, 'ds');
-      const back = await readAndCheckDataset(new LocalBlobStore(ds));
-      expect(text(back.tasks)).toEqual(text(c.expect.tasks));
-      expect(back.master).toMatchObject({
-        total_tasks: c.expect.tasks.length,
-        input_lines: c.expect.lines,
-        blank_lines: c.expect.blank,
-        rejected_lines: c.expect.rejected.length,
-      });
-
-      const raw = rawBytesOf(c);
-      const rejectedFile = path.join(ds, 'rejected.jsonl');
-      expect(existsSync(rejectedFile)).toBe(c.expect.rejected.length > 0);
-      const recorded = existsSync(rejectedFile)
-        ? readFileSync(rejectedFile, 'utf8')
-            .trimEnd()
-            .split('\n')
-            .map(
-              (l) =>
-                JSON.parse(l) as {
-                  line: number;
-                  offset: number;
-                  bytes: number;
-                  reason: string;
-                  preview: string;
-                },
-            )
-        : [];
-      expect(recorded.map((r) => r.line)).toEqual(c.expect.rejected.map((r) => r.line));
-      recorded.forEach((rec, i) => {
-        const want = c.expect.rejected[i]!;
-        expect({ line: rec.line, reason: rec.reason }).toEqual({
-          line: want.line,
-          reason: expect.stringMatching(want.reason) as unknown,
+describe.each(ENGINES)('engine %s', (engine) => {
+  describe('inputs that become a dataset', () => {
+    test.each(datasetCases.map((c) => [c.name, c] as const))(
+      '%s: exactly the valid lines, in order; every rejected line recorded with its number and reason',
+      async (_name, c) => {
+        const run = await createFrom(engine, c, ['--json']);
+        expectNoCrash(run);
+        expect({ code: run.code, stderr: run.stderr.includes('shardline create:') }).toEqual({
+          code: EXIT.OK,
+          stderr: false,
         });
-        // The record points at the line's bytes in the input, and previews only its start.
-        if (want.bytes) {
-          expect(rec.bytes).toBe(want.bytes.length);
-          expect(raw.subarray(rec.offset, rec.offset + rec.bytes).equals(want.bytes)).toBe(true);
-        }
-        expect(rec.preview.length).toBeLessThanOrEqual(81);
-      });
+        const ds = path.join(run.cwd, 'ds');
+        const back = await readAndCheckDataset(new LocalBlobStore(ds));
+        expect(text(back.tasks)).toEqual(text(c.expect.tasks));
+        expect(back.master).toMatchObject({
+          total_tasks: c.expect.tasks.length,
+          input_lines: c.expect.lines,
+          blank_lines: c.expect.blank,
+          rejected_lines: c.expect.rejected.length,
+        });
 
-      const summary = JSON.parse(run.stdout) as {
-        total_tasks: number;
-        rejected_lines: number;
-        rejected_sample: Array<{ line: number; preview: string }>;
-      };
-      expect(summary.total_tasks).toBe(c.expect.tasks.length);
-      expect(summary.rejected_lines).toBe(c.expect.rejected.length);
-      expect(summary.rejected_sample.map((r) => r.line)).toEqual(
-        c.expect.rejected.slice(0, 20).map((r) => r.line),
-      );
-    },
-  );
+        const raw = rawBytesOf(c);
+        const rejectedFile = path.join(ds, 'rejected.jsonl');
+        expect(existsSync(rejectedFile)).toBe(c.expect.rejected.length > 0);
+        const recorded = existsSync(rejectedFile)
+          ? readFileSync(rejectedFile, 'utf8')
+              .trimEnd()
+              .split('\n')
+              .map(
+                (l) =>
+                  JSON.parse(l) as {
+                    line: number;
+                    offset: number;
+                    bytes: number;
+                    reason: string;
+                    preview: string;
+                  },
+              )
+          : [];
+        expect(recorded.map((r) => r.line)).toEqual(c.expect.rejected.map((r) => r.line));
+        recorded.forEach((rec, i) => {
+          const want = c.expect.rejected[i]!;
+          expect({ line: rec.line, reason: rec.reason }).toEqual({
+            line: want.line,
+            reason: expect.stringMatching(want.reason) as unknown,
+          });
+          // The record points at the line's bytes in the input, and previews only its start.
+          if (want.bytes) {
+            expect(rec.bytes).toBe(want.bytes.length);
+            expect(raw.subarray(rec.offset, rec.offset + rec.bytes).equals(want.bytes)).toBe(true);
+          }
+          expect(rec.preview.length).toBeLessThanOrEqual(81);
+        });
 
-  test('a task larger than a chunk gets a chunk of its own; the others respect the limit', async () => {
-    const c = datasetCases.find((x) => x.name === 'line-larger-than-a-chunk')!;
-    const run = await createFrom(c);
-    expect(run.code).toBe(EXIT.OK);
-    const back = await readAndCheckDataset(new LocalBlobStore(path.join(run.cwd, 'ds')));
-    const chunks = back.shards.flatMap((s) => s.chunks);
-    const big = chunks.filter((ch) => ch.bytes > CHUNK_BYTES);
-    expect(big).toHaveLength(1);
-    expect(big[0]!.num_tasks).toBe(1);
-    expect(chunks.every((ch) => ch.num_tasks === 1 || ch.bytes <= CHUNK_BYTES)).toBe(true);
-  });
-
-  test('the human summary names the rejected lines and where the full list is', async () => {
-    const c = datasetCases.find((x) => x.name === 'invalid-json-amid-tasks')!;
-    const run = await createFrom(c);
-    expect(run.code).toBe(EXIT.OK);
-    expect(run.stdout).toContain(
-      `${c.expect.rejected.length} rejected line(s), listed with their reasons in ${path.join(run.cwd, 'ds', 'rejected.jsonl')}`,
+        const summary = JSON.parse(run.stdout) as {
+          total_tasks: number;
+          rejected_lines: number;
+          rejected_sample: Array<{ line: number; preview: string }>;
+        };
+        expect(summary.total_tasks).toBe(c.expect.tasks.length);
+        expect(summary.rejected_lines).toBe(c.expect.rejected.length);
+        expect(summary.rejected_sample.map((r) => r.line)).toEqual(
+          c.expect.rejected.slice(0, 20).map((r) => r.line),
+        );
+      },
     );
-    expect(run.stdout).toContain('line 2: invalid JSON at column 1');
-  });
-});
 
-describe('inputs that are refused', () => {
-  test.each(refusedCases.map((c) => [c.name, c] as const))(
-    '%s: exit 3 with a message naming the file (and the line), nothing left behind',
-    async (_name, c) => {
-      const run = await createFrom(c);
+    test('a task larger than a chunk gets a chunk of its own; the others respect the limit', async () => {
+      const c = datasetCases.find((x) => x.name === 'line-larger-than-a-chunk')!;
+      const run = await createFrom(engine, c);
+      expect(run.code).toBe(EXIT.OK);
+      const back = await readAndCheckDataset(new LocalBlobStore(path.join(run.cwd, 'ds')));
+      const chunks = back.shards.flatMap((s) => s.chunks);
+      const big = chunks.filter((ch) => ch.bytes > CHUNK_BYTES);
+      expect(big).toHaveLength(1);
+      expect(big[0]!.num_tasks).toBe(1);
+      expect(chunks.every((ch) => ch.num_tasks === 1 || ch.bytes <= CHUNK_BYTES)).toBe(true);
+    });
+
+    test('the human summary names the rejected lines and where the full list is', async () => {
+      const c = datasetCases.find((x) => x.name === 'invalid-json-amid-tasks')!;
+      const run = await createFrom(engine, c);
+      expect(run.code).toBe(EXIT.OK);
+      expect(run.stdout).toContain(
+        `${c.expect.rejected.length} rejected line(s), listed with their reasons in ${path.join(run.cwd, 'ds', 'rejected.jsonl')}`,
+      );
+      expect(run.stdout).toContain('line 2: invalid JSON at column 1');
+    });
+  });
+
+  describe('inputs that are refused', () => {
+    test.each(refusedCases.map((c) => [c.name, c] as const))(
+      '%s: exit 3 with a message naming the file (and the line), nothing left behind',
+      async (_name, c) => {
+        const run = await createFrom(engine, c);
+        expectNoCrash(run);
+        expect(run.code).toBe(EXIT.INVALID_INPUT);
+        const message = run.stderr.split('\n').find((l) => l.startsWith('shardline create: '));
+        expect(message).toMatch(c.expect.message);
+        expect(message).toContain(path.join(run.cwd, c.file));
+        const blamed = /; first rejected: line (\d+): (.*)\)$/.exec(message ?? '');
+        if (c.expect.badLine) {
+          expect({ line: Number(blamed?.[1]), reason: blamed?.[2] }).toEqual({
+            line: c.expect.badLine.line,
+            reason: expect.stringMatching(c.expect.badLine.reason) as unknown,
+          });
+        } else expect(blamed).toBeNull();
+        const ds = path.join(run.cwd, 'ds');
+        expect(existsSync(ds) ? readdirSync(ds) : []).toEqual([]);
+      },
+    );
+
+    test('--strict stops at the first bad line, names it, and writes nothing', async () => {
+      const c = datasetCases.find((x) => x.name === 'invalid-json-amid-tasks')!;
+      const run = await createFrom(engine, c, ['--strict']);
       expectNoCrash(run);
       expect(run.code).toBe(EXIT.INVALID_INPUT);
-      const message = run.stderr.split('\n').find((l) => l.startsWith('shardline create: '));
-      expect(message).toMatch(c.expect.message);
-      expect(message).toContain(path.join(run.cwd, c.file));
-      const blamed = /; first rejected: line (\d+): (.*)\)$/.exec(message ?? '');
-      if (c.expect.badLine) {
-        expect({ line: Number(blamed?.[1]), reason: blamed?.[2] }).toEqual({
-          line: c.expect.badLine.line,
-          reason: expect.stringMatching(c.expect.badLine.reason) as unknown,
-        });
-      } else expect(blamed).toBeNull();
+      const first = c.expect.rejected[0]!;
+      const stopped = /^shardline create: line (\d+) is not a valid task: (.*)$/m.exec(run.stderr);
+      expect({ line: Number(stopped?.[1]), reason: stopped?.[2] }).toEqual({
+        line: first.line,
+        reason: expect.stringMatching(first.reason) as unknown,
+      });
       const ds = path.join(run.cwd, 'ds');
       expect(existsSync(ds) ? readdirSync(ds) : []).toEqual([]);
-    },
-  );
-
-  test('--strict stops at the first bad line, names it, and writes nothing', async () => {
-    const c = datasetCases.find((x) => x.name === 'invalid-json-amid-tasks')!;
-    const run = await createFrom(c, ['--strict']);
-    expectNoCrash(run);
-    expect(run.code).toBe(EXIT.INVALID_INPUT);
-    const first = c.expect.rejected[0]!;
-    const stopped = /^shardline create: line (\d+) is not a valid task: (.*)$/m.exec(run.stderr);
-    expect({ line: Number(stopped?.[1]), reason: stopped?.[2] }).toEqual({
-      line: first.line,
-      reason: expect.stringMatching(first.reason) as unknown,
     });
-    const ds = path.join(run.cwd, 'ds');
-    expect(existsSync(ds) ? readdirSync(ds) : []).toEqual([]);
   });
 });

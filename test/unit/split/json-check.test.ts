@@ -1,13 +1,25 @@
 /**
- * The byte-level JSON scanner agrees with JSON.parse on what is "one JSON object".
+ * The byte-level JSON scanner agrees with JSON.parse on what is "one JSON object"; so does the
+ * native validator (every compiled variant), verdict for verdict.
  */
 import { MAX_JSON_DEPTH, checkJsonObject } from '../../../core/split/json-check';
+import { LINE_REJECT, LINE_TASK } from '../../../core/split/native';
 import { isTaskLine, rng, taskJson } from '../../support/jsonl-gen';
+import { NATIVE_OFF, requireAddon } from './native-support';
 
 const check = (s: string | Buffer): string | null => {
   const b = typeof s === 'string' ? Buffer.from(s) : s;
   return checkJsonObject(b, 0, b.length);
 };
+
+/** The native verdict of each variant on a line: LINE_TASK, LINE_BLANK or LINE_REJECT. */
+const nativeVerdicts = (s: string | Buffer): number[] => {
+  if (NATIVE_OFF) return [];
+  const addon = requireAddon();
+  const b = typeof s === 'string' ? Buffer.from(s) : s;
+  return addon.variants.map((v) => addon.checkLine(b, 0, b.length, v));
+};
+const allAre = (verdicts: number[], want: number): boolean => verdicts.every((v) => v === want);
 
 test.each([
   '{}',
@@ -23,6 +35,7 @@ test.each([
   '{"g":[[1, 2],[3,4]],"h":[[1,2],[3,-4]],"i":[[1,2],[[3]]],"j":[[1,2],{"k":1}]}',
 ])('accepts %s', (text) => {
   expect(check(text)).toBeNull();
+  expect(allAre(nativeVerdicts(text), LINE_TASK)).toBe(true);
 });
 
 test.each([
@@ -53,6 +66,7 @@ test.each([
   ['{"g":[[1,2],]}', 'expected a value'],
 ])('rejects %s', (text, reason) => {
   expect(check(text)).toContain(reason);
+  if (reason !== 'empty line') expect(allAre(nativeVerdicts(text), LINE_REJECT)).toBe(true);
 });
 
 test('reports the column of the error', () => {
@@ -69,6 +83,8 @@ test('an error inside an ARC grid is reported at its own column', () => {
 test('NUL bytes are rejected', () => {
   expect(check(Buffer.from([0x7b, 0x00, 0x7d]))).toContain('byte 0x00');
   expect(check(Buffer.from('{"a":"\u0000"}'))).toContain('NUL byte in string');
+  expect(allAre(nativeVerdicts(Buffer.from([0x7b, 0x00, 0x7d])), LINE_REJECT)).toBe(true);
+  expect(allAre(nativeVerdicts(Buffer.from('{"a":"\u0000"}')), LINE_REJECT)).toBe(true);
 });
 
 test(`nesting deeper than ${MAX_JSON_DEPTH} is refused, not a stack overflow`, () => {
@@ -76,6 +92,14 @@ test(`nesting deeper than ${MAX_JSON_DEPTH} is refused, not a stack overflow`, (
   expect(check(deep)).toContain('nested deeper');
   const ok = '{"a":' + '['.repeat(MAX_JSON_DEPTH - 2) + ']'.repeat(MAX_JSON_DEPTH - 2) + '}';
   expect(check(ok)).toBeNull();
+  // Exactly at the limit: 512 containers (the object and 511 arrays), and one more.
+  const edge = (n: number) => '{"a":' + '['.repeat(n) + ']'.repeat(n) + '}';
+  expect(check(edge(MAX_JSON_DEPTH - 1))).toBeNull();
+  expect(check(edge(MAX_JSON_DEPTH))).toContain('nested deeper');
+  expect(allAre(nativeVerdicts(deep), LINE_REJECT)).toBe(true);
+  expect(allAre(nativeVerdicts(ok), LINE_TASK)).toBe(true);
+  expect(allAre(nativeVerdicts(edge(MAX_JSON_DEPTH - 1)), LINE_TASK)).toBe(true);
+  expect(allAre(nativeVerdicts(edge(MAX_JSON_DEPTH)), LINE_REJECT)).toBe(true);
 });
 
 test('checks only the given range of a larger buffer', () => {
@@ -104,6 +128,8 @@ test('differential: agrees with JSON.parse on thousands of valid and mutated lin
     const got = check(text) === null;
     if (expected) valid++;
     if (expected !== got) disagreements.push(text);
+    if (!allAre(nativeVerdicts(text), expected ? LINE_TASK : LINE_REJECT))
+      disagreements.push(`native: ${text}`);
     if (disagreements.length > 5) break;
   }
   disagreements = disagreements.slice(0, 5);

@@ -10,12 +10,12 @@ import * as path from 'node:path';
 import { LocalBlobStore } from '../../../core/blob/local';
 import type { LayerStats } from '../../../core/layer-stats';
 import type { DatasetManifest, ShardManifest } from '../../../core/rollup/manifests';
-import { parseSafetensorsHeader, readTensor } from '../../../core/safetensors';
 import { generateArcTasks } from '../../../synthetic/arc-puzzles';
 import { f16BitsToNumber } from '../../../worker/extraction/fp16';
 import type { IndexRecord } from '../../../worker/extraction/part-writer';
 import { loadTokenizer } from '../../../worker/extraction/tokenizer';
 import { cli } from '../../support/cli';
+import { readPart } from '../../support/parts';
 import { makeTempDir } from '../../support/tmp';
 import { makeModel } from '../../support/worker-fixtures';
 
@@ -53,20 +53,12 @@ async function readRun(outDir: string): Promise<{
     shards.push(manifest);
     const dir = path.dirname(s.manifest);
     for (const part of manifest.parts) {
-      const file = await store.readAll(`${dir}/${part.name}.safetensors`);
-      const parsed = parseSafetensorsHeader(file);
-      const offsets = Array.from(
-        readTensor(file, parsed, 'sample_offsets') as BigInt64Array,
-        Number,
+      const read = readPart(
+        await store.readAll(`${dir}/${part.name}.safetensors`),
+        (await store.readAll(`${dir}/${part.name}.index.jsonl`)).toString(),
       );
-      const positions = readTensor(file, parsed, 'token_positions') as Int32Array;
-      const ids = readTensor(file, parsed, 'token_ids') as Int32Array;
-      const layers = LAYERS.map((l) => readTensor(file, parsed, `resid_post.${l}`) as Uint16Array);
-      const index = (await store.readAll(`${dir}/${part.name}.index.jsonl`))
-        .toString()
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l) as IndexRecord);
+      const { offsets, positions, tokenIds: ids, index } = read;
+      const layers = LAYERS.map((l) => read.rows(l));
       index.forEach((record, k) => {
         const [a, b] = [offsets[k]!, offsets[k + 1]!];
         const rows = new Map<number, number[][]>();

@@ -656,6 +656,52 @@ test('an outage longer than the budget releases the shard, with no attempt count
   }
 });
 
+test('a write that never answers is abandoned after the stall time: the shard completes from the last commit, no attempt counted, and the abandoned pass commits nothing when it wakes', async () => {
+  const { ledger, root } = await dataset(6);
+  try {
+    const claim = (await ledger.claim('ds', 'w1'))!;
+    const output = new LocalBlobStore(path.join(root, 'activations'));
+    const writer = output.writer.bind(output);
+    // The second part's first write hangs, as a request on a silently dead connection does.
+    let wake: () => void = () => undefined;
+    let hung = 0;
+    output.writer = (key, options) => {
+      const w = writer(key, options);
+      if (!key.includes('part_00001') || hung > 0) return w;
+      hung++;
+      return {
+        write: (data) => new Promise<void>((r) => (wake = r)).then(() => w.write(data)),
+        close: () => w.close(),
+        abort: () => w.abort(),
+      };
+    };
+    const commits: string[] = [];
+    const commitPart = ledger.commitPart.bind(ledger);
+    ledger.commitPart = (c, part) => {
+      commits.push(part.name);
+      return commitPart(c, part);
+    };
+    const outcome = await processShard(
+      claim,
+      { ...deps(ledger, root, new FakeExtractor()), output },
+      quickRetry({ stallMs: 300 }),
+    );
+    expect(hung).toBe(1);
+    expect(outcome).toMatchObject({ kind: 'completed', samples: 12 });
+    expect(await ledger.getShard('ds', 0)).toMatchObject({ status: 'completed', attempts: 0 });
+    // Every part was committed once, in order, by the live pass.
+    const parts = (await ledger.listParts(claim)).map((p) => p.name);
+    expect(commits).toEqual(parts);
+    expect(parts.length).toBeGreaterThan(1);
+    // The abandoned pass wakes up: it writes its part (the same bytes) and commits nothing.
+    wake();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(commits).toEqual(parts);
+  } finally {
+    await ledger.close();
+  }
+});
+
 test('a chunk that fails its checksum fails the shard at once, after one attempt, with the reason', async () => {
   const { ledger, root } = await dataset(6);
   try {

@@ -84,10 +84,13 @@ function drawPanel(
     panel.idealMs,
     ...panel.series.map((s) => s.points.at(-1)?.[0] ?? 0).filter(Number.isFinite),
   );
-  const hours = maxMs / 3_600_000;
-  const step = tickStep(hours);
-  const span = Math.ceil(hours / step) * step;
-  const xOf = (ms: number): number => x0 + (ms / 3_600_000 / span) * pw;
+  // The magnified row starts where the first line reaches its floor.
+  const reached = panel.series.map((s) => s.points.find(([, f]) => f >= yMin)?.[0] ?? 0);
+  const fromHours = yMin > 0 ? Math.min(...reached) / 3_600_000 : 0;
+  const step = tickStep(maxMs / 3_600_000 - fromHours);
+  const from = Math.floor(fromHours / step) * step;
+  const span = Math.ceil(maxMs / 3_600_000 / step) * step - from;
+  const xOf = (ms: number): number => x0 + ((ms / 3_600_000 - from) / span) * pw;
   const yOf = (f: number): number => y0 + ph - ((Math.max(f, yMin) - yMin) / (1 - yMin)) * ph;
   out.push(
     `<text x="${x0 + pw / 2}" y="${y0 - 10}" text-anchor="middle">${esc(panel.title + note)}</text>`,
@@ -102,7 +105,7 @@ function drawPanel(
       `<text x="${x0 - 4}" y="${y + 4}" text-anchor="end">${Math.round(f * 100)}%</text>`,
     );
   }
-  for (let h = 0; h <= span + 1e-9; h += step) {
+  for (let h = from; h <= from + span + 1e-9; h += step) {
     const x = xOf(h * 3_600_000);
     out.push(
       `<line x1="${x}" y1="${y0 + ph}" x2="${x}" y2="${y0 + ph + 4}" stroke="#888"/>`,
@@ -117,7 +120,7 @@ function drawPanel(
   );
   panel.series.forEach((s, j) => {
     const d = s.points
-      .filter(([t, f]) => Number.isFinite(t) && f >= yMin - 0.02)
+      .filter(([t]) => Number.isFinite(t) && t >= from * 3_600_000)
       .map(([t, f], k) => `${k === 0 ? 'M' : 'L'}${xOf(t).toFixed(1)},${yOf(f).toFixed(1)}`)
       .join('');
     out.push(

@@ -35,8 +35,8 @@ import { shardDirName } from '../dataset/paths';
 import { ShardlineError, isRetryable, toError } from '../errors';
 import { checkDatasetId } from '../dataset/id';
 import { candidateOrder } from './candidates';
-import type { Decide } from './verbs';
-import { LedgerVerbs, reapedOf } from './verbs';
+import type { Decide, DecideUnits } from './verbs';
+import { LedgerVerbs, reapedOf, unitOf } from './verbs';
 import type { TxLike } from './optimistic';
 import { runOptimistic } from './optimistic';
 import type {
@@ -53,15 +53,20 @@ import type {
   RegisterResult,
   ShardRecord,
   ShardRef,
+  SplitOptions,
+  SplitResult,
+  UnitRef,
 } from './ledger';
-import { DEFAULT_MAX_ATTEMPTS } from './ledger';
+import { DEFAULT_LEASE_MS, DEFAULT_MAX_ATTEMPTS } from './ledger';
 import { codecOf } from './record-schema';
 import type { ShardState } from './schema';
 import { DATASET_FIELDS, PART_FIELDS, SHARD_FIELDS } from './schema';
+import type { ShardUnits } from './shard-state';
 import {
   applyClaim,
   applyCommitPart,
   applyExpiry,
+  applySplit,
   buildStatus,
   checkLeaseMs,
   checkMasterForRegistration,
@@ -77,6 +82,8 @@ import {
   lostTogetherWindowMs,
   requireHolder,
   sameShardShape,
+  splitCandidates,
+  splitPoint,
   toShardRecord,
 } from './shard-state';
 
@@ -131,8 +138,32 @@ export function partDocId(partIndex: number): string {
   return `part_${String(partIndex).padStart(5, '0')}`;
 }
 
+/**
+ * Document id of a work unit, in the shards collection beside its shard: `shard_003` for unit
+ * 0 (the shard's own document, as before splits existed), `shard_003.u2` for unit 2. Units
+ * share the collection so the claim, reaper and status queries (and their indexes) see them.
+ */
+export function unitDocId(shardId: number, unit: number): string {
+  return unit === 0 ? shardDirName(shardId) : `${shardDirName(shardId)}.u${unit}`;
+}
+
+/** The unit ref of a shard or unit document. */
+function unitRefOf(d: { get(field: string): unknown }): Required<UnitRef> {
+  return {
+    dataset_id: d.get('dataset_id') as string,
+    shard_id: d.get('shard_id') as number,
+    unit: (d.get('unit') as number | undefined) ?? 0,
+  };
+}
+
 type Attempt =
   { kind: 'claimed'; claim: Claim } | { kind: 'taken' } | { kind: 'contended'; error: unknown };
+
+/** A claimable unit as the candidate query found it. */
+interface Candidate {
+  shard_id: number;
+  unit: number;
+}
 
 /** The Firestore implementation of the `Ledger` port. */
 export class FirestoreLedger extends LedgerVerbs implements Ledger {
@@ -171,27 +202,39 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
     return this.datasetRef(datasetId).collection('shards');
   }
 
-  private shardRef(ref: ShardRef): DocumentReference {
+  private shardRef(ref: UnitRef): DocumentReference {
+    const unit = unitOf(ref);
     if (!Number.isSafeInteger(ref.shard_id) || ref.shard_id < 0)
       throw new ShardlineError('INVALID_ARGUMENT', `invalid shard id ${ref.shard_id}`);
-    return this.shardsOf(ref.dataset_id).doc(shardDirName(ref.shard_id));
+    if (!Number.isSafeInteger(unit) || unit < 0)
+      throw new ShardlineError('INVALID_ARGUMENT', `invalid unit ${unit}`);
+    return this.shardsOf(ref.dataset_id).doc(unitDocId(ref.shard_id, unit));
   }
 
-  private partRef(ref: ShardRef, partIndex: number): DocumentReference {
+  private partRef(ref: UnitRef, partIndex: number): DocumentReference {
     return this.shardRef(ref).collection('parts').doc(partDocId(partIndex));
   }
 
-  private shardDoc(ref: ShardRef, s: ShardState): DocumentData {
+  private shardDoc(ref: UnitRef, s: ShardState): DocumentData {
     return {
       dataset_id: ref.dataset_id,
       shard_id: ref.shard_id,
+      unit: unitOf(ref),
       ledger_root: this.root,
       ...shardCodec.encode(s),
     };
   }
 
-  private stateOf(data: DocumentData | undefined, ref: ShardRef): ShardState {
-    return shardCodec.decode(data, `shard ${ref.shard_id} of ${ref.dataset_id}`);
+  private stateOf(data: DocumentData | undefined, ref: UnitRef): ShardState {
+    return shardCodec.decode(
+      data,
+      `${ref.unit ? `unit ${ref.unit} of ` : ''}shard ${ref.shard_id} of ${ref.dataset_id}`,
+    );
+  }
+
+  /** The query for every unit of a shard. */
+  private unitsQuery(ref: ShardRef): Query {
+    return this.shardsOf(ref.dataset_id).where('shard_id', '==', ref.shard_id);
   }
 
   private datasetOf(data: DocumentData | undefined, datasetId: string): DatasetRecord {
@@ -293,49 +336,51 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
     return snap.exists ? this.datasetOf(snap.data(), datasetId) : null;
   }
 
-  async getShard(datasetId: string, shardId: number): Promise<ShardRecord | null> {
-    const ref = { dataset_id: datasetId, shard_id: shardId };
+  async getShard(datasetId: string, shardId: number, unit = 0): Promise<ShardRecord | null> {
+    const ref = { dataset_id: datasetId, shard_id: shardId, unit };
     const snap = await this.getOrWrap(() => this.shardRef(ref).get());
     return snap.exists ? toShardRecord(ref, this.stateOf(snap.data(), ref)) : null;
   }
 
-  /** Shards that look claimable now, read outside any transaction (they are re-checked inside). */
-  private async claimableIds(datasetId: string): Promise<number[]> {
+  /** Units that look claimable now, read outside any transaction (they are re-checked inside). */
+  private async claimableIds(datasetId: string): Promise<Candidate[]> {
     const shards = this.shardsOf(datasetId);
     const now = new Date(this.clock.nowMs());
-    const ids = (q: Query): Promise<number[]> =>
-      q
-        .select('shard_id')
-        .get()
-        .then((snap) => snap.docs.map((d) => d.get('shard_id') as number));
+    const idOf = (d: { get(field: string): unknown }): Candidate => ({
+      shard_id: d.get('shard_id') as number,
+      unit: (d.get('unit') as number | undefined) ?? 0,
+    });
     const [available, expired] = await this.getOrWrap(() =>
       Promise.all([
-        // Shards backing off (`retry_at` ahead) are left out here rather than in the query:
+        // Units backing off (`retry_at` ahead) are left out here rather than in the query:
         // "no retry_at, or one passed" is two conditions Firestore would need an OR for.
         shards
           .where('status', '==', 'available')
-          .select('shard_id', 'retry_at')
+          .select('shard_id', 'unit', 'retry_at')
           .get()
           .then((snap) =>
-            snap.docs
-              .filter((d) => (millisOf(d.get('retry_at')) ?? 0) <= now.getTime())
-              .map((d) => d.get('shard_id') as number),
+            snap.docs.filter((d) => (millisOf(d.get('retry_at')) ?? 0) <= now.getTime()).map(idOf),
           ),
-        ids(shards.where('status', '==', 'in_use').where('lease_expires_at', '<=', now)),
+        shards
+          .where('status', '==', 'in_use')
+          .where('lease_expires_at', '<=', now)
+          .select('shard_id', 'unit')
+          .get()
+          .then((snap) => snap.docs.map(idOf)),
       ]),
     );
     return [...available, ...expired];
   }
 
   /**
-   * Other shards of the dataset whose holder was lost with `s`'s (shard-state.ts
-   * `peersLostWith`): the held shards, and those whose last lost holder went silent in the
+   * Other units of the dataset whose holder was lost with `s`'s (shard-state.ts
+   * `peersLostWith`): the held units, and those whose last lost holder went silent in the
    * window. Read without locks inside the claim's or the reaper's transaction callback (they
    * write only `s`'s document).
    */
-  private async peersLost(ref: ShardRef, s: ShardState, nowMs: number): Promise<number> {
+  private async peersLost(ref: UnitRef, s: ShardState, nowMs: number): Promise<number> {
     const shards = this.shardsOf(ref.dataset_id);
-    const fields = ['shard_id', 'status', 'heartbeat_at', 'lease_ms', 'lost_at'] as const;
+    const fields = ['shard_id', 'unit', 'status', 'heartbeat_at', 'lease_ms', 'lost_at'] as const;
     const queries = [
       shards
         .where('status', '==', 'in_use')
@@ -349,12 +394,13 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
           .select(...fields)
           .get(),
       );
-    const others = new Map<number, Parameters<typeof peersLostWith>[1][number]>();
+    const others = new Map<string, Parameters<typeof peersLostWith>[1][number]>();
     for (const snap of await Promise.all(queries))
       for (const d of snap.docs) {
         const id = d.get('shard_id') as number;
-        if (id === ref.shard_id) continue;
-        others.set(id, {
+        const unit = (d.get('unit') as number | undefined) ?? 0;
+        if (id === ref.shard_id && unit === unitOf(ref)) continue;
+        others.set(`${id}.${unit}`, {
           status: d.get('status') as ShardState['status'],
           heartbeat_at: millisOf(d.get('heartbeat_at')),
           lease_ms: (d.get('lease_ms') as number | null | undefined) ?? null,
@@ -365,7 +411,7 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
   }
 
   /** Confirms one candidate in a transaction that reads only its document. */
-  private async tryClaim(ref: ShardRef, workerId: string, leaseMs: number): Promise<Attempt> {
+  private async tryClaim(ref: UnitRef, workerId: string, leaseMs: number): Promise<Attempt> {
     const doc = this.shardRef(ref);
     try {
       return await runOptimistic(
@@ -432,20 +478,33 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
       }
     }
     for (let round = 0; round < this.claimRounds; round++) {
-      const ids = (await this.claimableIds(datasetId)).filter((id) => round > 0 || id !== skip);
-      if (ids.length === 0) return null;
+      const found = (await this.claimableIds(datasetId)).filter(
+        (c) => round > 0 || c.shard_id !== skip || c.unit !== 0,
+      );
+      if (found.length === 0) return null;
+      const byShard = new Map<number, number[]>();
+      for (const c of found) byShard.set(c.shard_id, [...(byShard.get(c.shard_id) ?? []), c.unit]);
       let lostRace = false;
-      for (const id of candidateOrder(ids, workerId, preferred, round, options.avoidShardIds)) {
-        const attempt = await this.tryClaim(
-          { dataset_id: datasetId, shard_id: id },
-          workerId,
-          leaseMs,
-        );
-        if (attempt.kind === 'claimed') return attempt.claim;
-        if (attempt.kind === 'contended') {
-          lostRace = true;
-          lastContention = attempt.error;
-          await this.pause(++contended);
+      const order = candidateOrder(
+        [...byShard.keys()],
+        workerId,
+        preferred,
+        round,
+        options.avoidShardIds,
+      );
+      for (const id of order) {
+        for (const unit of byShard.get(id)!.sort((a, b) => a - b)) {
+          const attempt = await this.tryClaim(
+            { dataset_id: datasetId, shard_id: id, unit },
+            workerId,
+            leaseMs,
+          );
+          if (attempt.kind === 'claimed') return attempt.claim;
+          if (attempt.kind === 'contended') {
+            lostRace = true;
+            lastContention = attempt.error;
+            await this.pause(++contended);
+          }
         }
       }
       if (lostRace) await this.pause(round + 1);
@@ -455,6 +514,58 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
       `claim in dataset ${datasetId}: gave up after ${this.claimRounds} rounds of contention; try again`,
       { cause: lastContention, details: { contended: true } },
     );
+  }
+
+  /**
+   * Held units read outside any transaction and ranked (shard-state.ts `splitCandidates`);
+   * each candidate is then re-read with its whole shard in a transaction and split only if
+   * it is still worth it there (`splitPoint` on the fresh state), so of concurrent splitters
+   * of one unit one wins and the others see what is left.
+   */
+  async split(
+    datasetId: string,
+    workerId: string,
+    options: SplitOptions = {},
+  ): Promise<SplitResult | null> {
+    checkWorkerId(workerId);
+    const leaseMs = checkLeaseMs(options.leaseMs ?? DEFAULT_LEASE_MS);
+    const held = await this.getOrWrap(() =>
+      this.shardsOf(datasetId).where('status', '==', 'in_use').get(),
+    );
+    const ranked = splitCandidates(
+      held.docs.map((d) => {
+        const ref = unitRefOf(d);
+        return { shard_id: ref.shard_id, unit: ref.unit, state: this.stateOf(d.data(), ref) };
+      }),
+      workerId,
+      options,
+    );
+    for (const c of ranked) {
+      const ref = { dataset_id: datasetId, shard_id: c.shard_id };
+      const done = await this.shardVerb(ref, (units, now) => {
+        const fresh = units.get(c.unit);
+        const again = fresh
+          ? splitCandidates(
+              [{ shard_id: c.shard_id, unit: c.unit, state: fresh }],
+              workerId,
+              options,
+            )
+          : [];
+        const at = again[0]?.at ?? null;
+        if (!fresh || at === null || at !== splitPoint(fresh, options.minTasks))
+          return { writes: new Map<number, ShardState>(), result: null };
+        const split = applySplit(units, c.unit, at, workerId, now, leaseMs);
+        return {
+          writes: split.writes,
+          result: {
+            claim: claimOf({ ...ref, unit: split.unit }, split.state),
+            from: { ...ref, unit: c.unit, holder: fresh.assigned_to, end_task_index: at },
+          } satisfies SplitResult,
+        };
+      });
+      if (done) return done;
+    }
+    return null;
   }
 
   protected holderVerb(claim: Claim, decide: Decide): Promise<ShardRecord> {
@@ -487,31 +598,46 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
     });
   }
 
-  protected operatorVerb(
-    ref: ShardRef,
-    decide: (s: ShardState, nowMs: number) => ShardState | null,
-    discardParts: boolean,
-  ): Promise<ShardRecord> {
-    const doc = this.shardRef(ref);
+  /**
+   * Reads every unit of the shard with one query inside the transaction, so each write is
+   * conditioned on the unit it replaces (a new unit is a create); with `discardParts`, deletes
+   * every unit's part documents in the same commit.
+   */
+  protected shardVerb<T>(ref: ShardRef, decide: DecideUnits<T>): Promise<T> {
     return this.tx(async (tx) => {
-      const snap = await tx.get(doc);
-      const parts = discardParts ? await tx.get(doc.collection('parts')) : null;
-      if (!snap.exists)
+      const snap = await tx.get(this.unitsQuery(ref));
+      const read = new Map<number, ShardState>();
+      for (const d of snap.docs) {
+        const at = unitRefOf(d);
+        read.set(at.unit, this.stateOf(d.data(), at));
+      }
+      if (!read.has(0))
         throw new ShardlineError(
           'NOT_FOUND',
           `dataset ${ref.dataset_id} has no shard ${ref.shard_id} in ${this.location}`,
         );
-      const s = this.stateOf(snap.data(), ref);
-      const next = decide(s, this.clock.nowMs());
-      if (next) tx.set(doc, this.shardDoc(ref, next));
-      parts?.docs.forEach((p) => tx.delete(p.ref));
-      return toShardRecord(ref, next ?? s);
+      const units: ShardUnits = read;
+      const decision = decide(units, this.clock.nowMs());
+      const parts = decision.discardParts
+        ? await Promise.all(
+            [...read.keys()].map((unit) =>
+              tx.get(this.shardRef({ ...ref, unit }).collection('parts')),
+            ),
+          )
+        : [];
+      for (const [unit, state] of decision.writes) {
+        const at = { ...ref, unit };
+        if (read.has(unit)) tx.set(this.shardRef(at), this.shardDoc(at, state));
+        else tx.create(this.shardRef(at), this.shardDoc(at, state));
+      }
+      for (const p of parts) p.docs.forEach((d) => tx.delete(d.ref));
+      return decision.result;
     });
   }
 
   /**
    * One query for expired leases (across datasets: a collection-group query on `shards` within
-   * this root), then one transaction per shard that re-checks and frees it.
+   * this root, which holds every unit), then one transaction per unit that re-checks and frees it.
    */
   async reapExpired(nowMs?: number, options: ReapOptions = {}): Promise<ReapedShard[]> {
     const now = nowMs ?? this.clock.nowMs();
@@ -528,10 +654,7 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
     const snap = await this.getOrWrap(() => query.get());
     const reaped: ReapedShard[] = [];
     for (const found of snap.docs) {
-      const ref = {
-        dataset_id: found.get('dataset_id') as string,
-        shard_id: found.get('shard_id') as number,
-      };
+      const ref = unitRefOf(found);
       const one = await this.tx(async (tx): Promise<ReapedShard | null> => {
         const fresh = await tx.get(found.ref);
         if (!fresh.exists) return null;
@@ -546,7 +669,7 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
     return reaped;
   }
 
-  /** A read-only transaction: the dataset and all its shards in one snapshot, without locks. */
+  /** A read-only transaction: the dataset and all its units in one snapshot, without locks. */
   status(datasetId: string): Promise<LedgerStatus> {
     const datasetRef = this.datasetRef(datasetId);
     return this.tx(async (tx) => {
@@ -560,19 +683,35 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
           `dataset ${datasetId} is not registered in ${this.location}`,
         );
       const dataset = this.datasetOf(dsSnap.data(), datasetId);
-      const shards = shardsSnap.docs.map((d) => {
-        const shard_id = d.get('shard_id') as number;
-        return { shard_id, state: this.stateOf(d.data(), { dataset_id: datasetId, shard_id }) };
+      const units = shardsSnap.docs.map((d) => {
+        const ref = unitRefOf(d);
+        return { shard_id: ref.shard_id, unit: ref.unit, state: this.stateOf(d.data(), ref) };
       });
-      return buildStatus(dataset, shards, this.clock.nowMs());
+      return buildStatus(dataset, units, this.clock.nowMs());
     }, true);
   }
 
-  async listParts(ref: ShardRef): Promise<PartRecord[]> {
+  async listParts(ref: UnitRef): Promise<PartRecord[]> {
     const snap = await this.getOrWrap(() =>
       this.shardRef(ref).collection('parts').orderBy('part_index').get(),
     );
     return snap.docs.map((d) => this.partOf(d.data()));
+  }
+
+  async listShardParts(ref: ShardRef): Promise<PartRecord[]> {
+    const units = await this.getOrWrap(() => this.unitsQuery(ref).select('unit').get());
+    const lists = await Promise.all(
+      units.docs.map((d) => this.listParts({ ...ref, unit: unitRefOf(d).unit })),
+    );
+    return lists
+      .flat()
+      .sort(
+        (a, b) =>
+          a.first_task_index - b.first_task_index ||
+          a.first_sample - b.first_sample ||
+          a.unit - b.unit ||
+          a.part_index - b.part_index,
+      );
   }
 
   async close(): Promise<void> {

@@ -32,19 +32,33 @@ export const MAX_LEASE_MS = 7 * 24 * 3_600_000;
 /** Which implementation a ledger is. */
 export type LedgerKind = 'sqlite' | 'firestore';
 
-/** Names one shard of one dataset. A `Claim` is one too. */
+/** Names one shard of one dataset. */
 export interface ShardRef {
   dataset_id: string;
   shard_id: number;
 }
 
-/** A worker's right to process one shard (glossary: claim). */
-export interface Claim extends ShardRef {
+/**
+ * Names one work unit of a shard (glossary: unit): absent or 0 is the shard's own unit, the
+ * only one until a split; a split makes units 1, 2… A `Claim` is one.
+ */
+export interface UnitRef extends ShardRef {
+  unit?: number;
+}
+
+/** A worker's right to process one work unit of a shard (glossary: claim). */
+export interface Claim extends UnitRef {
   worker_id: string;
-  /** The fencing token: the shard's epoch when this claim was granted. */
+  /** The fencing token: the unit's epoch when this claim was granted. */
   epoch: number;
-  /** ISO time after which another worker may take the shard. */
+  /** ISO time after which another worker may take the unit. */
   lease_expires_at: string;
+  /**
+   * The unit's end (exclusive task index) as the ledger last told this holder (claim,
+   * heartbeat): a split moves it down, never below what the holder reserved. Absent in claims
+   * a person rebuilds by hand (`complete --worker_id`).
+   */
+  end_task_index?: number;
 }
 
 /** Options of `claim`. */
@@ -55,6 +69,34 @@ export interface ClaimOptions {
   leaseMs?: number;
   /** Tried last (a worker that just failed these shards prefers others). */
   avoidShardIds?: readonly number[];
+}
+
+/** Options of a split (the ledger's `split`, `splitCandidates`). */
+export interface SplitOptions {
+  /** Fewest tasks each side keeps; default 2 (shard-state.ts `DEFAULT_MIN_SPLIT_TASKS`, `splitPoint`). */
+  minTasks?: number;
+  /** The splitter's run fingerprint: units whose parts were made with another are left alone. */
+  fingerprint?: string;
+  /** The new unit's lease; default `DEFAULT_LEASE_MS`. */
+  leaseMs?: number;
+}
+
+/** Options of `complete`. */
+export interface CompleteOptions {
+  /**
+   * Refuse, with `MANIFEST_REQUIRED`, a completion without a manifest that would complete the
+   * shard (the claim's unit is its last one not completed). A worker passes it: then exactly one
+   * completer, the last, writes the shard's manifest (worker/shard-job.ts).
+   */
+  requireManifest?: boolean;
+}
+
+/** What `split` did: the new unit's claim, and where it came from. */
+export interface SplitResult {
+  /** The splitter's claim on the new unit. */
+  claim: Claim;
+  /** The unit that was split, its holder then, and its new end (the split point). */
+  from: UnitRef & { holder: string | null; end_task_index: number };
 }
 
 /** Options of `fail`. */
@@ -72,7 +114,7 @@ export type PartRecord = RecordOf<typeof PART_FIELDS>;
 /** One output part as the worker commits it: the record less what the ledger adds. */
 export type PartInput = Omit<
   PartRecord,
-  'dataset_id' | 'shard_id' | 'worker_id' | 'epoch' | 'committed_at'
+  'dataset_id' | 'shard_id' | 'unit' | 'worker_id' | 'epoch' | 'committed_at'
 >;
 
 /** What `complete` records about the shard's `_MANIFEST.json`. */
@@ -88,9 +130,14 @@ export interface ForcedAction {
 /** Fields of the stored shard that callers see in another form (`forced`) or not at all. */
 type InternalShardFields = 'claim_next_task_index' | 'forced_action' | 'forced_by' | 'forced_at';
 
-/** A shard as the ledger knows it (fields: core/ledger/schema.ts `SHARD_FIELDS`), times as ISO strings. */
+/**
+ * A work unit as the ledger knows it (fields: core/ledger/schema.ts `SHARD_FIELDS`), times as
+ * ISO strings. Unit 0 of a shard never split is the shard.
+ */
 export type ShardRecord = ShardRef &
   Omit<RecordOf<typeof SHARD_FIELDS, 'iso'>, InternalShardFields> & {
+    /** Which unit (0: the shard's own). */
+    unit: number;
     /** Set when the shard was completed or failed with `--force`; cleared by claim and reset. */
     forced: ForcedAction | null;
   };
@@ -130,8 +177,8 @@ export interface ReapOptions {
   limit?: number;
 }
 
-/** A shard `reapExpired` took from a holder whose lease ran out. */
-export interface ReapedShard extends ShardRef {
+/** A unit `reapExpired` took from a holder whose lease ran out. */
+export interface ReapedShard extends UnitRef {
   /** The holder that lost it. */
   worker_id: string;
   epoch: number;
@@ -141,12 +188,28 @@ export interface ReapedShard extends ShardRef {
   last_error: string;
 }
 
-/** One row of `status`. */
+/** One work unit in a `status` row. */
+export interface UnitStatusRow extends ShardRecord {
+  /** Ms of lease left at `as_of` (negative when expired), null when not `in_use`. */
+  lease_left_ms: number | null;
+  /** Tasks of its range covered by committed parts (all of them once completed). */
+  tasks_done: number;
+  /** Its range: first task and end (exclusive), resolved (`start_task_index` may be null). */
+  unit_start: number;
+  unit_end: number;
+}
+
+/**
+ * One row of `status`: a shard as shard-state.ts `shardRecordOf` sums up its units, with the
+ * units under it.
+ */
 export interface ShardStatusRow extends ShardRecord {
   /** Ms of lease left at `as_of` (negative when expired), null when not `in_use`. */
   lease_left_ms: number | null;
   /** Tasks covered by committed parts (all of them once completed). */
   tasks_done: number;
+  /** Its work units in task order: one for a shard never split. */
+  units: UnitStatusRow[];
 }
 
 /** Dataset totals of `status`. */
@@ -193,8 +256,11 @@ export interface Ledger {
   registerDataset(master: MasterMetadata, options: RegisterOptions): Promise<RegisterResult>;
   /** The dataset, or null when it is not registered. */
   getDataset(datasetId: string): Promise<DatasetRecord | null>;
-  /** One shard, or null when the dataset or shard is not registered. */
-  getShard(datasetId: string, shardId: number): Promise<ShardRecord | null>;
+  /**
+   * One unit of a shard (default unit 0, which for a shard never split is the shard), or null
+   * when the dataset, shard or unit is not registered. `status` shows whole shards.
+   */
+  getShard(datasetId: string, shardId: number, unit?: number): Promise<ShardRecord | null>;
 
   /**
    * Claims one shard for `workerId`: the preferred shard when it is claimable, else another in
@@ -205,20 +271,39 @@ export interface Ledger {
    * is claimable; `NOT_FOUND` when the dataset is not registered.
    */
   claim(datasetId: string, workerId: string, options?: ClaimOptions): Promise<Claim | null>;
-  /** Renews the lease from now (by `leaseMs`, default the claim's lease length). */
-  heartbeat(claim: Claim, options?: { leaseMs?: number }): Promise<Claim>;
   /**
-   * Records one output part and moves `next_task_index` to the part's. Parts come in order;
-   * committing the same part again is a no-op, a different part under a committed index fails
-   * with `ALREADY_EXISTS`, a gap or a range that does not start at `next_task_index` with
-   * `INVALID_ARGUMENT`. Renews the lease too.
+   * Splits the unit worth it most (shard-state.ts `splitCandidates`: held units, live or
+   * expired, with the largest remainder past what is committed and reserved) and gives the
+   * splitter a claim on the new unit, in one transaction; null when no unit is worth
+   * splitting. Concurrent splitters of one unit: one wins, the others see what is left.
+   */
+  split(datasetId: string, workerId: string, options?: SplitOptions): Promise<SplitResult | null>;
+  /**
+   * Renews the lease from now (by `leaseMs`, default the claim's lease length); with
+   * `reserveTo`, reserves the unit's tasks up to that one (exclusive, clipped to the unit's
+   * end) for the holder: no split cuts below its reservation. The answer carries the unit's
+   * end as it now is (`end_task_index`): a split may have moved it.
+   */
+  heartbeat(claim: Claim, options?: { leaseMs?: number; reserveTo?: number }): Promise<Claim>;
+  /**
+   * Records one output part of the claim's unit and moves its `next_task_index` to the part's.
+   * Parts come in order; committing the same part again is a no-op, a different part under a
+   * committed index fails with `ALREADY_EXISTS`, a gap or a range that does not start at
+   * `next_task_index` with `INVALID_ARGUMENT`, a part past the unit's end (a split moved it)
+   * with `PAST_END` (its `details.end_task_index` is the end). Renews the lease too.
    */
   commitPart(claim: Claim, part: PartInput): Promise<PartRecord>;
   /**
-   * Marks the shard `completed` (keeping `assigned_to`). With a manifest, its `parts` must equal
-   * the parts committed. Repeating it for the same claim is a no-op.
+   * Marks the claim's unit `completed` (keeping `assigned_to`); the shard is completed when all
+   * its units are. The manifest belongs to the completion that completes the shard: its
+   * `parts` must equal every unit's parts committed, and it is refused while other units are
+   * not completed. Repeating it for the same claim is a no-op. Resolves with the unit's record.
    */
-  complete(claim: Claim, manifest?: ManifestSummary): Promise<ShardRecord>;
+  complete(
+    claim: Claim,
+    manifest?: ManifestSummary,
+    options?: CompleteOptions,
+  ): Promise<ShardRecord>;
   /**
    * attempts + 1 and `last_error = reason`; `available` again after a backoff that grows with
    * the attempts (`retry_at`), or `failed` at max attempts (at once with `final`).
@@ -228,8 +313,8 @@ export interface Ledger {
   release(claim: Claim): Promise<ShardRecord>;
 
   /**
-   * `complete` by someone who is not the holder (an operator): recorded in `forced`; a holder,
-   * if any, is fenced. Completing an already completed shard is a no-op.
+   * `complete` by someone who is not the holder (an operator), of every unit of the shard:
+   * recorded in `forced`; holders are fenced. Completing an already completed shard is a no-op.
    */
   forceComplete(
     datasetId: string,
@@ -237,11 +322,15 @@ export interface Ledger {
     by: string,
     manifest?: ManifestSummary,
   ): Promise<ShardRecord>;
-  /** `fail` by someone who is not the holder, recorded in `forced`; refused on a completed shard. */
+  /**
+   * `fail` by someone who is not the holder, of every unit of the shard not completed (each
+   * counts an attempt), recorded in `forced`; refused on a completed shard.
+   */
   forceFail(datasetId: string, shardId: number, by: string, reason: string): Promise<ShardRecord>;
   /**
-   * Operator reset: `available`, no holder, no lease, no `completed_at`, attempts 0, no
-   * `last_error`; records `reset_by`/`reset_at`. A holder, if any, is fenced.
+   * Operator reset of a shard and all its units: `available`, no holder, no lease, no
+   * `completed_at`, attempts 0, no `last_error`; records `reset_by`/`reset_at`. Holders are
+   * fenced. A split stays: each unit keeps its range (shard-state.ts `applyReset`).
    */
   reset(
     datasetId: string,
@@ -250,15 +339,17 @@ export interface Ledger {
     options?: ResetOptions,
   ): Promise<ShardRecord>;
   /**
-   * Takes back every `in_use` shard whose lease expired at `nowMs` (default the clock's now):
+   * Takes back every `in_use` unit whose lease expired at `nowMs` (default the clock's now):
    * `available` with attempts + 1, or `failed` at max attempts. Returns what it took, so the
    * caller can ring the doorbells again.
    */
   reapExpired(nowMs?: number, options?: ReapOptions): Promise<ReapedShard[]>;
   /** Every shard of the dataset with totals; `NOT_FOUND` when it is not registered. */
   status(datasetId: string): Promise<LedgerStatus>;
-  /** The shard's committed parts in order. */
-  listParts(ref: ShardRef): Promise<PartRecord[]>;
+  /** One unit's committed parts in order (default unit 0: a shard never split has no other). */
+  listParts(ref: UnitRef): Promise<PartRecord[]>;
+  /** Every committed part of the shard, all units, in task order. */
+  listShardParts(ref: ShardRef): Promise<PartRecord[]>;
   /** Releases what the ledger holds open (the SQLite file; a Firestore client it owns). */
   close(): Promise<void>;
 }

@@ -94,6 +94,32 @@ export const SHARD_FIELDS = {
   first_task_index: { kind: 'int' },
   num_chunks: { kind: 'int' },
   total_bytes: { kind: 'int' },
+  /**
+   * The unit's range, for a shard that was split into work units (docs/architecture.md#work-units):
+   * its first task (null: the shard's `first_task_index`, as for every unit 0) and its end,
+   * exclusive (null: the shard's end). A split moves the split unit's end down and gives the
+   * new unit the rest; the ends of a shard's units only ever move down.
+   */
+  start_task_index: { kind: 'int', nullable: true },
+  end_task_index: { kind: 'int', nullable: true },
+  /**
+   * The holder's reservation: tasks below it may be in its hands (read, queued, extracted, not
+   * yet committed), so a split never cuts below it. The holder raises it with its heartbeats
+   * before it reads further (shard-state.ts `applyHeartbeat`). Null when nobody holds the unit
+   * or the holder has reserved nothing beyond what it committed.
+   */
+  reserved_task_index: { kind: 'int', nullable: true },
+  /** The unit this one was split from (null for unit 0). */
+  split_from: { kind: 'int', nullable: true },
+  /**
+   * On unit 0 only (the shard's own row): how many units the shard has (1 until it is split;
+   * units are numbered 0, 1, 2… in the order they were split off) and how many of them are
+   * completed. Every split and every completion writes unit 0, so concurrent completions are
+   * ordered and exactly one of them is the shard's last (shard-state.ts `applyComplete`).
+   * 0 on the other units.
+   */
+  unit_count: { kind: 'int', absent: 1 },
+  units_completed: { kind: 'int', absent: 0 },
   /** Where the next holder resumes: the last committed part's `next_task_index`. */
   next_task_index: { kind: 'int' },
   /**
@@ -141,13 +167,19 @@ export type ShardState = RecordOf<typeof SHARD_FIELDS>;
 export const PART_FIELDS = {
   dataset_id: { kind: 'text' },
   shard_id: { kind: 'int' },
-  /** 0, 1, 2…: parts are committed in order, without gaps. */
+  /** The work unit that committed it (0: the shard's own; see the shard's `units`). */
+  unit: { kind: 'int', absent: 0 },
+  /** 0, 1, 2… within its unit: a unit's parts are committed in order, without gaps. */
   part_index: { kind: 'int' },
-  /** File stem, e.g. `part_00000` (deterministic from dataset, shard and index). */
+  /**
+   * File stem in the shard's folder, deterministic from unit, index and where the part was cut:
+   * `part_00000` (unit 0), `part_u2_00000` (unit 2), with `_to{task}` when the part was cut at
+   * the unit's end where a split put it (worker/extraction/part-writer.ts `unitPartName`).
+   */
   name: { kind: 'text' },
-  /** Global index of the first task the part covers (= the shard's `next_task_index`). */
+  /** Global index of the first task the part covers (= the unit's `next_task_index`). */
   first_task_index: { kind: 'int' },
-  /** The first sample of that task in the part (= the shard's `next_sample`; 0 at a task start). */
+  /** The first sample of that task in the part (= the unit's `next_sample`; 0 at a task start). */
   first_sample: { kind: 'int', absent: 0 },
   /** Global index of the last task the part has samples of. */
   last_task_index: { kind: 'int' },

@@ -14,6 +14,7 @@ import { ConfigError, LeaseLostError, ShardlineError } from '../errors';
 import { isoTime } from '../clock';
 import type {
   Claim,
+  CompleteOptions,
   DatasetRecord,
   ForcedAction,
   LedgerStatus,
@@ -23,7 +24,10 @@ import type {
   ShardRecord,
   ShardRef,
   ShardStatusRow,
+  SplitOptions,
   StatusTotals,
+  UnitRef,
+  UnitStatusRow,
 } from './ledger';
 import { DEFAULT_LEASE_MS, MAX_LEASE_MS } from './ledger';
 import { withIsoTimes } from './record-schema';
@@ -226,6 +230,188 @@ export function leaseExpired(s: ShardState, nowMs: number): boolean {
   return s.status === 'in_use' && (s.lease_expires_at === null || s.lease_expires_at <= nowMs);
 }
 
+/** A shard's work units by unit number (0: the shard's own), as read in one transaction. */
+export type ShardUnits = ReadonlyMap<number, ShardState>;
+
+/** What a transition over a shard's units writes: the new state of each unit it changed or created. */
+export type UnitWrites = Map<number, ShardState>;
+
+/** `unit 2 of shard 3` or `shard 3`: how messages name a claim's unit. */
+function unitWords(ref: UnitRef): string {
+  return `${ref.unit ? `unit ${ref.unit} of ` : ''}shard ${ref.shard_id}`;
+}
+
+/** A unit's first task: its own once split off, the shard's for unit 0. */
+export function unitStart(s: ShardState): number {
+  return s.start_task_index ?? s.first_task_index;
+}
+
+/** A unit's end (exclusive): where a split put it, else the shard's end. */
+export function unitEnd(s: ShardState): number {
+  return s.end_task_index ?? s.first_task_index + s.total_tasks;
+}
+
+/** The first task boundary at or after everything committed (a part may end inside a task). */
+function committedFloor(s: ShardState): number {
+  return s.next_task_index + (s.next_sample > 0 ? 1 : 0);
+}
+
+/**
+ * The lowest task a split may cut at: above everything committed and, while the unit is held
+ * (its lease live or expired: an expired holder nobody replaced may still be working), above
+ * everything its holder reserved. What the holder has in flight is always below its
+ * reservation, so a split never takes work it already started.
+ */
+export function splitFloor(s: ShardState): number {
+  const committed = committedFloor(s);
+  return s.status === 'in_use'
+    ? Math.max(committed, s.reserved_task_index ?? committed)
+    : committed;
+}
+
+/** The smallest remainder, in tasks, a split gives each side when nothing measures a part. */
+export const DEFAULT_MIN_SPLIT_TASKS = 2;
+
+/** Tasks per committed part of the unit (rounded up), or 0 before its first part. */
+export function tasksPerPart(s: ShardState): number {
+  return s.parts_committed > 0
+    ? Math.ceil(Math.max(1, s.next_task_index - unitStart(s)) / s.parts_committed)
+    : 0;
+}
+
+/**
+ * Where a unit may be split now, or null when it is not worth it (docs/decisions.md#work-units-split-the-tail).
+ *
+ * Only a held unit splits (`in_use`, its lease live or expired); an available one is claimed
+ * whole instead. Its free remainder runs from `splitFloor` to its end; the split happens when
+ * that holds at least two sides' worth, where a side is the larger of `minTasks` and one part's
+ * worth of tasks as the unit's own committed parts measure it (so each unit ends with at least
+ * one full part). The point halves what is left after the committed position (the holder keeps
+ * the first half, which holds its work in flight), or sits at the floor when the holder's
+ * reservation reaches past the half.
+ */
+export function splitPoint(s: ShardState, minTasks = DEFAULT_MIN_SPLIT_TASKS): number | null {
+  if (s.status !== 'in_use') return null;
+  const end = unitEnd(s);
+  const floor = splitFloor(s);
+  const side = Math.max(1, minTasks, tasksPerPart(s));
+  if (end - floor < 2 * side) return null;
+  const committed = committedFloor(s);
+  return Math.max(floor, committed + Math.ceil((end - committed) / 2));
+}
+
+/** One unit a splitter may split, as `splitCandidates` ranks them. */
+export interface SplitCandidate {
+  shard_id: number;
+  unit: number;
+  /** The split point `splitPoint` chose. */
+  at: number;
+  /** Tasks the new unit would get. */
+  tasks: number;
+}
+
+/**
+ * The units of a dataset worth splitting for `workerId`, the one with the most tasks to give
+ * first (ties: lower shard, then lower unit). Units the worker holds itself, and units whose
+ * committed parts carry another run fingerprint than `options.fingerprint`, are left out.
+ */
+export function splitCandidates(
+  units: ReadonlyArray<{ shard_id: number; unit: number; state: ShardState }>,
+  workerId: string,
+  options: SplitOptions = {},
+): SplitCandidate[] {
+  const out: SplitCandidate[] = [];
+  for (const { shard_id, unit, state } of units) {
+    if (state.assigned_to === workerId) continue;
+    if (
+      options.fingerprint !== undefined &&
+      state.run_fingerprint !== null &&
+      state.run_fingerprint !== options.fingerprint
+    )
+      continue;
+    const at = splitPoint(state, options.minTasks);
+    if (at !== null) out.push({ shard_id, unit, at, tasks: unitEnd(state) - at });
+  }
+  return out.sort((a, b) => b.tasks - a.tasks || a.shard_id - b.shard_id || a.unit - b.unit);
+}
+
+/**
+ * Splits unit `from` of a shard at task `at` for `workerId`: the unit's end moves down to `at`
+ * (its holder, if any, keeps its claim, epoch and lease and learns the new end at its next
+ * heartbeat or commit), and a new unit for `[at, old end)` is created already held by the
+ * splitter (epoch 1, a fresh lease, nothing reserved), inheriting the run fingerprint and the
+ * attempt budget. The new unit's number is unit 0's `unit_count`, which goes up by one.
+ *
+ * `units` must hold unit `from` and unit 0. Safety is checked here (the unit is held and
+ * `splitFloor <= at < end`); whether the split is worth it is `splitPoint`'s policy.
+ */
+export function applySplit(
+  units: ShardUnits,
+  from: number,
+  at: number,
+  workerId: string,
+  nowMs: number,
+  leaseMs: number,
+): { writes: UnitWrites; unit: number; state: ShardState } {
+  const s = units.get(from);
+  const unit0 = units.get(0);
+  if (!s || !unit0)
+    throw new ShardlineError('INTERNAL', `split: unit ${from} or unit 0 was not read`);
+  const end = unitEnd(s);
+  if (s.status !== 'in_use' || !Number.isSafeInteger(at) || at < splitFloor(s) || at >= end)
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `unit ${from} (${s.status}, tasks ${unitStart(s)}-${end - 1}) cannot be split at ${at}: ` +
+        `a split point lies from ${splitFloor(s)} (past what is committed and reserved) to ${end - 1}`,
+    );
+  const id = unit0.unit_count;
+  const note = `tasks ${at}-${end - 1} split off to unit ${id} by ${workerId}`;
+  const writes: UnitWrites = new Map();
+  const moved = logged(
+    { ...s, end_task_index: at, updated_at: nowMs },
+    { at: nowMs, kind: 'split', worker: workerId, note },
+  );
+  writes.set(from, from === 0 ? { ...moved, unit_count: id + 1 } : moved);
+  if (from !== 0) writes.set(0, { ...unit0, unit_count: id + 1, updated_at: nowMs });
+  const created: ShardState = logged(
+    logged(
+      {
+        ...EMPTY_SHARD,
+        status: 'in_use',
+        assigned_to: workerId,
+        started_at: nowMs,
+        lease_expires_at: nowMs + leaseMs,
+        heartbeat_at: nowMs,
+        lease_ms: leaseMs,
+        epoch: 1,
+        max_attempts: s.max_attempts,
+        total_tasks: s.total_tasks,
+        first_task_index: s.first_task_index,
+        num_chunks: s.num_chunks,
+        total_bytes: s.total_bytes,
+        start_task_index: at,
+        end_task_index: end,
+        split_from: from,
+        unit_count: 0,
+        next_task_index: at,
+        claim_next_task_index: at,
+        run_fingerprint: s.run_fingerprint,
+        updated_at: nowMs,
+      },
+      {
+        at: nowMs,
+        kind: 'split',
+        worker: workerId,
+        epoch: 0,
+        note: `tasks ${at}-${end - 1} from unit ${from}`,
+      },
+    ),
+    { at: nowMs, kind: 'claim', worker: workerId, epoch: 1 },
+  );
+  writes.set(id, created);
+  return { writes, unit: id, state: created };
+}
+
 /**
  * The backoff after a failed attempt: the shard may be claimed again this long after it. It
  * doubles with each attempt from a base of a tenth of the lease (at least 1 s, at most 60 s:
@@ -274,6 +460,7 @@ function released(s: ShardState, nowMs: number): ShardState {
     ...s,
     status: 'available',
     claim_next_task_index: null,
+    reserved_task_index: null,
     assigned_to: null,
     started_at: null,
     lease_expires_at: null,
@@ -397,6 +584,7 @@ export function applyClaim(
       heartbeat_at: nowMs,
       lease_ms: leaseMs,
       claim_next_task_index: base.next_task_index,
+      reserved_task_index: null,
       retry_at: null,
       epoch: s.epoch + 1,
       forced_action: null,
@@ -409,14 +597,16 @@ export function applyClaim(
   );
 }
 
-/** The claim a granted state represents. */
-export function claimOf(ref: ShardRef, s: ShardState): Claim {
+/** The claim a granted state represents (`unit` only for a split unit, as `UnitRef` allows). */
+export function claimOf(ref: UnitRef, s: ShardState): Claim {
   return {
     dataset_id: ref.dataset_id,
     shard_id: ref.shard_id,
+    ...(ref.unit ? { unit: ref.unit } : {}),
     worker_id: s.assigned_to ?? '',
     epoch: s.epoch,
     lease_expires_at: isoTime(s.lease_expires_at ?? 0),
+    end_task_index: unitEnd(s),
   };
 }
 
@@ -427,7 +617,7 @@ export function isHolder(s: ShardState, claim: Claim): boolean {
 
 /** The `LeaseLostError` for a claim that is not (or no longer) the shard's current one. */
 export function leaseLost(s: ShardState | null, claim: Claim, verb: string): LeaseLostError {
-  const where = `shard ${claim.shard_id} of dataset ${claim.dataset_id}`;
+  const where = `${claim.unit ? `unit ${claim.unit} of ` : ''}shard ${claim.shard_id} of dataset ${claim.dataset_id}`;
   const now =
     s === null
       ? 'is not registered'
@@ -439,6 +629,7 @@ export function leaseLost(s: ShardState | null, claim: Claim, verb: string): Lea
     {
       dataset_id: claim.dataset_id,
       shard_id: claim.shard_id,
+      unit: claim.unit ?? 0,
       worker_id: claim.worker_id,
       epoch: claim.epoch,
       current_status: s?.status ?? null,
@@ -454,14 +645,34 @@ export function requireHolder(s: ShardState | null, claim: Claim, verb: string):
   return s;
 }
 
-/** Renews the holder's lease from now. */
-export function applyHeartbeat(s: ShardState, nowMs: number, leaseMs?: number): ShardState {
+/**
+ * Renews the holder's lease from now; with `reserveTo`, raises the holder's reservation to that
+ * task (exclusive), clipped to the unit's end: the holder may then read every task below the
+ * reservation, and no split will take them (`splitFloor`). A reservation never shrinks during a
+ * claim. The holder reads the unit's end in the answer (`claimOf(...).end_task_index`).
+ */
+export function applyHeartbeat(
+  s: ShardState,
+  nowMs: number,
+  leaseMs?: number,
+  reserveTo?: number,
+): ShardState {
   const ms = leaseMs === undefined ? (s.lease_ms ?? DEFAULT_LEASE_MS) : checkLeaseMs(leaseMs);
+  if (reserveTo !== undefined && !Number.isSafeInteger(reserveTo))
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `reserveTo must be a task index, got ${reserveTo}`,
+    );
+  const reserved =
+    reserveTo === undefined
+      ? s.reserved_task_index
+      : Math.max(s.reserved_task_index ?? committedFloor(s), Math.min(reserveTo, unitEnd(s)));
   return {
     ...s,
     lease_expires_at: nowMs + ms,
     heartbeat_at: nowMs,
     lease_ms: ms,
+    reserved_task_index: reserved,
     updated_at: nowMs,
   };
 }
@@ -540,29 +751,31 @@ export function applyCommitPart(
       return { state: renewed, record: existing, duplicate: true };
     throw new ShardlineError(
       'ALREADY_EXISTS',
-      `part ${part.part_index} of shard ${claim.shard_id} is already committed with different content`,
+      `part ${part.part_index} of ${unitWords(claim)} is already committed with different content`,
     );
   }
   if (part.part_index > s.parts_committed)
     throw new ShardlineError(
       'INVALID_ARGUMENT',
-      `part ${part.part_index} of shard ${claim.shard_id} skips ahead: ${s.parts_committed} parts are committed`,
+      `part ${part.part_index} of ${unitWords(claim)} skips ahead: ${s.parts_committed} parts are committed`,
     );
   if (part.first_task_index !== s.next_task_index || part.first_sample !== s.next_sample)
     throw new ShardlineError(
       'INVALID_ARGUMENT',
-      `part ${part.part_index} starts at task ${part.first_task_index} sample ${part.first_sample}, the shard resumes at task ${s.next_task_index} sample ${s.next_sample}`,
+      `part ${part.part_index} starts at task ${part.first_task_index} sample ${part.first_sample}, ${unitWords(claim)} resumes at task ${s.next_task_index} sample ${s.next_sample}`,
     );
-  const end = s.first_task_index + s.total_tasks;
+  const end = unitEnd(s);
   if (part.next_task_index > end || (part.next_task_index === end && part.next_sample > 0))
     throw new ShardlineError(
-      'INVALID_ARGUMENT',
-      `part ${part.part_index} ends at task ${part.last_task_index}, past the shard's last task ${end - 1}`,
+      'PAST_END',
+      `part ${part.part_index} ends at task ${part.last_task_index}, past the last task ${end - 1} of ${unitWords(claim)}` +
+        (end < s.first_task_index + s.total_tasks ? ' (a split moved its end)' : ''),
+      { details: { end_task_index: end } },
     );
   if (s.run_fingerprint !== null && part.fingerprint !== s.run_fingerprint)
     throw new ShardlineError(
       'FINGERPRINT_MISMATCH',
-      `part ${part.part_index} of shard ${claim.shard_id} was extracted with other settings (fingerprint ${part.fingerprint || 'none'}) than the shard's committed parts (${s.run_fingerprint})`,
+      `part ${part.part_index} of ${unitWords(claim)} was extracted with other settings (fingerprint ${part.fingerprint || 'none'}) than the shard's committed parts (${s.run_fingerprint})`,
       { details: { shard_fingerprint: s.run_fingerprint, part_fingerprint: part.fingerprint } },
     );
   const record: PartRecord = {
@@ -570,6 +783,7 @@ export function applyCommitPart(
     checksums: { ...part.checksums },
     dataset_id: claim.dataset_id,
     shard_id: claim.shard_id,
+    unit: claim.unit ?? 0,
     worker_id: claim.worker_id,
     epoch: claim.epoch,
     committed_at: isoTime(nowMs),
@@ -590,14 +804,14 @@ export function applyCommitPart(
 }
 
 function checkManifest(
-  s: ShardState,
   manifest: ManifestSummary | undefined,
+  parts: number,
   shardId: number,
 ): void {
-  if (manifest && manifest.parts !== s.parts_committed) {
+  if (manifest && manifest.parts !== parts) {
     throw new ShardlineError(
       'INVALID_ARGUMENT',
-      `the manifest of shard ${shardId} lists ${manifest.parts} parts, the ledger has ${s.parts_committed} committed`,
+      `the manifest of shard ${shardId} lists ${manifest.parts} parts, the ledger has ${parts} committed`,
     );
   }
 }
@@ -613,16 +827,45 @@ function cleanManifest(m: ManifestSummary | undefined): ManifestSummary | null {
   };
 }
 
+/** Unit 0 of `units`, which a shard-level decision needs (it keeps the unit counts). */
+function unitZero(units: ShardUnits, verb: string): ShardState {
+  const u0 = units.get(0);
+  if (!u0) throw new ShardlineError('INTERNAL', `${verb}: the shard's unit 0 was not read`);
+  if (units.size < u0.unit_count)
+    throw new ShardlineError(
+      'INTERNAL',
+      `${verb}: read ${units.size} of the shard's ${u0.unit_count} units; every unit must be read`,
+    );
+  return u0;
+}
+
+/** The units' committed parts together. */
+function partsOf(units: ShardUnits): number {
+  let n = 0;
+  for (const u of units.values()) n += u.parts_committed;
+  return n;
+}
+
 /**
- * Decides `complete` for a claim: the completed state, `null` when the same claim already
- * completed it (a retried call: nothing to write), or `LeaseLostError`.
+ * Decides `complete` for a claim on one unit, over every unit of its shard as read in the
+ * transaction: the states to write and whether the shard is now completed (all its units
+ * are), or `null` when the same claim already completed the unit (a retried call: nothing to
+ * write), or `LeaseLostError`.
+ *
+ * The shard's manifest goes with the completion that completes the shard: given then, it must
+ * list every unit's committed parts; given earlier (other units not completed), it is refused.
+ * Every completion also writes unit 0 (its `units_completed`), so two units completing at once
+ * are ordered by the ledger and exactly one of them sees the other completed: the last.
  */
 export function applyComplete(
-  s: ShardState | null,
+  units: ShardUnits,
   claim: Claim,
   manifest: ManifestSummary | undefined,
   nowMs: number,
-): ShardState | null {
+  options: CompleteOptions = {},
+): { writes: UnitWrites; shardCompleted: boolean } | null {
+  const id = claim.unit ?? 0;
+  const s = units.get(id) ?? null;
   if (
     s &&
     s.status === 'completed' &&
@@ -632,18 +875,41 @@ export function applyComplete(
   )
     return null;
   const held = requireHolder(s, claim, 'complete');
-  checkManifest(held, manifest, claim.shard_id);
-  return logged(
+  const unit0 = unitZero(units, 'complete');
+  const others = [...units].filter(([u]) => u !== id).map(([, o]) => o);
+  const pending = others.filter((o) => o.status !== 'completed').length;
+  const last = pending === 0;
+  if (manifest && !last)
+    throw new ShardlineError(
+      'INVALID_ARGUMENT',
+      `the manifest of shard ${claim.shard_id} comes too early: ${pending} of its other units are not completed`,
+    );
+  checkManifest(manifest, partsOf(units), claim.shard_id);
+  if (last && !manifest && options.requireManifest)
+    throw new ShardlineError(
+      'MANIFEST_REQUIRED',
+      `${unitWords(claim)} is the shard's last unit: it completes with the shard's manifest`,
+    );
+  const done = logged(
     {
       ...held,
       status: 'completed',
       completed_at: nowMs,
       lease_expires_at: null,
+      reserved_task_index: null,
       manifest: cleanManifest(manifest),
       updated_at: nowMs,
     },
     { at: nowMs, kind: 'complete' },
   );
+  const completed = others.length - pending + 1;
+  const writes: UnitWrites = new Map();
+  if (id === 0) writes.set(0, { ...done, units_completed: completed });
+  else {
+    writes.set(id, done);
+    writes.set(0, { ...unit0, units_completed: completed, updated_at: nowMs });
+  }
+  return { writes, shardCompleted: last };
 }
 
 /**
@@ -687,83 +953,134 @@ function forced(
   return { forced_action: action, forced_by: by, forced_at: nowMs };
 }
 
-/** An operator completes the shard whoever holds it; null when it is already completed. */
+/**
+ * An operator completes the shard whoever holds its units: every unit not completed becomes
+ * completed (recorded in `forced`), and the manifest, if any, goes on unit 0 and must list
+ * every unit's parts. Null when every unit is already completed.
+ */
 export function applyForceComplete(
-  s: ShardState,
+  units: ShardUnits,
   shardId: number,
   by: string,
   manifest: ManifestSummary | undefined,
   nowMs: number,
-): ShardState | null {
-  if (s.status === 'completed') return null;
-  checkManifest(s, manifest, shardId);
-  return logged(
-    {
-      ...s,
-      status: 'completed',
-      assigned_to: s.status === 'in_use' ? s.assigned_to : by,
-      completed_at: nowMs,
-      lease_expires_at: null,
-      manifest: cleanManifest(manifest),
-      ...forced('complete', by, nowMs),
-      updated_at: nowMs,
-    },
-    { at: nowMs, kind: 'force-complete', worker: by },
-  );
+): UnitWrites | null {
+  const unit0 = unitZero(units, 'forceComplete');
+  if ([...units.values()].every((u) => u.status === 'completed')) return null;
+  checkManifest(manifest, partsOf(units), shardId);
+  const writes: UnitWrites = new Map();
+  for (const [id, s] of units) {
+    if (s.status === 'completed') continue;
+    writes.set(
+      id,
+      logged(
+        {
+          ...s,
+          status: 'completed',
+          assigned_to: s.status === 'in_use' ? s.assigned_to : by,
+          completed_at: nowMs,
+          lease_expires_at: null,
+          reserved_task_index: null,
+          manifest: null,
+          ...forced('complete', by, nowMs),
+          updated_at: nowMs,
+        },
+        { at: nowMs, kind: 'force-complete', worker: by },
+      ),
+    );
+  }
+  writes.set(0, {
+    ...(writes.get(0) ?? unit0),
+    manifest: cleanManifest(manifest),
+    units_completed: units.size,
+    updated_at: nowMs,
+  });
+  return writes;
 }
 
-/** An operator fails the shard whoever holds it (a counted attempt); refused when completed. */
+/**
+ * An operator fails the shard whoever holds its units: every unit not completed counts a
+ * failed attempt (recorded in `forced`); refused when the shard is completed.
+ */
 export function applyForceFail(
-  s: ShardState,
+  units: ShardUnits,
   by: string,
   reason: string,
   nowMs: number,
-): ShardState {
-  if (s.status === 'completed')
+): UnitWrites {
+  unitZero(units, 'forceFail');
+  const open = [...units].filter(([, s]) => s.status !== 'completed');
+  if (open.length === 0)
     throw new ShardlineError(
       'INVALID_ARGUMENT',
       'the shard is completed; reset it to run it again',
     );
-  return logged(
-    { ...failedAttempt(s, reason, nowMs, { backoff: true }), ...forced('fail', by, nowMs) },
-    { at: nowMs, kind: 'force-fail', worker: by, attempt: true, note: reason },
+  return new Map(
+    open.map(([id, s]) => [
+      id,
+      logged(
+        { ...failedAttempt(s, reason, nowMs, { backoff: true }), ...forced('fail', by, nowMs) },
+        { at: nowMs, kind: 'force-fail', worker: by, attempt: true, note: reason },
+      ),
+    ]),
   );
 }
 
-/** An operator reset: available, no holder, fresh attempts; optionally forget committed parts. */
+/**
+ * An operator reset of a shard: every unit goes back to `available`, no holder (a holder is
+ * fenced), fresh attempts, no `completed_at` or manifest. The split is kept: each unit keeps its
+ * range and committed parts, so the next holders resume where each unit stopped, several at
+ * once. With `discardParts` every unit forgets its parts (and the run fingerprint they fixed)
+ * and restarts at its own first task.
+ */
 export function applyReset(
-  s: ShardState,
+  units: ShardUnits,
   by: string,
   nowMs: number,
   discardParts: boolean,
-): ShardState {
-  return logged(
-    {
-      ...released(s, nowMs),
-      completed_at: null,
-      attempts: 0,
-      last_error: null,
-      forced_action: null,
-      forced_by: null,
-      forced_at: null,
-      manifest: null,
-      reset_by: by,
-      reset_at: nowMs,
-      ...(discardParts
-        ? {
-            next_task_index: s.first_task_index,
-            parts_committed: 0,
-            samples_committed: 0,
-            bytes_committed: 0,
-          }
-        : {}),
-    },
-    { at: nowMs, kind: 'reset', worker: by, ...(discardParts ? { note: 'parts discarded' } : {}) },
-  );
+): UnitWrites {
+  unitZero(units, 'reset');
+  const writes: UnitWrites = new Map();
+  for (const [id, s] of units)
+    writes.set(
+      id,
+      logged(
+        {
+          ...released(s, nowMs),
+          completed_at: null,
+          attempts: 0,
+          last_error: null,
+          forced_action: null,
+          forced_by: null,
+          forced_at: null,
+          manifest: null,
+          reset_by: by,
+          reset_at: nowMs,
+          ...(id === 0 ? { units_completed: 0 } : {}),
+          ...(discardParts
+            ? {
+                next_task_index: unitStart(s),
+                next_sample: 0,
+                run_fingerprint: null,
+                parts_committed: 0,
+                samples_committed: 0,
+                bytes_committed: 0,
+              }
+            : {}),
+        },
+        {
+          at: nowMs,
+          kind: 'reset',
+          worker: by,
+          ...(discardParts ? { note: 'parts discarded' } : {}),
+        },
+      ),
+    );
+  return writes;
 }
 
-/** The record callers see: times as ISO strings, `forced` as one object. */
-export function toShardRecord(ref: ShardRef, s: ShardState): ShardRecord {
+/** The record callers see of one unit: times as ISO strings, `forced` as one object. */
+export function toShardRecord(ref: UnitRef, s: ShardState): ShardRecord {
   const { claim_next_task_index, forced_action, forced_by, forced_at, ...rest } = withIsoTimes(
     SHARD_FIELDS,
     s,
@@ -771,6 +1088,7 @@ export function toShardRecord(ref: ShardRef, s: ShardState): ShardRecord {
   return {
     dataset_id: ref.dataset_id,
     shard_id: ref.shard_id,
+    unit: ref.unit ?? 0,
     ...rest,
     forced:
       forced_action && forced_by !== null && forced_at !== null
@@ -779,25 +1097,133 @@ export function toShardRecord(ref: ShardRef, s: ShardState): ShardRecord {
   };
 }
 
-/** Builds `status` from the dataset and its shards' states read in one snapshot. */
+/**
+ * A shard's status from its units': `completed` when all are, `failed` when one is (the shard
+ * cannot complete until it is reset), `in_use` while one is held, `available` otherwise.
+ */
+export function shardStatusOf(units: Iterable<ShardState>): ShardState['status'] {
+  let completed = true;
+  let inUse = false;
+  for (const u of units) {
+    if (u.status === 'failed') return 'failed';
+    if (u.status !== 'completed') completed = false;
+    if (u.status === 'in_use') inUse = true;
+  }
+  return completed ? 'completed' : inUse ? 'in_use' : 'available';
+}
+
+/** Tasks a unit has done: all of its range once completed, else up to its resume point. */
+function unitTasksDone(s: ShardState): number {
+  return s.status === 'completed' ? unitEnd(s) - unitStart(s) : s.next_task_index - unitStart(s);
+}
+
+/**
+ * The shard as callers see it, from its units (docs/architecture.md#work-units): for a shard
+ * never split, its one unit's record. For a split one: unit 0's record with the status of the
+ * whole (`shardStatusOf`); the committed counts summed over the units; the holder, lease and
+ * epoch of the unit that speaks for the shard (unit 0 while held, else the first held unit;
+ * once completed, the unit whose completion completed the shard); the most attempts of any
+ * unit; and the manifest, `completed_at` and run fingerprint of the whole.
+ */
+export function shardRecordOf(ref: ShardRef, units: ShardUnits): ShardRecord {
+  const unit0 = unitZero(units, 'status');
+  if (units.size === 1) return toShardRecord(ref, unit0);
+  const all = [...units].sort(([a], [b]) => a - b);
+  const status = shardStatusOf(units.values());
+  const completer =
+    all.find(([, u]) => u.manifest !== null) ??
+    [...all].sort(([, a], [, b]) => (b.completed_at ?? 0) - (a.completed_at ?? 0))[0];
+  const v: ShardState =
+    status === 'completed'
+      ? (completer?.[1] ?? unit0)
+      : unit0.status === 'in_use'
+        ? unit0
+        : (all.find(([, u]) => u.status === 'in_use')?.[1] ?? unit0);
+  const sum = (k: 'parts_committed' | 'samples_committed' | 'bytes_committed'): number =>
+    all.reduce((n, [, u]) => n + u[k], 0);
+  const available = all.filter(([, u]) => u.status === 'available').map(([, u]) => u.retry_at);
+  const merged: ShardState = {
+    ...unit0,
+    status,
+    assigned_to: v.assigned_to,
+    started_at: v.started_at,
+    lease_expires_at: v.lease_expires_at,
+    heartbeat_at: v.heartbeat_at,
+    lease_ms: v.lease_ms,
+    epoch: v.epoch,
+    forced_action: v.forced_action,
+    forced_by: v.forced_by,
+    forced_at: v.forced_at,
+    completed_at:
+      status === 'completed' ? Math.max(...all.map(([, u]) => u.completed_at ?? 0)) : null,
+    attempts: Math.max(...all.map(([, u]) => u.attempts)),
+    last_error: v.last_error ?? all.find(([, u]) => u.last_error !== null)?.[1].last_error ?? null,
+    retry_at:
+      status === 'available' && !available.includes(null)
+        ? Math.min(...available.map((t) => t ?? 0))
+        : null,
+    run_fingerprint: all.find(([, u]) => u.run_fingerprint !== null)?.[1].run_fingerprint ?? null,
+    manifest: all.find(([, u]) => u.manifest !== null)?.[1].manifest ?? null,
+    parts_committed: sum('parts_committed'),
+    samples_committed: sum('samples_committed'),
+    bytes_committed: sum('bytes_committed'),
+    units_completed: all.filter(([, u]) => u.status === 'completed').length,
+  };
+  return toShardRecord(ref, merged);
+}
+
+/** One unit's `status` row. */
+function unitRow(ref: UnitRef, s: ShardState, nowMs: number): UnitStatusRow {
+  return {
+    ...toShardRecord(ref, s),
+    lease_left_ms:
+      s.status === 'in_use' && s.lease_expires_at !== null ? s.lease_expires_at - nowMs : null,
+    tasks_done: unitTasksDone(s),
+    unit_start: unitStart(s),
+    unit_end: unitEnd(s),
+  };
+}
+
+/**
+ * Builds `status` from the dataset and every unit of its shards, read in one snapshot: one row
+ * per shard (`shardRecordOf`), its units under it in task order.
+ */
 export function buildStatus(
   dataset: DatasetRecord,
-  shards: ReadonlyArray<{ shard_id: number; state: ShardState }>,
+  units: ReadonlyArray<{ shard_id: number; unit: number; state: ShardState }>,
   nowMs: number,
 ): LedgerStatus {
-  const rows: ShardStatusRow[] = [...shards]
-    .sort((a, b) => a.shard_id - b.shard_id)
-    .map(({ shard_id, state }) => ({
-      ...toShardRecord({ dataset_id: dataset.dataset_id, shard_id }, state),
-      lease_left_ms:
-        state.status === 'in_use' && state.lease_expires_at !== null
-          ? state.lease_expires_at - nowMs
-          : null,
-      tasks_done:
-        state.status === 'completed'
-          ? state.total_tasks
-          : state.next_task_index - state.first_task_index,
-    }));
+  const byShard = new Map<number, Map<number, ShardState>>();
+  for (const { shard_id, unit, state } of units) {
+    const m = byShard.get(shard_id) ?? new Map<number, ShardState>();
+    m.set(unit, state);
+    byShard.set(shard_id, m);
+  }
+  const rows: ShardStatusRow[] = [...byShard]
+    .sort(([a], [b]) => a - b)
+    .map(([shard_id, us]) => {
+      const ref = { dataset_id: dataset.dataset_id, shard_id };
+      const record = shardRecordOf(ref, us);
+      const unitRows = [...us]
+        .map(([unit, s]) => unitRow({ ...ref, unit }, s, nowMs))
+        .sort((a, b) => a.unit_start - b.unit_start);
+      const speaker =
+        unitRows.find(
+          (u) =>
+            u.status === 'in_use' &&
+            u.assigned_to === record.assigned_to &&
+            u.epoch === record.epoch,
+        ) ?? null;
+      return {
+        ...record,
+        lease_left_ms: record.status === 'in_use' ? (speaker?.lease_left_ms ?? null) : null,
+        tasks_done:
+          record.status === 'completed'
+            ? record.total_tasks
+            : unitRows.reduce((n, u) => n + u.tasks_done, 0),
+        units: unitRows,
+      };
+    });
   const totals: StatusTotals = {
     shards: rows.length,
     available: 0,
@@ -818,7 +1244,7 @@ export function buildStatus(
     totals.parts_committed += r.parts_committed;
     totals.samples_committed += r.samples_committed;
     totals.bytes_committed += r.bytes_committed;
-    totals.attempts += r.attempts;
+    totals.attempts += r.units.reduce((n, u) => n + u.attempts, 0);
   }
   const state: ShardStatus =
     totals.completed === totals.shards

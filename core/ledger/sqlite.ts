@@ -15,8 +15,8 @@ import type { MasterMetadata } from '../dataset/metadata';
 import { ShardlineError, errorCode, toError } from '../errors';
 import { checkDatasetId } from '../dataset/id';
 import { candidateOrder } from './candidates';
-import type { Decide } from './verbs';
-import { LedgerVerbs, reapedOf } from './verbs';
+import type { Decide, DecideUnits } from './verbs';
+import { LedgerVerbs, reapedOf, unitOf } from './verbs';
 import type {
   Claim,
   ClaimOptions,
@@ -31,16 +31,21 @@ import type {
   RegisterResult,
   ShardRecord,
   ShardRef,
+  SplitOptions,
+  SplitResult,
+  UnitRef,
 } from './ledger';
-import { DEFAULT_MAX_ATTEMPTS } from './ledger';
+import { DEFAULT_LEASE_MS, DEFAULT_MAX_ATTEMPTS } from './ledger';
 import type { Fields } from './record-schema';
 import { codecOf, fieldNames, sqlColumn, sqlColumns } from './record-schema';
 import type { ShardState } from './schema';
 import { DATASET_FIELDS, PART_FIELDS, SHARD_FIELDS } from './schema';
+import type { ShardUnits } from './shard-state';
 import {
   applyClaim,
   applyCommitPart,
   applyExpiry,
+  applySplit,
   buildStatus,
   checkLeaseMs,
   checkMasterForRegistration,
@@ -55,11 +60,15 @@ import {
   peersLostWith,
   requireHolder,
   sameShardShape,
+  splitCandidates,
   toShardRecord,
 } from './shard-state';
 
-/** The schema this code writes (`PRAGMA user_version`). */
-export const SQLITE_SCHEMA_VERSION = 3;
+/**
+ * The schema this code writes (`PRAGMA user_version`). 4: work units (the shards and parts
+ * tables keyed by unit too; older files are rebuilt on open).
+ */
+export const SQLITE_SCHEMA_VERSION = 4;
 /** How long a verb waits for another process's write lock by default: 30 s. */
 export const DEFAULT_BUSY_TIMEOUT_MS = 30_000;
 
@@ -70,7 +79,11 @@ export interface SqliteLedgerOptions {
   busyTimeoutMs?: number;
 }
 
-const SHARD_KEYS = { dataset_id: { kind: 'text' }, shard_id: { kind: 'int' } } as const;
+const SHARD_KEYS = {
+  dataset_id: { kind: 'text' },
+  shard_id: { kind: 'int' },
+  unit: { kind: 'int' },
+} as const;
 const SHARD_COLUMNS = [...fieldNames(SHARD_KEYS), ...fieldNames(SHARD_FIELDS)];
 const UPDATABLE = fieldNames(SHARD_FIELDS);
 const PART_COLUMNS = fieldNames(PART_FIELDS);
@@ -85,14 +98,15 @@ CREATE TABLE IF NOT EXISTS datasets (
 CREATE TABLE IF NOT EXISTS shards (
   dataset_id TEXT NOT NULL REFERENCES datasets (dataset_id),
   shard_id INTEGER NOT NULL,
+  unit INTEGER NOT NULL DEFAULT 0,
   ${sqlColumns(SHARD_FIELDS).join(',\n  ')},
-  PRIMARY KEY (dataset_id, shard_id)
+  PRIMARY KEY (dataset_id, shard_id, unit)
 ) STRICT;
 CREATE INDEX IF NOT EXISTS shards_by_lease ON shards (status, lease_expires_at);
 CREATE TABLE IF NOT EXISTS parts (
   ${sqlColumns(PART_FIELDS).join(',\n  ')},
-  PRIMARY KEY (dataset_id, shard_id, part_index),
-  FOREIGN KEY (dataset_id, shard_id) REFERENCES shards (dataset_id, shard_id)
+  PRIMARY KEY (dataset_id, shard_id, unit, part_index),
+  FOREIGN KEY (dataset_id, shard_id, unit) REFERENCES shards (dataset_id, shard_id, unit)
 ) STRICT;
 `;
 
@@ -108,15 +122,25 @@ const shardKeyCodec = codecOf(SHARD_KEYS, 'sqlite');
 const datasetCodec = codecOf(DATASET_FIELDS, 'sqlite');
 const partCodec = codecOf(PART_FIELDS, 'sqlite');
 
-function stateOf(row: unknown): { ref: ShardRef; state: ShardState } {
+function stateOf(row: unknown): { ref: Required<UnitRef>; state: ShardState } {
   return {
     ref: shardKeyCodec.decode(row, 'shard row'),
     state: shardCodec.decode(row, 'shard row'),
   };
 }
 
-function rowOf(ref: ShardRef, s: ShardState): Record<string, unknown> {
-  return { dataset_id: ref.dataset_id, shard_id: ref.shard_id, ...shardCodec.encode(s) };
+function rowOf(ref: UnitRef, s: ShardState): Record<string, unknown> {
+  return {
+    dataset_id: ref.dataset_id,
+    shard_id: ref.shard_id,
+    unit: unitOf(ref),
+    ...shardCodec.encode(s),
+  };
+}
+
+/** `units` as the map the state machine's shard-level decisions read. */
+function unitMap(rows: ReadonlyArray<{ ref: Required<UnitRef>; state: ShardState }>): ShardUnits {
+  return new Map(rows.map((r) => [r.ref.unit, r.state]));
 }
 
 const insertSql = (table: string, columns: readonly string[]): string =>
@@ -135,9 +159,11 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
   private readonly db: Database.Database;
   private readonly stmt: {
     dataset: Database.Statement;
-    shard: Database.Statement;
+    unit: Database.Statement;
+    units: Database.Statement;
     shards: Database.Statement;
     claimable: Database.Statement;
+    held: Database.Statement;
     expired: Database.Statement;
     expiredIn: Database.Statement;
     insertDataset: Database.Statement;
@@ -145,6 +171,7 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
     updateShard: Database.Statement;
     part: Database.Statement;
     parts: Database.Statement;
+    shardParts: Database.Statement;
     insertPart: Database.Statement;
     deleteParts: Database.Statement;
   };
@@ -159,12 +186,14 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
     const db = this.db;
     this.stmt = {
       dataset: db.prepare('SELECT * FROM datasets WHERE dataset_id = ?'),
-      shard: db.prepare('SELECT * FROM shards WHERE dataset_id = ? AND shard_id = ?'),
-      shards: db.prepare('SELECT * FROM shards WHERE dataset_id = ? ORDER BY shard_id'),
+      unit: db.prepare('SELECT * FROM shards WHERE dataset_id = ? AND shard_id = ? AND unit = ?'),
+      units: db.prepare('SELECT * FROM shards WHERE dataset_id = ? AND shard_id = ? ORDER BY unit'),
+      shards: db.prepare('SELECT * FROM shards WHERE dataset_id = ? ORDER BY shard_id, unit'),
       claimable: db.prepare(
         `SELECT * FROM shards WHERE dataset_id = ? AND (status = 'available'
            OR (status = 'in_use' AND (lease_expires_at IS NULL OR lease_expires_at <= ?)))`,
       ),
+      held: db.prepare(`SELECT * FROM shards WHERE dataset_id = ? AND status = 'in_use'`),
       expired: db.prepare(
         `SELECT * FROM shards WHERE status = 'in_use' AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
            ORDER BY lease_expires_at LIMIT ?`,
@@ -177,13 +206,17 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
       insertShard: db.prepare(insertSql('shards', SHARD_COLUMNS)),
       updateShard: db.prepare(
         `UPDATE shards SET ${UPDATABLE.map((c) => `${c} = @${c}`).join(', ')}
-           WHERE dataset_id = @dataset_id AND shard_id = @shard_id`,
+           WHERE dataset_id = @dataset_id AND shard_id = @shard_id AND unit = @unit`,
       ),
       part: db.prepare(
-        'SELECT * FROM parts WHERE dataset_id = ? AND shard_id = ? AND part_index = ?',
+        'SELECT * FROM parts WHERE dataset_id = ? AND shard_id = ? AND unit = ? AND part_index = ?',
       ),
       parts: db.prepare(
-        'SELECT * FROM parts WHERE dataset_id = ? AND shard_id = ? ORDER BY part_index',
+        'SELECT * FROM parts WHERE dataset_id = ? AND shard_id = ? AND unit = ? ORDER BY part_index',
+      ),
+      shardParts: db.prepare(
+        `SELECT * FROM parts WHERE dataset_id = ? AND shard_id = ?
+           ORDER BY first_task_index, first_sample, unit, part_index`,
       ),
       insertPart: db.prepare(insertSql('parts', PART_COLUMNS)),
       deleteParts: db.prepare('DELETE FROM parts WHERE dataset_id = ? AND shard_id = ?'),
@@ -219,15 +252,14 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
             // A file from an older version lacks the columns of fields added since (schema 1,
             // before the progress rule, lacks claim_next_task_index): add them.
             for (const [table, fields] of TABLES) {
-              const have = new Set(
-                (this.db.pragma(`table_info(${table})`) as Array<{ name: string }>).map(
-                  (c) => c.name,
-                ),
-              );
+              const have = this.columnsOf(table);
               for (const [name, spec] of Object.entries(fields))
                 if (!have.has(name))
                   this.db.exec(`ALTER TABLE ${table} ADD COLUMN ${sqlColumn(name, spec, true)}`);
             }
+            // Before schema 4 a shard had one row and its parts were keyed by shard: rebuild
+            // both tables keyed by unit too (every old row is unit 0).
+            if (!this.columnsOf('shards').has('unit')) this.keyByUnit();
             if (version < SQLITE_SCHEMA_VERSION)
               this.db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
           })
@@ -248,6 +280,29 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
         sleepSync(20 * attempt + (process.pid % 37));
       }
     }
+  }
+
+  private columnsOf(table: string): Set<string> {
+    return new Set(
+      (this.db.pragma(`table_info(${table})`) as Array<{ name: string }>).map((c) => c.name),
+    );
+  }
+
+  /** The schema-4 migration, inside `init`'s transaction: copy into tables keyed by unit. */
+  private keyByUnit(): void {
+    const shardCols = fieldNames(SHARD_FIELDS).join(', ');
+    const partCols = PART_COLUMNS.join(', ');
+    this.db.exec(`
+      DROP INDEX IF EXISTS shards_by_lease;
+      ALTER TABLE parts RENAME TO parts_v3;
+      ALTER TABLE shards RENAME TO shards_v3;
+      ${SCHEMA}
+      INSERT INTO shards (dataset_id, shard_id, unit, ${shardCols})
+        SELECT dataset_id, shard_id, 0, ${shardCols} FROM shards_v3;
+      INSERT INTO parts (${partCols}) SELECT ${partCols} FROM parts_v3;
+      DROP TABLE parts_v3;
+      DROP TABLE shards_v3;
+    `);
   }
 
   /** Runs `fn` as one `BEGIN IMMEDIATE` transaction. */
@@ -276,22 +331,22 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
     return row === undefined ? null : datasetCodec.decode(row, `dataset ${datasetId}`);
   }
 
-  private shardState(datasetId: string, shardId: number): ShardState | null {
-    const row: unknown = this.stmt.shard.get(datasetId, shardId);
+  private unitState(ref: UnitRef): ShardState | null {
+    const row: unknown = this.stmt.unit.get(ref.dataset_id, ref.shard_id, unitOf(ref));
     return row === undefined ? null : stateOf(row).state;
   }
 
-  /** Other shards of the dataset whose holder was lost with `s`'s (read in the transaction). */
-  private peersLost(ref: ShardRef, s: ShardState, nowMs: number): number {
+  /** Other units of the dataset whose holder was lost with `s`'s (read in the transaction). */
+  private peersLost(ref: UnitRef, s: ShardState, nowMs: number): number {
     const others = this.stmt.shards
       .all(ref.dataset_id)
       .map(stateOf)
-      .filter((o) => o.ref.shard_id !== ref.shard_id)
+      .filter((o) => o.ref.shard_id !== ref.shard_id || o.ref.unit !== unitOf(ref))
       .map((o) => o.state);
     return peersLostWith(s, others, nowMs);
   }
 
-  private save(ref: ShardRef, s: ShardState): void {
+  private save(ref: UnitRef, s: ShardState): void {
     this.stmt.updateShard.run(rowOf(ref, s));
   }
 
@@ -305,11 +360,29 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
     return ds;
   }
 
-  private requireShard(datasetId: string, shardId: number): ShardState {
-    this.requireDataset(datasetId);
-    const s = this.shardState(datasetId, shardId);
-    if (!s) throw new ShardlineError('NOT_FOUND', `dataset ${datasetId} has no shard ${shardId}`);
-    return s;
+  /** Every unit of the shard, read in the transaction; `NOT_FOUND` without its unit 0. */
+  private requireUnits(ref: ShardRef): ShardUnits {
+    this.requireDataset(ref.dataset_id);
+    const units = unitMap(this.stmt.units.all(ref.dataset_id, ref.shard_id).map(stateOf));
+    if (!units.has(0))
+      throw new ShardlineError(
+        'NOT_FOUND',
+        `dataset ${ref.dataset_id} has no shard ${ref.shard_id}`,
+      );
+    return units;
+  }
+
+  /** Writes what a shard-level decision decided: updates, and inserts for new units. */
+  private saveUnits(
+    ref: ShardRef,
+    read: ShardUnits,
+    writes: ReadonlyMap<number, ShardState>,
+  ): void {
+    for (const [unit, state] of writes) {
+      const at = { ...ref, unit };
+      if (read.has(unit)) this.save(at, state);
+      else this.stmt.insertShard.run(rowOf(at, state));
+    }
   }
 
   registerDataset(master: MasterMetadata, options: RegisterOptions): Promise<RegisterResult> {
@@ -327,7 +400,7 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
         this.stmt.insertDataset.run(datasetCodec.encode(dataset));
         for (const entry of master.shards) {
           const ref = { dataset_id: master.dataset_id, shard_id: entry.shard_id };
-          const old = this.shardState(ref.dataset_id, ref.shard_id);
+          const old = this.unitState(ref);
           // Rows without a dataset row cannot exist (one transaction), but be strict anyway.
           if (old && !sameShardShape(old, entry))
             throw new ShardlineError(
@@ -345,11 +418,12 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
     return this.settle(() => this.run(() => this.datasetRow(checkDatasetId(datasetId))));
   }
 
-  getShard(datasetId: string, shardId: number): Promise<ShardRecord | null> {
+  getShard(datasetId: string, shardId: number, unit = 0): Promise<ShardRecord | null> {
     return this.settle(() =>
       this.read(() => {
-        const s = this.shardState(checkDatasetId(datasetId), shardId);
-        return s === null ? null : toShardRecord({ dataset_id: datasetId, shard_id: shardId }, s);
+        const ref = { dataset_id: checkDatasetId(datasetId), shard_id: shardId, unit };
+        const s = this.unitState(ref);
+        return s === null ? null : toShardRecord(ref, s);
       }),
     );
   }
@@ -362,25 +436,59 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
         this.requireDataset(datasetId);
         const now = this.clock.nowMs();
         const rows = this.stmt.claimable.all(datasetId, now).map(stateOf);
-        const byId = new Map(rows.map((r) => [r.ref.shard_id, r]));
+        const byShard = new Map<number, typeof rows>();
+        for (const r of rows)
+          byShard.set(r.ref.shard_id, [...(byShard.get(r.ref.shard_id) ?? []), r]);
         const order = candidateOrder(
-          [...byId.keys()],
+          [...byShard.keys()],
           workerId,
           options.preferredShardId,
           0,
           options.avoidShardIds,
         );
         for (const id of order) {
-          const { ref, state } = byId.get(id)!;
-          const peers = leaseExpired(state, now) ? this.peersLost(ref, state, now) : 0;
-          const verdict = claimability(state, now, peers);
-          if (verdict === 'expire') this.save(ref, applyExpiry(state, now, peers));
-          if (verdict !== 'claimable') continue;
-          const next = applyClaim(state, workerId, now, leaseMs, peers);
-          this.save(ref, next);
-          return claimOf(ref, next);
+          for (const { ref, state } of byShard.get(id)!.sort((a, b) => a.ref.unit - b.ref.unit)) {
+            const peers = leaseExpired(state, now) ? this.peersLost(ref, state, now) : 0;
+            const verdict = claimability(state, now, peers);
+            if (verdict === 'expire') this.save(ref, applyExpiry(state, now, peers));
+            if (verdict !== 'claimable') continue;
+            const next = applyClaim(state, workerId, now, leaseMs, peers);
+            this.save(ref, next);
+            return claimOf(ref, next);
+          }
         }
         return null;
+      });
+    });
+  }
+
+  split(
+    datasetId: string,
+    workerId: string,
+    options: SplitOptions = {},
+  ): Promise<SplitResult | null> {
+    return this.settle(() => {
+      checkWorkerId(workerId);
+      const leaseMs = checkLeaseMs(options.leaseMs ?? DEFAULT_LEASE_MS);
+      return this.write((): SplitResult | null => {
+        this.requireDataset(datasetId);
+        const now = this.clock.nowMs();
+        const held = this.stmt.held.all(datasetId).map(stateOf);
+        const [best] = splitCandidates(
+          held.map((r) => ({ shard_id: r.ref.shard_id, unit: r.ref.unit, state: r.state })),
+          workerId,
+          options,
+        );
+        if (!best) return null;
+        const ref = { dataset_id: datasetId, shard_id: best.shard_id };
+        const units = this.requireUnits(ref);
+        const from = units.get(best.unit)!;
+        const split = applySplit(units, best.unit, best.at, workerId, now, leaseMs);
+        this.saveUnits(ref, units, split.writes);
+        return {
+          claim: claimOf({ ...ref, unit: split.unit }, split.state),
+          from: { ...ref, unit: best.unit, holder: from.assigned_to, end_task_index: best.at },
+        };
       });
     });
   }
@@ -389,14 +497,11 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
     return this.settle(() =>
       this.write(() => {
         const now = this.clock.nowMs();
-        const s = requireHolder(
-          this.shardState(claim.dataset_id, claim.shard_id),
-          claim,
-          'commitPart',
-        );
+        const s = requireHolder(this.unitState(claim), claim, 'commitPart');
         const existingRow: unknown = this.stmt.part.get(
           claim.dataset_id,
           claim.shard_id,
+          unitOf(claim),
           part.part_index,
         );
         const existing = existingRow === undefined ? null : partCodec.decode(existingRow, 'part');
@@ -411,7 +516,7 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
   protected holderVerb(claim: Claim, decide: Decide): Promise<ShardRecord> {
     return this.settle(() =>
       this.write(() => {
-        const s = this.shardState(claim.dataset_id, claim.shard_id);
+        const s = this.unitState(claim);
         const next = decide(s, this.clock.nowMs());
         if (next) this.save(claim, next);
         return toShardRecord(claim, (next ?? s)!);
@@ -419,18 +524,14 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
     );
   }
 
-  protected operatorVerb(
-    ref: ShardRef,
-    decide: (s: ShardState, nowMs: number) => ShardState | null,
-    discardParts: boolean,
-  ): Promise<ShardRecord> {
+  protected shardVerb<T>(ref: ShardRef, decide: DecideUnits<T>): Promise<T> {
     return this.settle(() =>
       this.write(() => {
-        const s = this.requireShard(ref.dataset_id, ref.shard_id);
-        const next = decide(s, this.clock.nowMs());
-        if (next) this.save(ref, next);
-        if (discardParts) this.stmt.deleteParts.run(ref.dataset_id, ref.shard_id);
-        return toShardRecord(ref, next ?? s);
+        const units = this.requireUnits(ref);
+        const decision = decide(units, this.clock.nowMs());
+        this.saveUnits(ref, units, decision.writes);
+        if (decision.discardParts) this.stmt.deleteParts.run(ref.dataset_id, ref.shard_id);
+        return decision.result;
       }),
     );
   }
@@ -460,20 +561,30 @@ export class SqliteLedger extends LedgerVerbs implements Ledger {
     return this.settle(() =>
       this.read(() => {
         const dataset = this.requireDataset(datasetId);
-        const shards = this.stmt.shards.all(datasetId).map(stateOf);
+        const rows = this.stmt.shards.all(datasetId).map(stateOf);
         return buildStatus(
           dataset,
-          shards.map((r) => ({ shard_id: r.ref.shard_id, state: r.state })),
+          rows.map((r) => ({ shard_id: r.ref.shard_id, unit: r.ref.unit, state: r.state })),
           this.clock.nowMs(),
         );
       }),
     );
   }
 
-  listParts(ref: ShardRef): Promise<PartRecord[]> {
+  listParts(ref: UnitRef): Promise<PartRecord[]> {
     return this.settle(() =>
       this.read(() =>
         this.stmt.parts
+          .all(checkDatasetId(ref.dataset_id), ref.shard_id, unitOf(ref))
+          .map((row) => partCodec.decode(row, 'part')),
+      ),
+    );
+  }
+
+  listShardParts(ref: ShardRef): Promise<PartRecord[]> {
+    return this.settle(() =>
+      this.read(() =>
+        this.stmt.shardParts
           .all(checkDatasetId(ref.dataset_id), ref.shard_id)
           .map((row) => partCodec.decode(row, 'part')),
       ),

@@ -7,14 +7,17 @@
 import { toError } from '../errors';
 import type {
   Claim,
+  CompleteOptions,
   FailOptions,
   ManifestSummary,
   ReapedShard,
   ResetOptions,
   ShardRecord,
   ShardRef,
+  UnitRef,
 } from './ledger';
 import type { ShardState } from './schema';
+import type { ShardUnits, UnitWrites } from './shard-state';
 import {
   applyComplete,
   applyFail,
@@ -25,37 +28,61 @@ import {
   applyReset,
   checkWorkerId,
   requireHolder,
+  shardRecordOf,
+  toShardRecord,
 } from './shard-state';
 
-/** A decision over a shard's state: its next state, or null when nothing is to be written. */
+/** A decision over one unit's state: its next state, or null when nothing is to be written. */
 export type Decide = (s: ShardState | null, nowMs: number) => ShardState | null;
+
+/**
+ * A decision over every unit of a shard: the units to write (changed ones, and new ones a
+ * split creates), whether to delete every unit's committed parts, and the verb's answer.
+ */
+export type DecideUnits<T> = (
+  units: ShardUnits,
+  nowMs: number,
+) => { writes: UnitWrites; discardParts?: boolean; result: T };
 
 /** The shared verbs; `SqliteLedger` and `FirestoreLedger` extend it. */
 export abstract class LedgerVerbs {
   /**
-   * One transaction on the claim's shard: read it (null when missing), `decide`, write what
-   * was decided; resolves with the record as it now is.
+   * One transaction on the claim's unit: read it (null when missing), `decide`, write what was
+   * decided; resolves with the unit's record as it now is.
    */
   protected abstract holderVerb(claim: Claim, decide: Decide): Promise<ShardRecord>;
 
   /**
-   * One transaction on an existing shard (`NOT_FOUND` otherwise): read, `decide`, write; with
-   * `discardParts`, the shard's committed parts are deleted in the same transaction.
+   * One transaction over every unit of a shard (`NOT_FOUND` when the shard is not registered):
+   * read them all, `decide`, write (creating new units), and with `discardParts` delete every
+   * unit's committed parts; resolves with the decision's result.
    */
-  protected abstract operatorVerb(
-    ref: ShardRef,
-    decide: (s: ShardState, nowMs: number) => ShardState | null,
-    discardParts: boolean,
-  ): Promise<ShardRecord>;
+  protected abstract shardVerb<T>(ref: ShardRef, decide: DecideUnits<T>): Promise<T>;
 
-  heartbeat(claim: Claim, options: { leaseMs?: number } = {}): Promise<Claim> {
+  heartbeat(claim: Claim, options: { leaseMs?: number; reserveTo?: number } = {}): Promise<Claim> {
     return this.holderVerb(claim, (s, now) =>
-      applyHeartbeat(requireHolder(s, claim, 'heartbeat'), now, options.leaseMs),
-    ).then((record) => ({ ...claim, lease_expires_at: record.lease_expires_at! }));
+      applyHeartbeat(requireHolder(s, claim, 'heartbeat'), now, options.leaseMs, options.reserveTo),
+    ).then((record) => ({
+      ...claim,
+      lease_expires_at: record.lease_expires_at!,
+      end_task_index: endOf(record),
+    }));
   }
 
-  complete(claim: Claim, manifest?: ManifestSummary): Promise<ShardRecord> {
-    return this.holderVerb(claim, (s, now) => applyComplete(s, claim, manifest, now));
+  complete(
+    claim: Claim,
+    manifest?: ManifestSummary,
+    options: CompleteOptions = {},
+  ): Promise<ShardRecord> {
+    const unit = claim.unit ?? 0;
+    return this.shardVerb(claim, (units, now) => {
+      const decision = applyComplete(units, claim, manifest, now, options);
+      const after = decision?.writes.get(unit) ?? units.get(unit)!;
+      return {
+        writes: decision?.writes ?? new Map<number, ShardState>(),
+        result: toShardRecord({ ...claim, unit }, after),
+      };
+    });
   }
 
   fail(claim: Claim, reason: string, options: FailOptions = {}): Promise<ShardRecord> {
@@ -74,14 +101,14 @@ export abstract class LedgerVerbs {
     by: string,
     manifest?: ManifestSummary,
   ): Promise<ShardRecord> {
-    return this.operator(datasetId, shardId, by, false, (s, now) =>
-      applyForceComplete(s, shardId, by, manifest, now),
+    return this.operator(datasetId, shardId, by, false, (units, now) =>
+      applyForceComplete(units, shardId, by, manifest, now),
     );
   }
 
   forceFail(datasetId: string, shardId: number, by: string, reason: string): Promise<ShardRecord> {
-    return this.operator(datasetId, shardId, by, false, (s, now) =>
-      applyForceFail(s, by, reason, now),
+    return this.operator(datasetId, shardId, by, false, (units, now) =>
+      applyForceFail(units, by, reason, now),
     );
   }
 
@@ -92,31 +119,52 @@ export abstract class LedgerVerbs {
     options: ResetOptions = {},
   ): Promise<ShardRecord> {
     const discard = options.discardParts ?? false;
-    return this.operator(datasetId, shardId, by, discard, (s, now) =>
-      applyReset(s, by, now, discard),
+    return this.operator(datasetId, shardId, by, discard, (units, now) =>
+      applyReset(units, by, now, discard),
     );
   }
 
+  /** An operator's verb over the whole shard; resolves with the shard as `status` shows it. */
   private operator(
     datasetId: string,
     shardId: number,
     by: string,
     discardParts: boolean,
-    decide: (s: ShardState, nowMs: number) => ShardState | null,
+    decide: (units: ShardUnits, nowMs: number) => UnitWrites | null,
   ): Promise<ShardRecord> {
     try {
       checkWorkerId(by, 'operator name');
     } catch (e: unknown) {
       return Promise.reject(toError(e));
     }
-    return this.operatorVerb({ dataset_id: datasetId, shard_id: shardId }, decide, discardParts);
+    const ref = { dataset_id: datasetId, shard_id: shardId };
+    return this.shardVerb(ref, (units, now) => {
+      const writes = decide(units, now) ?? new Map<number, ShardState>();
+      const after = new Map(units);
+      for (const [u, s] of writes) after.set(u, s);
+      return { writes, discardParts, result: shardRecordOf(ref, after) };
+    });
   }
 }
 
-/** What `reapExpired` reports for a shard it took from `before`'s holder. */
-export function reapedOf(ref: ShardRef, before: ShardState, after: ShardState): ReapedShard {
+/** The end (exclusive task index) a claim's unit has in `record`. */
+export function endOf(
+  record: Pick<ShardRecord, 'end_task_index' | 'first_task_index' | 'total_tasks'>,
+): number {
+  return record.end_task_index ?? record.first_task_index + record.total_tasks;
+}
+
+/** The unit a ref names (absent: 0). */
+export function unitOf(ref: UnitRef): number {
+  return ref.unit ?? 0;
+}
+
+/** What `reapExpired` reports for a unit it took from `before`'s holder. */
+export function reapedOf(ref: UnitRef, before: ShardState, after: ShardState): ReapedShard {
   return {
-    ...ref,
+    dataset_id: ref.dataset_id,
+    shard_id: ref.shard_id,
+    ...(ref.unit ? { unit: ref.unit } : {}),
     worker_id: before.assigned_to ?? '',
     epoch: before.epoch,
     status: after.status === 'failed' ? 'failed' : 'available',

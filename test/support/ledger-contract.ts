@@ -186,6 +186,7 @@ export function ledgerContract(
           worker_id: `w${i}`,
           epoch: 1,
           lease_expires_at: new Date(T0 + LEASE).toISOString(),
+          end_task_index: (c.shard_id + 1) * 10,
         });
         expect(await ledger.getShard(DS, c.shard_id)).toMatchObject({
           status: 'in_use',
@@ -309,7 +310,7 @@ export function ledgerContract(
       );
       expect(await rejection(ledger.commitPart(c, part(3, 17, 18)))).toBe('INVALID_ARGUMENT');
       expect(await rejection(ledger.commitPart(c, part(2, 16, 18)))).toBe('INVALID_ARGUMENT');
-      expect(await rejection(ledger.commitPart(c, part(2, 17, 21)))).toBe('INVALID_ARGUMENT');
+      expect(await rejection(ledger.commitPart(c, part(2, 17, 21)))).toBe('PAST_END');
       let shard = await ledger.getShard(DS, 1);
       expect(shard).toMatchObject({
         next_task_index: 17,

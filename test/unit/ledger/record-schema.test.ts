@@ -71,6 +71,12 @@ const full: ShardState = {
   first_task_index: 20,
   num_chunks: 2,
   total_bytes: 999,
+  start_task_index: 22,
+  end_task_index: 28,
+  reserved_task_index: 26,
+  split_from: 0,
+  unit_count: 0,
+  units_completed: 0,
   next_task_index: 25,
   next_sample: 3,
   run_fingerprint: 'abc',
@@ -154,5 +160,5 @@ test('an SQLite ledger of schema 1 (before claim_next_task_index, retry_at, lost
   expect(after.pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
   after.close();
   // The added column comes last; every field has its column, once.
-  expect([...columns].sort()).toEqual(['dataset_id', 'shard_id', ...SHARD_NAMES].sort());
+  expect([...columns].sort()).toEqual(['dataset_id', 'shard_id', 'unit', ...SHARD_NAMES].sort());
 });

@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { DEFAULT_SIM, TASKS_PER_WORKER } from './model';
 import type { Policy } from './policy';
 import { STATIC_POLICY, overshardingPolicy } from './policy';
+import { splitPolicy } from './split-policy';
 import type { Summary } from './report';
 import {
   makespanTable,
@@ -39,7 +40,7 @@ const list = (s: string): number[] => s.split(',').filter(Boolean).map(Number);
 
 /** The policies compared, in table order. */
 function policies(): Policy[] {
-  return [STATIC_POLICY, overshardingPolicy(4), overshardingPolicy(16)];
+  return [STATIC_POLICY, splitPolicy(), overshardingPolicy(4), overshardingPolicy(16)];
 }
 
 interface Scenario {

@@ -10,10 +10,11 @@
  */
 import type { Claim } from '../../core/ledger/ledger';
 import type { ShardState } from '../../core/ledger/schema';
+import { unitEnd } from '../../core/ledger/shard-state';
 import { Prng } from '../../core/random';
 import { EventQueue } from './heap';
 import type { CommittedRange, Granted } from './ledger';
-import { SimLedger, unitEnd } from './ledger';
+import { SimLedger } from './ledger';
 import type { MeterSummary } from './meter';
 import { LedgerMeter } from './meter';
 import type { Incarnation, SimConfig } from './model';
@@ -71,7 +72,8 @@ type Event =
 type Activity = 'down' | 'idle' | 'busy';
 
 interface Job {
-  unit: number;
+  /** The unit's document (SimLedger's dense index). */
+  doc: number;
   claim: Claim;
   /** The unit's end as the holder last learned it (a split moves it down). */
   end: number;
@@ -317,12 +319,12 @@ class Simulation {
   }
 
   private startJob(w: Worker, g: Granted): void {
-    if (this.claimedOnce.has(g.unit)) this.reclaims++;
-    this.claimedOnce.add(g.unit);
-    const shard = this.ledger.shardOf[g.unit]!;
+    if (this.claimedOnce.has(g.doc)) this.reclaims++;
+    this.claimedOnce.add(g.doc);
+    const shard = this.ledger.shardOf[g.doc]!;
     w.gen++;
     w.job = {
-      unit: g.unit,
+      doc: g.doc,
       claim: g.claim,
       end: unitEnd(g.state),
       pos: g.state.next_task_index,
@@ -333,12 +335,16 @@ class Simulation {
       partGen: 0,
     };
     this.setActivity(w, 'busy');
-    this.queue.push(this.nowMs + this.heartbeatEveryMs, {
-      kind: 'heartbeat',
-      w: w.slot,
-      gen: w.gen,
-    });
-    this.startPart(w);
+    // The holder reserves what it is about to read before it reads it: a heartbeat at once.
+    this.heartbeat(w);
+    if (w.job?.partGen === 0) this.startPart(w);
+  }
+
+  /** Tasks below this one are started (read) by the holder at `atMs`: its position in flight. */
+  private inFlight(job: Job, atMs: number): number {
+    if (job.partGen === 0 || job.pos >= job.partEnd) return job.pos;
+    const started = Math.floor((atMs - job.partStartMs) / job.msPerTask) + 1;
+    return job.partFirst + Math.min(job.partEnd - job.partFirst, Math.max(0, started));
   }
 
   private partDoneAt(job: Job): number {
@@ -375,20 +381,29 @@ class Simulation {
     this.startPart(w);
   }
 
+  /**
+   * A heartbeat: renews the lease and reserves about 1.5 heartbeat intervals of work ahead at
+   * the holder's task rate (at least 4 tasks), as the worker does; the next one comes a third
+   * of a lease later, or earlier if the holder would reach its reservation before that.
+   */
   private heartbeat(w: Worker): void {
     const job = w.job;
     if (!job) return;
+    const at = this.inFlight(job, this.nowMs);
+    const ahead = Math.max(4, Math.ceil((1.5 * this.heartbeatEveryMs) / job.msPerTask));
     let state: ShardState;
     try {
-      state = this.ledger.heartbeat(job.claim, this.nowMs);
+      state = this.ledger.heartbeat(job.claim, this.nowMs, Math.min(job.end, at + ahead));
     } catch (e: unknown) {
       return this.lost(w, e);
     }
-    this.queue.push(this.nowMs + this.heartbeatEveryMs, {
-      kind: 'heartbeat',
-      w: w.slot,
-      gen: w.gen,
-    });
+    const reserved = state.reserved_task_index ?? at;
+    const reachMs = this.nowMs + Math.max(1, reserved - at) * job.msPerTask;
+    const nextMs =
+      reserved < unitEnd(state)
+        ? Math.min(this.nowMs + this.heartbeatEveryMs, reachMs)
+        : this.nowMs + this.heartbeatEveryMs;
+    this.queue.push(nextMs, { kind: 'heartbeat', w: w.slot, gen: w.gen });
     this.learnEnd(w, unitEnd(state));
   }
 

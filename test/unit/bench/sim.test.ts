@@ -14,6 +14,7 @@ import type { Policy } from '../../../bench/sim/policy';
 import { STATIC_POLICY, overshardingPolicy } from '../../../bench/sim/policy';
 import type { SimResult } from '../../../bench/sim/sim';
 import { simulate } from '../../../bench/sim/sim';
+import { splitPolicy } from '../../../bench/sim/split-policy';
 
 /** A small job with no randomness in it: equal speeds and costs, all VMs up at 0, no preemptions. */
 function exact(
@@ -110,12 +111,23 @@ test('one slow worker: the makespan is its shard, the tail runs from 90 % to its
   // Total work 1,000 s over summed speed 9.5.
   expect(r.idealMs).toBeCloseTo(1_000_000 / 9.5, 6);
 
-  // With 16 shards per worker the fast ones take over the slow one's share.
+  // With 16 shards per worker the fast ones take over the slow one's share, and so they do by
+  // splitting it (a 30 s lease: the holder reserves 15 s of work ahead, which a split leaves it).
   const over = simulate(exact(10, 100, { slotSpeeds: speeds }), overshardingPolicy(16));
   expect(over.makespanMs).toBeLessThan(r.makespanMs * 0.6);
+  const split = simulate(exact(10, 100, { slotSpeeds: speeds, leaseMs: 30_000 }), splitPolicy());
+  expect(split.splits).toBeGreaterThan(0);
+  // Halving splits leave pieces of a quarter, an eighth… of the slow remainder: 126 s here.
+  expect(split.makespanMs).toBeLessThan(split.idealMs * 1.25);
+  expect(split.exactness).toEqual([]);
 });
 
-const POLICIES: Policy[] = [STATIC_POLICY, overshardingPolicy(4), overshardingPolicy(16)];
+const POLICIES: Policy[] = [
+  STATIC_POLICY,
+  splitPolicy(),
+  overshardingPolicy(4),
+  overshardingPolicy(16),
+];
 
 test.each(POLICIES.map((p) => [p.name, p] as const))(
   'every task is committed exactly once under preemptions (%s)',
@@ -137,6 +149,7 @@ test.each(POLICIES.map((p) => [p.name, p] as const))(
     expect(r.reclaims).toBeGreaterThan(0);
     expect(r.lostWorkHours).toBeGreaterThan(0);
     expect(r.failedUnits).toBe(0);
+    if (policy.name === 'split') expect(r.splits).toBeGreaterThan(0);
     const n = timesCommitted(r, config.totalTasks);
     expect(n.every((k) => k === 1)).toBe(true);
     expect(r.exactness).toEqual([]);

@@ -98,11 +98,18 @@ export class SimLedger {
   private recentClaims: Array<{ doc: number; atMs: number }> = [];
   private completedCount = 0;
   private failedCount = 0;
+  /** Scratch of `claim`: per shard, the claim that last listed it, and its candidates. */
+  private claimStamp = 0;
+  private readonly seenStamp: Int32Array;
+  private readonly firstDoc: Int32Array;
+  private readonly moreDocs = new Map<number, number[]>();
 
   constructor(
     readonly config: SimConfig,
     readonly meter: LedgerMeter,
   ) {
+    this.seenStamp = new Int32Array(config.shards);
+    this.firstDoc = new Int32Array(config.shards);
     for (let k = 0; k < config.shards; k++) {
       const first = shardStart(k, config.shards, config.totalTasks);
       const total = shardStart(k + 1, config.shards, config.totalTasks) - first;
@@ -270,13 +277,23 @@ export class SimLedger {
     }
     this.recentClaims = this.recentClaims.filter((c) => c.atMs > nowMs - this.config.queryLagMs);
     for (let round = 0; round < 2; round++) {
-      const byShard = new Map<number, number[]>();
+      // Candidates grouped by shard without a Map per claim (16,000 of them at 16× oversharding):
+      // `firstDoc` holds a shard's one candidate, `moreDocs` the rare shard with several units.
+      const stamp = ++this.claimStamp;
+      const shards: number[] = [];
       const add = (doc: number): void => {
         const shard = this.shardOf[doc]!;
         if (round === 0 && shard === skip && this.unitOf[doc] === 0) return;
-        const docs = byShard.get(shard);
-        if (docs === undefined) byShard.set(shard, [doc]);
-        else if (!docs.includes(doc)) docs.push(doc);
+        if (this.seenStamp[shard] !== stamp) {
+          this.seenStamp[shard] = stamp;
+          this.firstDoc[shard] = doc;
+          this.moreDocs.delete(shard);
+          shards.push(shard);
+          return;
+        }
+        const docs = this.moreDocs.get(shard) ?? [this.firstDoc[shard]!];
+        if (!docs.includes(doc)) docs.push(doc);
+        this.moreDocs.set(shard, docs);
       };
       let listed = 0;
       for (const doc of this.available) {
@@ -291,9 +308,12 @@ export class SimLedger {
       // Round 0's answer is `queryLagMs` old: it still lists what others claimed since.
       const stale = round === 0 ? this.recentClaims.map((c) => c.doc) : [];
       for (const doc of stale) add(doc);
-      if (byShard.size === 0) return null;
-      for (const shard of claimOrder([...byShard.keys()], workerId, preferred, round)) {
-        const docs = byShard.get(shard)!.sort((a, b) => this.unitOf[a]! - this.unitOf[b]!);
+      if (shards.length === 0) return null;
+      for (const shard of claimOrder(shards, workerId, preferred, round)) {
+        const more = this.moreDocs.get(shard);
+        const docs = more
+          ? more.sort((a, b) => this.unitOf[a]! - this.unitOf[b]!)
+          : [this.firstDoc[shard]!];
         for (const doc of docs) {
           const granted = this.tryClaim(doc, workerId, nowMs);
           if (granted) return granted;

@@ -4,6 +4,7 @@
  * limits (bench/sim/meter.ts `FIRESTORE_LIMITS`), and the block of bench/README.md between the
  * simulation markers replaced by them.
  */
+import type { ReadKind } from './meter';
 import { FIRESTORE_LIMITS } from './meter';
 import type { SimResult } from './sim';
 
@@ -27,6 +28,8 @@ export interface Summary {
   inexactRuns: number;
   writesMean: number;
   readsMean: number;
+  /** Reads per run by what they were for. */
+  readsByKindMean: Partial<Record<ReadKind, number>>;
   peakWritesPerSecond: number;
   peakOpsPerSecond: number;
   peakDocWrites1s: number;
@@ -65,6 +68,12 @@ export function summarise(runs: readonly SimResult[]): Summary {
     inexactRuns: runs.filter((r) => r.exactness.length > 0).length,
     writesMean: mean(m.map((x) => x.writes)),
     readsMean: mean(m.map((x) => x.reads)),
+    readsByKindMean: Object.fromEntries(
+      [...new Set(m.flatMap((x) => Object.keys(x.readsByKind) as ReadKind[]))].map((k) => [
+        k,
+        mean(m.map((x) => x.readsByKind[k] ?? 0)),
+      ]),
+    ),
     peakWritesPerSecond: Math.max(...m.map((x) => x.peakWritesPerSecond.value)),
     peakOpsPerSecond: Math.max(...m.map((x) => x.peakOpsPerSecond.value)),
     peakDocWrites1s: Math.max(...m.map((x) => x.peakDocWrites1s)),
@@ -122,6 +131,28 @@ export function trafficTable(rows: readonly Summary[]): string {
     lines.push(
       `| ${num(r.workers)} | ${r.policy} | ${count(r.writesMean)} | ${count(r.readsMean)} | ${flag(r.peakWritesPerSecond > L.sequentialIndexWritesPerSecond, num(r.peakWritesPerSecond))} | ${num(r.peakDocWrites1s)} | ${flag(r.peakDocWritesPerSecond60s > L.docWritesPerSecond, num(r.peakDocWritesPerSecond60s, 3))} | ${flag(r.rampRatio > 1, `${num(r.rampRatio, 2)}`)}, ${num(r.rampAtMinutes, 0)} (${flag(r.rampRatioWrites > 1, num(r.rampRatioWrites, 3))}) | ${num(r.lostRaces)} / ${count(r.claimTransactions)} |`,
     );
+  }
+  return lines.join('\n');
+}
+
+/** Where the reads go: per policy, the reads of each kind (mean per run). */
+export function readsTable(rows: readonly Summary[]): string {
+  const kinds: Array<[string, ReadKind[]]> = [
+    ['claim queries and transactions', ['claim-query', 'claim-tx']],
+    ['roll-ups after completions (status)', ['status']],
+    ['split queries and transactions', ['split-query', 'split-tx']],
+    ['lost-together queries (expiry)', ['peers']],
+    ['holder verbs and reaper', ['holder-tx', 'reap-query']],
+  ];
+  const lines = [
+    `| workers | policy | ${kinds.map(([k]) => k).join(' | ')} |`,
+    `|---:|---|${kinds.map(() => '---:').join('|')}|`,
+  ];
+  for (const r of rows) {
+    const cells = kinds.map(([, ks]) =>
+      count(ks.reduce((n, k) => n + (r.readsByKindMean[k] ?? 0), 0)),
+    );
+    lines.push(`| ${num(r.workers)} | ${r.policy} | ${cells.join(' | ')} |`);
   }
   return lines.join('\n');
 }

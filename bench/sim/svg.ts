@@ -119,8 +119,11 @@ function drawPanel(
     `<text x="${xi - 3}" y="${y0 + ph - 6}" fill="#444" text-anchor="end">ideal</text>`,
   );
   panel.series.forEach((s, j) => {
+    // From the last point below the floor on (the line enters the panel from its bottom edge).
+    const firstIn = s.points.findIndex(([, f]) => f >= yMin);
     const d = s.points
-      .filter(([t]) => Number.isFinite(t) && t >= from * 3_600_000)
+      .slice(Math.max(0, firstIn - 1))
+      .filter(([t]) => Number.isFinite(t))
       .map(([t, f], k) => `${k === 0 ? 'M' : 'L'}${xOf(t).toFixed(1)},${yOf(f).toFixed(1)}`)
       .join('');
     out.push(

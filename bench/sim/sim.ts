@@ -357,13 +357,14 @@ class Simulation {
     job.partFirst = job.pos;
     job.partEnd = Math.min(job.pos + this.config.partTasks, job.end);
     job.partStartMs = this.nowMs;
+    this.schedulePart(w, this.partDoneAt(job));
+  }
+
+  /** The part in hand ends at `atMs` (any earlier schedule of it is stale). */
+  private schedulePart(w: Worker, atMs: number): void {
+    const job = w.job!;
     job.partGen++;
-    this.queue.push(this.partDoneAt(job), {
-      kind: 'part',
-      w: w.slot,
-      gen: w.gen,
-      partGen: job.partGen,
-    });
+    this.queue.push(atMs, { kind: 'part', w: w.slot, gen: w.gen, partGen: job.partGen });
   }
 
   private partDone(w: Worker): void {
@@ -424,13 +425,7 @@ class Simulation {
       return this.finishJob(w);
     }
     job.partEnd = end;
-    job.partGen++;
-    this.queue.push(Math.max(this.nowMs, doneAt), {
-      kind: 'part',
-      w: w.slot,
-      gen: w.gen,
-      partGen: job.partGen,
-    });
+    this.schedulePart(w, Math.max(this.nowMs, doneAt));
   }
 
   private finishJob(w: Worker): void {

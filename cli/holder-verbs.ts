@@ -29,6 +29,14 @@ export const SHARD_ID_FLAG = {
 export const HOLDER_FLAGS: readonly FlagSpec[] = [
   DATASET_DIR_FLAG,
   SHARD_ID_FLAG,
+  {
+    name: 'unit',
+    type: 'int',
+    min: 0,
+    placeholder: 'U',
+    description:
+      'the work unit of a split shard (as `claim` printed it; default: the unit --worker_id holds)',
+  },
   ...Object.values(WORKER_FLAGS),
   {
     name: 'epoch',
@@ -85,12 +93,22 @@ export async function asHolderOrForced(
     }
     const workerId = workerNamed(args) ? workerIdFrom(args) : null;
     if (workerId !== null) {
+      // A split shard: the unit given, else the one this worker holds, else unit 0.
+      let held = before;
+      const unit = args.optNum('unit');
+      if (unit !== undefined) held = (await ledger.getShard(datasetId, shardId, unit)) ?? before;
+      else
+        for (let u = 1; u < before.unit_count && held.assigned_to !== workerId; u++) {
+          const other = await ledger.getShard(datasetId, shardId, u);
+          if (other?.status === 'in_use' && other.assigned_to === workerId) held = other;
+        }
       const claim: Claim = {
         dataset_id: datasetId,
         shard_id: shardId,
+        ...(held.unit ? { unit: held.unit } : {}),
         worker_id: workerId,
-        epoch: args.optNum('epoch') ?? before.epoch,
-        lease_expires_at: before.lease_expires_at ?? '',
+        epoch: args.optNum('epoch') ?? held.epoch,
+        lease_expires_at: held.lease_expires_at ?? '',
       };
       try {
         return { before, after: await asHolder(ledger, claim), forcedBy: null };

@@ -44,7 +44,13 @@ export function renderLive(status: LedgerStatus, rate: Rate): string[] {
     const holder =
       s.status === 'in_use' || s.status === 'completed' ? `  ${s.assigned_to ?? ''}` : '';
     const tries = s.attempts > 0 ? `  attempts ${s.attempts}/${s.max_attempts}` : '';
-    return `  shard ${String(s.shard_id).padStart(3, '0')} ${bar(s.tasks_done, s.total_tasks)} ${String(s.tasks_done).padStart(5)}/${String(s.total_tasks).padEnd(5)} ${s.status.padEnd(9)}${holder}${lease}${tries}`;
+    // A split shard: its units' holders, each with its share done.
+    const held = s.units.filter((u) => u.status === 'in_use');
+    const who =
+      s.units.length > 1
+        ? `  ${s.units.length} units${held.length ? `: ${held.map((u) => `${u.assigned_to ?? '?'} ${u.tasks_done}/${u.unit_end - u.unit_start}`).join(', ')}` : ''}`
+        : `${holder}${lease}`;
+    return `  shard ${String(s.shard_id).padStart(3, '0')} ${bar(s.tasks_done, s.total_tasks)} ${String(s.tasks_done).padStart(5)}/${String(s.total_tasks).padEnd(5)} ${s.status.padEnd(9)}${who}${tries}`;
   });
   const t = status.totals;
   const eta =

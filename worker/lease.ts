@@ -3,9 +3,14 @@
  * (inference runs on a worker thread and never blocks it). When the ledger says the claim is
  * no longer ours (`LEASE_LOST`), or when renewal kept failing until the lease ran out, the
  * keeper fires `lost`: the holder must stop at once and commit nothing more.
+ *
+ * It also keeps the holder's reservation (docs/decisions.md#work-units-split-the-tail): the
+ * holder reads a task only once `reserve` says it is reserved, and every heartbeat carries the
+ * reservation the holder wants next (`reserveAhead`), so a split never takes a task the holder
+ * has in hand. Each answer tells the unit's end (`end`), which a split may have moved down.
  */
 import type { Clock } from '../core/clock';
-import { isLeaseLost, toError } from '../core/errors';
+import { ShardlineError, isLeaseLost, toError } from '../core/errors';
 import type { Claim, Ledger } from '../core/ledger/ledger';
 import type { Logger } from '../core/log';
 
@@ -32,6 +37,11 @@ export class LeaseKeeper {
   private stopped = false;
   private readonly controller = new AbortController();
   private failures = 0;
+  private endTask: number;
+  /** Tasks below it are reserved for this holder (confirmed by the ledger). */
+  private reservedTo = Number.NEGATIVE_INFINITY;
+  /** The reservation the holder wants next, sent with every heartbeat; none when unset. */
+  reserveAhead: (() => number) | undefined;
 
   /**
    * @param leaseMs the lease length; renewed every `leaseMs / 3`
@@ -45,6 +55,7 @@ export class LeaseKeeper {
     private readonly timers: Timers = realTimers,
   ) {
     this.current = claim;
+    this.endTask = claim.end_task_index ?? Number.POSITIVE_INFINITY;
     this.schedule(leaseMs / 3);
   }
 
@@ -56,6 +67,65 @@ export class LeaseKeeper {
   /** Aborted when the lease is lost; `reason` says why. */
   get lost(): AbortSignal {
     return this.controller.signal;
+  }
+
+  /** The unit's end (exclusive) as the ledger last said: only ever moves down. */
+  get end(): number {
+    return this.endTask;
+  }
+
+  /** Notes the unit's end read elsewhere (the unit's record). */
+  noteEnd(end: number): void {
+    this.endTask = Math.min(this.endTask, end);
+  }
+
+  /** Takes a heartbeat's answer: the lease, the end, and what `reserveTo` reserved. */
+  private take(renewed: Claim, reserveTo: number | undefined): void {
+    this.current = renewed;
+    this.failures = 0;
+    if (renewed.end_task_index !== undefined) this.noteEnd(renewed.end_task_index);
+    if (reserveTo !== undefined)
+      this.reservedTo = Math.max(this.reservedTo, Math.min(reserveTo, this.endTask));
+    this.wake();
+  }
+
+  private readonly waiters: Array<() => void> = [];
+
+  /** Wakes whoever waits for the next renewal (or the loss, or the stop). */
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /**
+   * Resolves once `task` is reserved for this holder, asking the ledger (a heartbeat reserving
+   * up to `task + ahead`) when it is not yet; `task` may then lie at or past `end` (a split took
+   * it), which the caller checks. When that heartbeat fails, it waits for the keeper's own
+   * renewals (retried with backoff, each reserving what `reserveAhead` wants); it rejects with
+   * `LEASE_LOST` once the lease is lost, runs out, or the keeper stops.
+   */
+  async reserve(task: number, ahead: number): Promise<void> {
+    while (task >= this.reservedTo && task < this.endTask) {
+      if (this.controller.signal.aborted || this.stopped)
+        throw new ShardlineError('LEASE_LOST', 'the lease keeper stopped');
+      const reserveTo = task + Math.max(1, ahead);
+      try {
+        this.take(
+          await this.ledger.heartbeat(this.current, { leaseMs: this.leaseMs, reserveTo }),
+          reserveTo,
+        );
+      } catch (e: unknown) {
+        if (isLeaseLost(e)) {
+          this.lose(`the lease was taken: ${toError(e).message}`);
+          throw e;
+        }
+        this.failures++;
+        this.log.warn('reserving tasks failed; waiting for the next renewal', {
+          error: e,
+          failures: this.failures,
+        });
+        await new Promise<void>((resolve) => this.waiters.push(resolve));
+      }
+    }
   }
 
   private schedule(ms: number): void {
@@ -76,11 +146,18 @@ export class LeaseKeeper {
       Math.max(10, leftMs),
     );
     try {
-      const renewed = await this.ledger.heartbeat(this.current, { leaseMs: this.leaseMs });
+      const wanted = this.reserveAhead?.();
+      const reserveTo =
+        wanted !== undefined && wanted > this.reservedTo && Number.isFinite(wanted)
+          ? wanted
+          : undefined;
+      const renewed = await this.ledger.heartbeat(this.current, {
+        leaseMs: this.leaseMs,
+        ...(reserveTo === undefined ? {} : { reserveTo }),
+      });
       this.timers.clearTimeout(watchdog);
       if (this.stopped) return;
-      this.current = renewed;
-      this.failures = 0;
+      this.take(renewed, reserveTo);
       this.schedule(this.leaseMs / 3);
     } catch (e: unknown) {
       this.timers.clearTimeout(watchdog);
@@ -115,11 +192,13 @@ export class LeaseKeeper {
     this.stopped = true;
     this.log.error('lease lost; stopping this shard', { reason, ...this.current });
     this.controller.abort(new Error(reason));
+    this.wake();
   }
 
   /** Stops renewing (the shard is finished, failed or released). */
   stop(): void {
     this.stopped = true;
     if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
+    this.wake();
   }
 }

@@ -1,7 +1,9 @@
 /**
  * The worker loop: wait for work (a doorbell, or a poll when idle), claim (the doorbell's
- * shard first), process the shard, repeat; stop when nothing is left (unless following), after
- * `maxShards`, or on shutdown.
+ * shard first), process the shard, repeat; when nothing is claimable, split the held work unit
+ * with the most work left and process the new unit (`split`, docs/decisions.md#work-units-split-the-tail);
+ * stop when nothing is left to claim or split (unless following), after `maxShards`, or on
+ * shutdown.
  *
  * Shutdown (SIGTERM, e.g. spot preemption): stop claiming, let the shard job finish the batch
  * in hand and release its lease (no attempt counted), and return within `graceMs`; if the
@@ -60,6 +62,11 @@ export interface WorkerSettings extends ShardJobSettings {
   pollMs: number;
   /** How long shutdown may take (ms). */
   graceMs: number;
+  /**
+   * When nothing is claimable, split the held unit with the most work left and take the new
+   * unit (`work --split on`, the default). Off: wait for claimable work only.
+   */
+  split?: boolean;
 }
 
 /** What the worker did. */
@@ -72,6 +79,8 @@ export interface WorkerSummary {
   released: number;
   /** Shards refused for another run's settings (the worker then left their dataset). */
   refused: number;
+  /** Work units this worker split off others' units and took (each also counted by its outcome). */
+  splits: number;
   /** True when shutdown outran the grace period and the lease was released from the loop. */
   forcedExit: boolean;
   /**
@@ -106,6 +115,7 @@ export async function runWorker(
     stopped: 0,
     released: 0,
     refused: 0,
+    splits: 0,
     forcedExit: false,
     failedShards: [],
     outcomes: [],
@@ -144,11 +154,40 @@ export async function runWorker(
     return null;
   };
 
+  /** A new unit split off the held unit with the most work left, in any known dataset, or null. */
+  const splitAny = async (): Promise<{ claim: Claim; dataset: DatasetHandle } | null> => {
+    for (const d of datasets.values()) {
+      try {
+        const split = await d.ledger.split(d.datasetId, deps.workerId, {
+          leaseMs: settings.leaseMs,
+          fingerprint: deps.job.fingerprint,
+        });
+        if (!split) continue;
+        summary.splits++;
+        log.info('split a unit: took the rest of its tasks', {
+          dataset_id: d.datasetId,
+          shard_id: split.claim.shard_id,
+          unit: split.claim.unit ?? 0,
+          from_unit: split.from.unit ?? 0,
+          from_holder: split.from.holder,
+          first_task: split.from.end_task_index,
+          end_task: split.claim.end_task_index,
+        });
+        return { claim: split.claim, dataset: d };
+      } catch (e: unknown) {
+        if (!isRetryable(e)) throw e;
+        log.warn('split failed; will try again', { dataset_id: d.datasetId, error: e });
+      }
+    }
+    return null;
+  };
+
   while (
     !deps.stop.aborted &&
     (settings.maxShards === undefined || summary.outcomes.length < settings.maxShards)
   ) {
     let next = await claimAny();
+    if (!next && settings.split !== false && !deps.stop.aborted) next = await splitAny();
     if (!next && deps.doorbells) {
       const received = await deps.doorbells.wait(settings.pollMs, deps.stop);
       if (received) {
@@ -199,7 +238,7 @@ export async function runWorker(
       const ids = failedHere.get(outcome.claim.dataset_id) ?? [];
       failedHere.set(outcome.claim.dataset_id, [...ids.slice(-63), outcome.claim.shard_id]);
     }
-    if (outcome.kind === 'completed' && (await rollUp(next.dataset, log)))
+    if (outcome.kind === 'completed' && outcome.shardCompleted && (await rollUp(next.dataset, log)))
       rolledUp.add(next.dataset.datasetId);
     if (summary.forcedExit) break;
   }
@@ -255,6 +294,7 @@ async function runJob(
   log.info('shard claimed', {
     dataset_id: claim.dataset_id,
     shard_id: claim.shard_id,
+    ...(claim.unit ? { unit: claim.unit, end_task: claim.end_task_index } : {}),
     epoch: claim.epoch,
     lease_expires_at: claim.lease_expires_at,
   });

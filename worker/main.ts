@@ -84,6 +84,8 @@ export interface WorkConfig {
   pollMs: number;
   graceMs: number;
   follow: boolean;
+  /** Split held work units when nothing is claimable (`--split on`). */
+  split: boolean;
   maxShards?: number;
   preferredShardId?: number;
   workerId: string;
@@ -321,6 +323,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
         partSizeBytes: config.partSizeBytes,
         batch: { maxBatchSize: config.batchSize, maxBatchTokens: config.maxBatchTokens },
         follow: config.follow,
+        split: config.split,
         pollMs: config.pollMs,
         graceMs: config.graceMs,
         ...(config.maxShards === undefined ? {} : { maxShards: config.maxShards }),
@@ -432,9 +435,16 @@ async function checkRunFingerprint(
   );
   if (other.length === 0) return;
   const first = other[0]!;
-  const theirs = await partMetadata(d.output, partKeys(first.shard_id, 0).safetensors).catch(
-    () => ({}),
-  );
+  // Its first committed part says what it was made with (any unit's, once the shard was split).
+  const [part] = await d.ledger.listShardParts({
+    dataset_id: d.datasetId,
+    shard_id: first.shard_id,
+  });
+  const theirs = part
+    ? await partMetadata(d.output, partKeys(first.shard_id, 0, '', part.name).safetensors).catch(
+        () => ({}),
+      )
+    : {};
   const diff = provenanceDiff(metadata, theirs)
     .map(([k, ours, their]) => `${k}: ${their || '?'} there, ${ours} here`)
     .join('; ');

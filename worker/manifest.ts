@@ -80,8 +80,10 @@ export async function partStats(
 }
 
 /**
- * Builds the manifest from the committed parts, verifying each part's two files in `store`
- * (present, recorded size, sample count in the header). Fails with `STORAGE` otherwise.
+ * Builds the manifest from the committed parts (of every work unit, in task order: the
+ * ledger's `listShardParts`), verifying each part's two files in `store` (present, recorded
+ * size, sample count in the header) and that the parts cover the shard's tasks end to end, in
+ * order. Fails with `CORRUPT` otherwise.
  */
 export async function buildShardManifest(
   store: BlobStore,
@@ -97,6 +99,21 @@ export async function buildShardManifest(
   },
 ): Promise<ShardManifest> {
   const dir = `${args.prefix ? `${args.prefix}/` : ''}${shardDirName(args.shardId)}`;
+  // Every task once, in order: each part starts where the one before it ended.
+  let at = { task: args.firstTaskIndex, sample: 0 };
+  for (const p of args.parts) {
+    if (p.first_task_index !== at.task || p.first_sample !== at.sample)
+      throw new ShardlineError(
+        'CORRUPT',
+        `shard ${args.shardId}: part ${p.name} starts at task ${p.first_task_index} sample ${p.first_sample}, the parts before it end at task ${at.task} sample ${at.sample}`,
+      );
+    at = { task: p.next_task_index, sample: p.next_sample };
+  }
+  if (at.task !== args.firstTaskIndex + args.totalTasks || at.sample !== 0)
+    throw new ShardlineError(
+      'CORRUPT',
+      `shard ${args.shardId}: its committed parts end at task ${at.task} sample ${at.sample}, not at its end (task ${args.firstTaskIndex + args.totalTasks})`,
+    );
   const parts: ManifestPart[] = [];
   const partStatsList: Array<Record<string, LayerStats>> = [];
   let first: Record<string, string> | null = null;
@@ -142,6 +159,7 @@ export async function buildShardManifest(
         `part ${p.name} holds ${meta.n_samples} samples, the ledger recorded ${p.samples}`,
       );
     parts.push({
+      ...(p.unit ? { unit: p.unit } : {}),
       part_index: p.part_index,
       name: p.name,
       files,

@@ -14,6 +14,10 @@
  *   parts are held (one filling, one being written) plus the batches in flight.
  * - Chunks are checked against their CRC32C before any of their tasks is yielded
  *   (worker/tasks.ts), so a corrupted chunk never reaches a committed part.
+ * - The last part is cut at the work unit's end, which a split may move down while the
+ *   pipeline runs (`moveEnd`); the holder never feeds a task past its reservation, and a split
+ *   never cuts below it, so the new end is never below a task already fed. A part cut where a
+ *   split put the end is named after it (`unitPartName`).
  */
 import type { BlobStore } from '../core/blob/store';
 import { ShardlineError, toError } from '../core/errors';
@@ -24,7 +28,7 @@ import type { BatchLimits } from './extraction/batch';
 import { planBatches } from './extraction/batch';
 import type { Extractor } from './extraction/engine';
 import type { PartResult } from './extraction/part-writer';
-import { PartWriter, rowBytes } from './extraction/part-writer';
+import { PartWriter, rowBytes, unitPartName } from './extraction/part-writer';
 import type { PositionSpec } from './extraction/positions';
 import { selectPositions } from './extraction/positions';
 import type { Sample, SkippedSample } from './extraction/samples';
@@ -32,6 +36,15 @@ import type { Sample, SkippedSample } from './extraction/samples';
 /** What the pipeline needs. */
 export interface PipelineOptions {
   shardId: number;
+  /** The work unit (default 0: the shard's own). */
+  unit?: number;
+  /**
+   * Where the shard ends (exclusive task index): a part cut at any other end was cut where a
+   * split put it, and its name says so. Default: never named so.
+   */
+  shardEnd?: number;
+  /** Where the unit ends now (exclusive); `moveEnd` moves it, `finish` cuts there. */
+  end?: { task: number; sample: number };
   extractor: Extractor;
   output: BlobStore;
   positions: PositionSpec;
@@ -73,6 +86,8 @@ interface PartPlan {
   lastTask: number;
   writer: PartWriter | null;
   skipped: SkippedSample[];
+  /** Cut at the unit's end (by `finish`), not by size. */
+  atEnd: boolean;
 }
 
 /** Counts for progress. */
@@ -94,10 +109,14 @@ export class PartPipeline {
   }> = [];
   private commitChain: Promise<void> = Promise.resolve();
   private failure: Error | null = null;
+  private end: { task: number; sample: number } | null;
+  /** The last task fed (`addTask`), or null before the first. */
+  private fedTask: number | null = null;
   readonly counts: PipelineCounts = { samples: 0, tokens: 0, partsCommitted: 0 };
 
   constructor(private readonly o: PipelineOptions) {
     this.depth = o.depth ?? 2;
+    this.end = o.end ?? null;
     const info = o.extractor.info;
     this.bytesPerRow = rowBytes(info.layers.length, info.hiddenSize, info.dtype);
     this.current = this.newPart(o.firstPartIndex, o.start);
@@ -114,7 +133,24 @@ export class PartPipeline {
       lastTask: start.task,
       writer: null,
       skipped: [],
+      atEnd: false,
     };
+  }
+
+  /**
+   * Moves the unit's end (a split moved it; ends only move down). Refused (`INTERNAL`) when a
+   * task at or past it was already fed: the reservation rule makes that impossible.
+   */
+  moveEnd(end: { task: number; sample: number }): void {
+    const fedPast =
+      this.fedTask !== null &&
+      (this.fedTask > end.task || (this.fedTask === end.task && end.sample === 0));
+    if (fedPast)
+      throw new ShardlineError(
+        'INTERNAL',
+        `the unit's end moved to task ${end.task}, below task ${this.fedTask!} already fed`,
+      );
+    this.end = end;
   }
 
   /**
@@ -128,6 +164,16 @@ export class PartPipeline {
     fromSample = 0,
   ): Promise<void> {
     this.rethrow();
+    if (
+      this.end !== null &&
+      taskIndex >= this.end.task &&
+      !(taskIndex === this.end.task && this.end.sample > 0)
+    )
+      throw new ShardlineError(
+        'INTERNAL',
+        `task ${taskIndex} is past the unit's end (task ${this.end.task})`,
+      );
+    this.fedTask = taskIndex;
     // What a task skipped is recorded once, in the part its first sample falls in.
     if (fromSample === 0 && skipped.length > 0) this.current.skipped.push(...skipped);
     this.current.lastTask = Math.max(this.current.lastTask, taskIndex);
@@ -194,6 +240,7 @@ export class PartPipeline {
     return new PartWriter({
       shardId: this.o.shardId,
       partIndex: part.index,
+      unit: this.o.unit ?? 0,
       layers,
       hiddenSize,
       dtype,
@@ -237,8 +284,14 @@ export class PartPipeline {
     writer.addSkipped(part.skipped);
     const end = part.end;
     const lastTask = end.sample > 0 ? end.task : end.task - 1;
+    const unit = this.o.unit ?? 0;
+    const splitEnd =
+      part.atEnd && this.o.shardEnd !== undefined && end.task !== this.o.shardEnd
+        ? end.task
+        : undefined;
+    const name = unitPartName(unit, part.index, splitEnd);
     this.commitChain = (async () => {
-      const result = await writer.finish(this.o.output);
+      const result = await writer.finish(this.o.output, name);
       part.writer = null; // its rows can go
       this.o.check();
       await this.o.commit(
@@ -271,13 +324,18 @@ export class PartPipeline {
   }
 
   /**
-   * After the last task: extracts what is pending, cuts the last part at `end` (the task after
-   * the shard's last), writes and commits it, and waits for every commit.
+   * After the last task: extracts what is pending, cuts the last part at the unit's end (`end`
+   * when given, moved there first; else the end given or last moved to), writes and commits
+   * it, and waits for every commit.
    */
-  async finish(end: { task: number; sample: number }): Promise<void> {
+  async finish(end?: { task: number; sample: number }): Promise<void> {
+    if (end) this.moveEnd(end);
+    if (this.end === null)
+      throw new ShardlineError('INTERNAL', 'finish: the unit has no end to cut the last part at');
     await this.dispatch(true);
     while (this.inflight.length > 0) await this.drainOne();
-    this.current.end = end;
+    this.current.end = this.end;
+    this.current.atEnd = true;
     await this.maybeFinish(this.current);
     await this.commitChain;
     this.rethrow();

@@ -16,6 +16,7 @@ import { ShardMetadataSchema, decodeJson } from '../core/dataset/metadata';
 import { shardMetadataKey } from '../core/dataset/paths';
 import { ShardlineError, errorCode, failureKind, isLeaseLost, toError } from '../core/errors';
 import type { Claim, Ledger } from '../core/ledger/ledger';
+import { endOf } from '../core/ledger/verbs';
 import type { Logger } from '../core/log';
 import { MESSAGE_VERSION } from '../core/messages';
 import { ringDoorbells } from '../core/wakeup/doorbell';
@@ -105,7 +106,19 @@ export const DEFAULT_RETRY = { baseMs: 1_000, capMs: 60_000 } as const;
 
 /** How a job ended. */
 export type ShardOutcome =
-  | { kind: 'completed'; claim: Claim; parts: number; samples: number; manifestUri: string }
+  /**
+   * The claim's unit is completed; `shardCompleted` when it was the shard's last (this worker
+   * wrote the shard's manifest, at `manifestUri`). Parts and samples: the shard's when it
+   * completed, else the unit's.
+   */
+  | {
+      kind: 'completed';
+      claim: Claim;
+      shardCompleted: boolean;
+      parts: number;
+      samples: number;
+      manifestUri: string | null;
+    }
   /** Another worker holds the shard now (or it was reset); nothing more was written. */
   | { kind: 'lost'; claim: Claim; reason: string }
   /** Shutdown: the lease was released without an attempt penalty. */
@@ -138,7 +151,7 @@ class OutageTooLong extends Error {
 
 class Stop extends Error {}
 
-/** Processes one claimed shard to completion (or until lost, stopped or failed). */
+/** Processes one claimed shard, or work unit of one, to completion (or until lost, stopped or failed). */
 export async function processShard(
   claim: Claim,
   deps: ShardJobDeps,
@@ -147,6 +160,7 @@ export async function processShard(
   const log = deps.log.child({
     dataset_id: claim.dataset_id,
     shard_id: claim.shard_id,
+    ...(claim.unit ? { unit: claim.unit } : {}),
     worker_id: claim.worker_id,
     epoch: claim.epoch,
   });
@@ -239,9 +253,32 @@ function pause(ms: number, timers: Timers, signals: AbortSignal[]): Promise<void
   });
 }
 
+/** Tasks a holder reserves ahead at least, before its rate is known (a few batches' worth). */
+export const MIN_RESERVE_TASKS = 4;
+
+/** The most work, in time, a holder reserves ahead: 30 s. */
+export const MAX_RESERVE_AHEAD_MS = 30_000;
+
 /**
- * One pass over a claimed shard: from the ledger's next task to the end, parts committed as
- * they fill, then the manifest and `complete`. Throws on any failure; `processShard` decides.
+ * How far ahead the holder reserves (docs/decisions.md#work-units-split-the-tail): the tasks it
+ * gets through in half a lease, at most `MAX_RESERVE_AHEAD_MS`, at its rate so far, and at
+ * least `MIN_RESERVE_TASKS`. What a holder reserves no split can take, so this is the tail a
+ * unit keeps to itself; the cost of a shorter one is a ledger write each time the holder reaches
+ * its reservation (every 30 s of work or so, besides the heartbeats every third of a lease). The
+ * rate counts tasks the model has run, not tasks read: the first reads fill the pipeline in a
+ * burst that says nothing about the pace.
+ */
+export function reserveAheadTasks(tasksDone: number, elapsedMs: number, leaseMs: number): number {
+  const rate = elapsedMs > 0 ? tasksDone / elapsedMs : 0;
+  const horizonMs = Math.min(leaseMs / 2, MAX_RESERVE_AHEAD_MS);
+  return Math.max(MIN_RESERVE_TASKS, Math.ceil(rate * horizonMs));
+}
+
+/**
+ * One pass over a claimed work unit: from the ledger's next task to the unit's end (which a
+ * split may move down meanwhile), parts committed as they fill; then the unit is completed,
+ * and the holder whose unit is the shard's last writes the shard's manifest and completes the
+ * shard. Throws on any failure; `processShard` decides.
  */
 async function extractShard(
   claim: Claim,
@@ -258,18 +295,19 @@ async function extractShard(
     (await deps.dataset.readAll(metaKey)).toString('utf8'),
     deps.dataset.uriOf(metaKey),
   );
-  const record = await deps.ledger.getShard(claim.dataset_id, claim.shard_id);
+  const unit = claim.unit ?? 0;
+  const record = await deps.ledger.getShard(claim.dataset_id, claim.shard_id, unit);
   if (!record)
     throw new ShardlineError(
       'NOT_FOUND',
-      `shard ${claim.shard_id} of ${claim.dataset_id} is not in the ledger`,
+      `${unit ? `unit ${unit} of ` : ''}shard ${claim.shard_id} of ${claim.dataset_id} is not in the ledger`,
     );
-  const committed = await deps.ledger.listParts(claim);
-  const end = meta.first_task_index + meta.total_tasks;
+  const shardEnd = meta.first_task_index + meta.total_tasks;
+  keeper.noteEnd(endOf(record));
   const start = { task: record.next_task_index, sample: record.next_sample };
-  if (committed.length > 0)
+  if (record.parts_committed > 0)
     log.info('resuming after the last committed part', {
-      parts: committed.length,
+      parts: record.parts_committed,
       next_task_index: start.task,
       next_sample: start.sample,
     });
@@ -277,20 +315,23 @@ async function extractShard(
   const progress: ShardProgress = {
     shardId: claim.shard_id,
     tasksDone: 0,
-    tasksToDo: end - start.task,
+    tasksToDo: keeper.end - start.task,
     samples: 0,
     tokens: 0,
-    partsCommitted: committed.length,
+    partsCommitted: record.parts_committed,
   };
   const pipeline = new PartPipeline({
     shardId: claim.shard_id,
+    unit,
+    shardEnd,
+    end: { task: keeper.end, sample: 0 },
     extractor: deps.extractor,
     output: deps.output,
     positions: deps.positions,
     metadata: deps.runMetadata,
     partSizeBytes: settings.partSizeBytes,
     batch: settings.batch,
-    firstPartIndex: committed.length,
+    firstPartIndex: record.parts_committed,
     start,
     fingerprint: deps.fingerprint,
     check,
@@ -310,9 +351,38 @@ async function extractShard(
       deps.onProgress?.(progress);
     },
   });
+  // The holder reads a task only once it is reserved (a split never takes a reserved task),
+  // reserving about half a lease of work ahead; each heartbeat carries the next reservation.
+  const startedMs = deps.clock.nowMs();
+  let tasksRead = 0;
+  let samplesRead = 0;
+  let frontier = start.task;
+  const ahead = (): number => {
+    // Tasks the model has run: its samples so far, at the tasks' samples per task.
+    const done = samplesRead > 0 ? (pipeline.counts.samples * tasksRead) / samplesRead : 0;
+    return reserveAheadTasks(done, deps.clock.nowMs() - startedMs, settings.leaseMs);
+  };
+  keeper.reserveAhead = () => frontier + ahead();
+  let end = keeper.end;
+  const endMoved = (): void => {
+    if (keeper.end === end) return;
+    log.info('a split moved the end of this unit', { from: end, to: keeper.end });
+    end = keeper.end;
+    pipeline.moveEnd({ task: end, sample: 0 });
+    progress.tasksToDo = end - start.task;
+  };
   try {
-    for await (const { taskIndex, task } of shardTasks(deps.dataset, meta, start.task)) {
+    for await (const { taskIndex, task } of shardTasks(
+      deps.dataset,
+      meta,
+      start.task,
+      undefined,
+      () => keeper.end,
+    )) {
       check();
+      await keeper.reserve(taskIndex, ahead());
+      endMoved();
+      if (taskIndex >= end) break;
       const { samples, skipped } = buildSamples(
         task,
         taskIndex,
@@ -325,20 +395,44 @@ async function extractShard(
         skipped,
         taskIndex === start.task ? start.sample : 0,
       );
+      tasksRead++;
+      samplesRead += samples.length - (taskIndex === start.task ? start.sample : 0);
+      frontier = taskIndex + 1;
       progress.tasksDone++;
       progress.samples = pipeline.counts.samples;
       progress.tokens = pipeline.counts.tokens;
       deps.onProgress?.(progress);
     }
-    await pipeline.finish({ task: end, sample: 0 });
+    endMoved();
+    await pipeline.finish();
   } catch (e: unknown) {
     await pipeline.abandon();
     throw e;
   }
 
-  // Every task is in a committed part: write the manifest, then complete.
+  // Every task of the unit is in a committed part. Complete it; the ledger refuses the shard's
+  // last unit without the shard's manifest, so exactly one completer writes the manifest.
   check();
-  const parts = await deps.ledger.listParts(keeper.claim);
+  try {
+    const done = await deps.ledger.complete(keeper.claim, undefined, { requireManifest: true });
+    keeper.stop();
+    log.notice('unit completed; the shard has units still running', {
+      unit,
+      parts: done.parts_committed,
+      samples: done.samples_committed,
+    });
+    return {
+      kind: 'completed',
+      claim: keeper.claim,
+      shardCompleted: false,
+      parts: done.parts_committed,
+      samples: done.samples_committed,
+      manifestUri: null,
+    };
+  } catch (e: unknown) {
+    if (errorCode(e) !== 'MANIFEST_REQUIRED') throw e;
+  }
+  const parts = await deps.ledger.listShardParts(keeper.claim);
   const manifest = await buildShardManifest(deps.output, {
     datasetId: claim.dataset_id,
     shardId: claim.shard_id,
@@ -364,6 +458,9 @@ async function extractShard(
     samples: manifest.samples,
     skipped: manifest.skipped,
     tokens: manifest.tokens,
+    ...(new Set(parts.map((p) => p.unit)).size > 1
+      ? { units: new Set(parts.map((p) => p.unit)).size }
+      : {}),
   });
   if (deps.messaging) {
     // Best effort: the ledger already says completed, and workers roll the dataset manifest up
@@ -386,6 +483,7 @@ async function extractShard(
   return {
     kind: 'completed',
     claim: keeper.claim,
+    shardCompleted: true,
     parts: parts.length,
     samples: manifest.samples,
     manifestUri,
@@ -483,7 +581,9 @@ async function fail(
         worker_id: claim.worker_id,
         epoch: claim.epoch,
         reason,
-        attempts: (await deps.ledger.getShard(claim.dataset_id, claim.shard_id))?.attempts ?? 0,
+        attempts:
+          (await deps.ledger.getShard(claim.dataset_id, claim.shard_id, claim.unit ?? 0))
+            ?.attempts ?? 0,
         final,
         failed_at: isoTime(deps.clock.nowMs()),
       })

@@ -21,14 +21,17 @@ export interface ShardTask {
 }
 
 /**
- * Yields the shard's tasks with index >= `fromTask`, in order. Chunks entirely before
- * `fromTask` are not read; the chunk holding it is read whole (its checksum covers it all).
+ * Yields the shard's tasks with index >= `fromTask`, in order, and below `until()` when given
+ * (a work unit's end, which a split may move down while the tasks are read). Chunks entirely
+ * outside that range are not read; a chunk holding part of it is read whole (its checksum
+ * covers it all).
  */
 export async function* shardTasks(
   store: BlobStore,
   shard: ShardMetadata,
   fromTask: number,
   signal?: AbortSignal,
+  until?: () => number,
 ): AsyncGenerator<ShardTask> {
   const end = shard.first_task_index + shard.total_tasks;
   if (fromTask < shard.first_task_index || fromTask > end) {
@@ -37,8 +40,10 @@ export async function* shardTasks(
       `task ${fromTask} is outside shard ${shard.shard_id} [${shard.first_task_index}, ${end})`,
     );
   }
+  const stop = (): number => Math.min(end, until?.() ?? end);
   for (const chunk of shard.chunks) {
     if (chunk.first_task_index + chunk.num_tasks <= fromTask) continue;
+    if (chunk.first_task_index >= stop()) return;
     const key = `${shardDirName(shard.shard_id)}/${chunk.file}`;
     // The whole chunk is checked before any of its tasks is handed out: a task of a corrupted
     // chunk must never reach a committed part. A chunk up to `VERIFY_IN_MEMORY_BYTES` is read
@@ -55,6 +60,7 @@ export async function* shardTasks(
         carry = null;
         let s = 0;
         for (let e = data.indexOf(10, s); e !== -1; e = data.indexOf(10, s)) {
+          if (taskIndex >= stop()) return;
           if (taskIndex >= fromTask) yield { taskIndex, task: parseLine(data, s, e) };
           taskIndex++;
           s = e + 1;

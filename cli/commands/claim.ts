@@ -54,7 +54,7 @@ async function describe(session: DatasetSession, claim: Claim): Promise<ClaimRep
     (await store.readAll(key)).toString('utf8'),
     store.uriOf(key),
   );
-  const record = await ledger.getShard(claim.dataset_id, claim.shard_id);
+  const record = await ledger.getShard(claim.dataset_id, claim.shard_id, claim.unit ?? 0);
   return {
     claimed: true,
     claim,
@@ -159,6 +159,12 @@ export const claimCommand: Command = {
         `✓ Claimed shard ${claim.shard_id}`,
         `  Directory: ${report.shard_dir}`,
         `  Tasks: ${report.total_tasks}`,
+        // A unit split off the shard: only its tasks are this claim's.
+        ...(claim.unit
+          ? [
+              `  Work unit: ${claim.unit} (tasks ${report.next_task_index}-${(claim.end_task_index ?? 0) - 1})`,
+            ]
+          : []),
         `  Chunks: ${report.chunks.length}`,
         ...report.chunks.map((c) => `    ${c.path}`),
         `  Worker: ${claim.worker_id}`,
@@ -171,7 +177,7 @@ export const claimCommand: Command = {
         );
       lines.push(
         `Finish with: shardline complete --dataset_dir ${shellWord(formatLocation(session.location))} ` +
-          `--shard_id ${claim.shard_id} --worker_id ${shellWord(claim.worker_id)}`,
+          `--shard_id ${claim.shard_id}${claim.unit ? ` --unit ${claim.unit}` : ''} --worker_id ${shellWord(claim.worker_id)}`,
         '',
       );
       ctx.stdout.write(lines.join('\n'));

@@ -80,6 +80,7 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
     pollMs: args.num('poll_seconds') * 1000,
     graceMs: args.num('grace_seconds') * 1000,
     follow: args.bool('follow'),
+    split: args.str('split') === 'on',
     ...opt('maxShards', args.optNum('max_shards')),
     // Hosts of one machine start on different shards (host k prefers shard k): less contention.
     ...opt('preferredShardId', explicitPreferred ?? hostId),
@@ -156,7 +157,7 @@ async function run(args: ParsedArgs, ctx: CommandContext): Promise<number> {
     if (!ctx.signal.aborted) clearTimeout(backstop);
     ctx.signal.removeEventListener('abort', armBackstop);
   }
-  const line = `${summary.completed} completed, ${summary.stopped} released at shutdown, ${summary.released} released after an outage, ${summary.failed} failed, ${summary.lost} lost to another worker`;
+  const line = `${summary.completed} completed (${summary.splits} of them work units split off held shards), ${summary.stopped} released at shutdown, ${summary.released} released after an outage, ${summary.failed} failed, ${summary.lost} lost to another worker`;
   if (args.bool('json'))
     ctx.stdout.write(`${JSON.stringify({ worker_id: config.workerId, ...summary }, null, 2)}\n`);
   else {
@@ -194,6 +195,9 @@ export const workCommand: Command = {
     'lease is renewed every third of --lease_seconds. On SIGTERM it finishes the batch in hand,',
     'releases the shard (no attempt counted) and exits 0; a second signal exits at once. If the',
     'ledger or Pub/Sub is unreachable it exits 130 anyway, 15 s after --grace_seconds.',
+    '',
+    'A worker that finds nothing to claim splits the held shard with the most work left (--split on,',
+    'the default): the holder keeps what it has in hand, the splitter takes the rest as a work unit.',
     '',
     'With --subscription it also wakes on doorbells (Pub/Sub shard.available), serving any announced',
     'dataset when --sharded_dataset_dir is not given, and publishes shard.completed / shard.failed.',
@@ -418,6 +422,14 @@ export const workCommand: Command = {
       name: 'follow',
       type: 'boolean',
       description: 'keep waiting for work when nothing is claimable',
+    },
+    {
+      name: 'split',
+      type: 'string',
+      default: 'on',
+      choices: ['on', 'off'],
+      description:
+        'when nothing is claimable, split the held shard (work unit) with the most work left and take its tail',
     },
     {
       name: 'max_shards',

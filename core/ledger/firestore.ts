@@ -83,7 +83,6 @@ import {
   requireHolder,
   sameShardShape,
   splitCandidates,
-  splitPoint,
   toShardRecord,
 } from './shard-state';
 
@@ -519,7 +518,7 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
   /**
    * Held units read outside any transaction and ranked (shard-state.ts `splitCandidates`);
    * each candidate is then re-read with its whole shard in a transaction and split only if
-   * it is still worth it there (`splitPoint` on the fresh state), so of concurrent splitters
+   * it is still worth it there (the same ranking of the fresh state), so of concurrent splitters
    * of one unit one wins and the others see what is left.
    */
   async split(
@@ -544,16 +543,10 @@ export class FirestoreLedger extends LedgerVerbs implements Ledger {
       const ref = { dataset_id: datasetId, shard_id: c.shard_id };
       const done = await this.shardVerb(ref, (units, now) => {
         const fresh = units.get(c.unit);
-        const again = fresh
-          ? splitCandidates(
-              [{ shard_id: c.shard_id, unit: c.unit, state: fresh }],
-              workerId,
-              options,
-            )
-          : [];
-        const at = again[0]?.at ?? null;
-        if (!fresh || at === null || at !== splitPoint(fresh, options.minTasks))
-          return { writes: new Map<number, ShardState>(), result: null };
+        const at = fresh
+          ? (splitCandidates([{ ...c, state: fresh }], workerId, options)[0]?.at ?? null)
+          : null;
+        if (!fresh || at === null) return { writes: new Map<number, ShardState>(), result: null };
         const split = applySplit(units, c.unit, at, workerId, now, leaseMs);
         return {
           writes: split.writes,

@@ -62,8 +62,11 @@ export interface DatasetManifest extends RunFacts {
 /** The shard manifest's format version. */
 export const SHARD_MANIFEST_VERSION = 2;
 
-/** One part in a shard manifest. */
+/** One part in a shard manifest (the parts of every work unit, in task order). */
 export interface ManifestPart {
+  /** The work unit that wrote it; absent for unit 0 (a shard never split lists no other). */
+  unit?: number;
+  /** Its index within its unit. */
   part_index: number;
   name: string;
   /** File names relative to the shard's folder, with CRC32C (Cloud Storage's base64 form). */
@@ -88,7 +91,7 @@ export interface ShardManifest extends RunFacts {
   shard_id: number;
   first_task_index: number;
   total_tasks: number;
-  /** The claim that completed the shard. */
+  /** The claim that completed the shard (the last of its work units to complete). */
   worker_id: string;
   epoch: number;
   parts: ManifestPart[];

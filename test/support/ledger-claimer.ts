@@ -1,9 +1,10 @@
 /**
- * One claimer process for the SQLite concurrency test (spawned by ledger-processes.ts; not a
+ * One claimer process for the SQLite concurrency tests (spawned by ledger-processes.ts; not a
  * test itself). Opens the ledger, says `ready`, waits for `go` on stdin so that every process
- * claims at the same moment, claims once and prints the result as one JSON line.
+ * acts at the same moment, claims (or, with `split`, splits) once and prints the result as one
+ * JSON line.
  *
- * argv[2]: JSON `{ file, datasetId, workerId, nowMs, leaseMs }`.
+ * argv[2]: JSON `{ file, datasetId, workerId, nowMs, leaseMs, split? }`.
  */
 import { createInterface } from 'node:readline';
 
@@ -16,6 +17,8 @@ interface ClaimerArgs {
   workerId: string;
   nowMs: number;
   leaseMs: number;
+  /** Split instead of claiming, with this minimum per side. */
+  split?: { minTasks: number };
 }
 
 async function main(): Promise<void> {
@@ -28,7 +31,14 @@ async function main(): Promise<void> {
   }
   lines.close();
   const started = process.hrtime.bigint();
-  const claim = await ledger.claim(args.datasetId, args.workerId, { leaseMs: args.leaseMs });
+  const claim = args.split
+    ? ((
+        await ledger.split(args.datasetId, args.workerId, {
+          leaseMs: args.leaseMs,
+          minTasks: args.split.minTasks,
+        })
+      )?.claim ?? null)
+    : await ledger.claim(args.datasetId, args.workerId, { leaseMs: args.leaseMs });
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   await ledger.close();
   process.stdout.write(`${JSON.stringify({ claim, ms })}\n`);

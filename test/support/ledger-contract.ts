@@ -26,6 +26,17 @@ export interface LedgerNamespace {
     nowMs: number,
     leaseMs: number,
   ): Promise<Array<Claim | null>>;
+  /**
+   * Splits once per worker id, all at once, each in its own process or client, with the clock
+   * fixed at `nowMs`; each result is the new unit's claim or null. Results in worker order.
+   */
+  concurrentSplits(
+    datasetId: string,
+    workerIds: readonly string[],
+    nowMs: number,
+    leaseMs: number,
+    minTasks: number,
+  ): Promise<Array<Claim | null>>;
   /** Removes what the namespace created. */
   cleanup(): Promise<void>;
 }
@@ -44,10 +55,10 @@ async function rejection(p: Promise<unknown>): Promise<string | undefined> {
   throw new Error('expected a rejection');
 }
 
-function part(index: number, first: number, next: number): PartInput {
+function part(index: number, first: number, next: number, name?: string): PartInput {
   return {
     part_index: index,
-    name: `part_${String(index).padStart(5, '0')}`,
+    name: name ?? `part_${String(index).padStart(5, '0')}`,
     first_task_index: first,
     last_task_index: next - 1,
     next_task_index: next,
@@ -79,8 +90,13 @@ export function ledgerContract(
       numShards: number,
       datasetId = DS,
       maxAttempts?: number,
+      tasksPerShard?: number,
     ): Promise<void> {
-      const { master } = makeDataset({ datasetId, numShards });
+      const { master } = makeDataset({
+        datasetId,
+        numShards,
+        ...(tasksPerShard === undefined ? {} : { tasksPerShard }),
+      });
       await ledger.registerDataset(master, {
         datasetUri: `/data/${datasetId}`,
         ...(maxAttempts === undefined ? {} : { maxAttempts }),
@@ -745,6 +761,274 @@ export function ledgerContract(
         attempts: 3,
       });
       expect(status.state).toBe('in_use');
+    });
+
+    describe('work units', () => {
+      /** One shard of 40 tasks (0-39) held by w1, which committed 0-3 and reserved to 12. */
+      async function midPart(): Promise<Claim> {
+        await register(1, DS, undefined, 40);
+        const c = await claimed('w1');
+        await ledger.commitPart(c, part(0, 0, 4));
+        return ledger.heartbeat(c, { reserveTo: 12 });
+      }
+
+      async function splitBy(workerId: string, minTasks?: number) {
+        const r = await ledger.split(DS, workerId, {
+          leaseMs: LEASE,
+          ...(minTasks === undefined ? {} : { minTasks }),
+        });
+        if (!r) throw new Error(`${workerId} split nothing`);
+        return r;
+      }
+
+      test('a split while the holder is mid-part: the splitter holds the tail, the holder keeps what it reserved and learns its new end', async () => {
+        const holder = await midPart();
+        expect(holder.end_task_index).toBe(40);
+        clock.advance(MINUTE);
+        const { claim, from } = await splitBy('w2');
+        // Half of what is past the committed position (4-39), above the reservation (12).
+        expect(from).toEqual({
+          dataset_id: DS,
+          shard_id: 0,
+          unit: 0,
+          holder: 'w1',
+          end_task_index: 22,
+        });
+        expect(claim).toEqual({
+          dataset_id: DS,
+          shard_id: 0,
+          unit: 1,
+          worker_id: 'w2',
+          epoch: 1,
+          lease_expires_at: new Date(clock.nowMs() + LEASE).toISOString(),
+          end_task_index: 40,
+        });
+        expect(await ledger.getShard(DS, 0, 1)).toMatchObject({
+          unit: 1,
+          status: 'in_use',
+          assigned_to: 'w2',
+          start_task_index: 22,
+          end_task_index: 40,
+          next_task_index: 22,
+          split_from: 0,
+        });
+        // The holder's claim still stands; its next heartbeat tells it the new end, and a
+        // reservation past the end stops there.
+        const renewed = await ledger.heartbeat(holder, { reserveTo: 30 });
+        expect(renewed).toMatchObject({ epoch: holder.epoch, end_task_index: 22 });
+        expect((await ledger.getShard(DS, 0))!).toMatchObject({
+          reserved_task_index: 22,
+          unit_count: 2,
+          history: expect.arrayContaining([
+            expect.objectContaining({ kind: 'split', worker: 'w2', epoch: holder.epoch }),
+          ]) as unknown,
+        });
+        // Nothing is left worth splitting: unit 0 is reserved to its end, unit 1 is 18 tasks
+        // and the minimum asked for is 10 per side.
+        expect(await ledger.split(DS, 'w3', { leaseMs: LEASE, minTasks: 10 })).toBeNull();
+      });
+
+      test('the holder commits up to its new end and is refused beyond it; the last unit completes the shard with the manifest of every unit', async () => {
+        const holder = await midPart();
+        const { claim: tail } = await splitBy('w2');
+        const past = await ledger.commitPart(holder, part(1, 4, 23)).then(
+          () => undefined,
+          (e: unknown) => e as { code: string; details: Record<string, unknown> },
+        );
+        expect(past?.code).toBe('PAST_END');
+        expect(past?.details.end_task_index).toBe(22);
+        await ledger.commitPart(holder, part(1, 4, 22));
+        // The splitter's parts carry their unit; names differ from unit 0's.
+        const p0 = await ledger.commitPart(tail, part(0, 22, 30, 'part_u1_00000'));
+        expect(p0).toMatchObject({ unit: 1, part_index: 0, worker_id: 'w2', epoch: 1 });
+        await ledger.commitPart(tail, part(1, 30, 40, 'part_u1_00001'));
+        expect(await rejection(ledger.commitPart(tail, part(2, 40, 41, 'x')))).toBe('PAST_END');
+        // Unit 1 finishes first: not the last, so no manifest; a manifest now is refused.
+        expect(await rejection(ledger.complete(holder, { parts: 4, samples: 1, bytes: 1 }))).toBe(
+          'INVALID_ARGUMENT',
+        );
+        const done1 = await ledger.complete(tail, undefined, { requireManifest: true });
+        expect(done1).toMatchObject({ unit: 1, status: 'completed', manifest: null });
+        expect((await ledger.status(DS)).shards[0]!.status).toBe('in_use');
+        // Unit 0 is the last: refused without the manifest, completed with it.
+        expect(await rejection(ledger.complete(holder, undefined, { requireManifest: true }))).toBe(
+          'MANIFEST_REQUIRED',
+        );
+        expect(await rejection(ledger.complete(holder, { parts: 3, samples: 1, bytes: 1 }))).toBe(
+          'INVALID_ARGUMENT',
+        );
+        await ledger.complete(holder, { parts: 4, samples: 224, bytes: 4000, uri: '/m.json' });
+        const parts = await ledger.listShardParts({ dataset_id: DS, shard_id: 0 });
+        expect(
+          parts.map((p) => [p.unit, p.part_index, p.first_task_index, p.next_task_index]),
+        ).toEqual([
+          [0, 0, 0, 4],
+          [0, 1, 4, 22],
+          [1, 0, 22, 30],
+          [1, 1, 30, 40],
+        ]);
+        expect((await ledger.listParts({ dataset_id: DS, shard_id: 0, unit: 1 })).length).toBe(2);
+        const status = await ledger.status(DS);
+        expect(status.state).toBe('completed');
+        expect(status.shards[0]).toMatchObject({
+          status: 'completed',
+          assigned_to: 'w1',
+          tasks_done: 40,
+          parts_committed: 4,
+          unit_count: 2,
+          units_completed: 2,
+          manifest: { parts: 4, uri: '/m.json' },
+        });
+        expect(
+          status.shards[0]!.units.map((u) => [u.unit, u.status, u.unit_start, u.unit_end]),
+        ).toEqual([
+          [0, 'completed', 0, 22],
+          [1, 'completed', 22, 40],
+        ]);
+        expect(status.totals).toMatchObject({ completed: 1, tasks_done: 40, parts_committed: 4 });
+      });
+
+      test('a split of an expired unit: its holder, not replaced, may still renew and learn its end; a claim then fences it', async () => {
+        const holder = await midPart();
+        clock.advance(LEASE + 1);
+        const { from } = await splitBy('w2');
+        expect(from).toMatchObject({ unit: 0, holder: 'w1', end_task_index: 22 });
+        const renewed = await ledger.heartbeat(holder);
+        expect(renewed.end_task_index).toBe(22);
+        clock.advance(LEASE + 1);
+        // Unit 1's holder (w2) renewed nothing either: a claim takes one of the expired units,
+        // and then the other.
+        const a = await claimed('w3');
+        const b = await claimed('w4');
+        expect([a, b].map((c) => [c.unit ?? 0, c.epoch]).sort()).toEqual([
+          [0, holder.epoch + 1],
+          [1, 2],
+        ]);
+        expect(await rejection(ledger.commitPart(holder, part(1, 4, 22)))).toBe('LEASE_LOST');
+        const resumed = [a, b].find((c) => (c.unit ?? 0) === 0)!;
+        expect(resumed.end_task_index).toBe(22);
+        await ledger.commitPart(resumed, part(1, 4, 22));
+      });
+
+      test('splits of splits: a split unit splits again, numbered from the shard’s count', async () => {
+        const holder = await midPart();
+        const first = await splitBy('w2');
+        await ledger.heartbeat(holder, { reserveTo: 40 });
+        const second = await splitBy('w3');
+        // Unit 0 is reserved to its end (22); unit 1 (22-39) splits at 31.
+        expect(second.from).toMatchObject({ unit: 1, holder: 'w2', end_task_index: 31 });
+        expect(second.claim).toMatchObject({ unit: 2, worker_id: 'w3', end_task_index: 40 });
+        expect((await ledger.heartbeat(first.claim)).end_task_index).toBe(31);
+        const third = await splitBy('w4');
+        // Units 1 (22-30) and 2 (31-39) would both give 4 tasks: the lower unit splits, at 27.
+        expect(third.from).toMatchObject({ unit: 1, end_task_index: 27 });
+        expect(third.claim).toMatchObject({ unit: 3, end_task_index: 31 });
+        const row = (await ledger.status(DS)).shards[0]!;
+        expect(row.unit_count).toBe(4);
+        expect(row.units.map((u) => [u.unit, u.unit_start, u.unit_end, u.assigned_to])).toEqual([
+          [0, 0, 22, 'w1'],
+          [1, 22, 27, 'w2'],
+          [3, 27, 31, 'w4'],
+          [2, 31, 40, 'w3'],
+        ]);
+      });
+
+      test(
+        'concurrent splitters on one unit: exactly one wins',
+        async () => {
+          // 10 tasks, reserved to 2, at least 3 per side: one split (at 5) and nothing after.
+          await register(1, DS, undefined, 10);
+          const c = await claimed('holder');
+          await ledger.heartbeat(c, { reserveTo: 2 });
+          const workers = Array.from({ length: 6 }, (_, i) => `splitter-${i}`);
+          const results = await ns.concurrentSplits(DS, workers, clock.nowMs(), LEASE, 3);
+          const won = results.filter((r): r is Claim => r !== null);
+          expect(won).toHaveLength(1);
+          expect(won[0]).toMatchObject({ unit: 1, epoch: 1, end_task_index: 10 });
+          const row = (await ledger.status(DS)).shards[0]!;
+          expect(row.units.map((u) => [u.unit, u.unit_start, u.unit_end, u.assigned_to])).toEqual([
+            [0, 0, 5, 'holder'],
+            [1, 5, 10, won[0]!.worker_id],
+          ]);
+        },
+        options.concurrencyTimeoutMs,
+      );
+
+      test('a zombie holder cannot commit into a split unit', async () => {
+        const holder = await midPart();
+        const { claim: tail } = await splitBy('w2');
+        // The unit-0 holder cannot write the tail's range, under its own claim or the tail's.
+        expect(await rejection(ledger.commitPart(holder, part(1, 22, 30)))).toBe(
+          'INVALID_ARGUMENT',
+        );
+        expect(await rejection(ledger.commitPart({ ...holder, unit: 1 }, part(0, 22, 30)))).toBe(
+          'LEASE_LOST',
+        );
+        // The tail's holder dies; the reaper frees the unit, anyone may claim it; the old
+        // holder is fenced.
+        await ledger.commitPart(tail, part(0, 22, 26, 'part_u1_00000'));
+        for (let t = 0; t < 3; t++) {
+          clock.advance(LEASE / 3);
+          await ledger.heartbeat(holder);
+        }
+        clock.advance(1);
+        const reaped = await ledger.reapExpired(clock.nowMs(), { datasetId: DS });
+        expect(reaped).toEqual([
+          expect.objectContaining({
+            shard_id: 0,
+            unit: 1,
+            worker_id: 'w2',
+            status: 'available',
+            attempts: 0,
+          }),
+        ]);
+        const next = await claimed('w3');
+        expect(next).toMatchObject({ unit: 1, epoch: 2, end_task_index: 40 });
+        expect(await ledger.getShard(DS, 0, 1)).toMatchObject({ next_task_index: 26 });
+        expect(await rejection(ledger.commitPart(tail, part(1, 26, 30, 'part_u1_00001')))).toBe(
+          'LEASE_LOST',
+        );
+        expect(await rejection(ledger.heartbeat(tail))).toBe('LEASE_LOST');
+        expect(await rejection(ledger.complete(tail))).toBe('LEASE_LOST');
+        await ledger.commitPart(next, part(1, 26, 40, 'part_u1_00001'));
+      });
+
+      test('fail counts against one unit; reset and force act on every unit and keep the split', async () => {
+        const holder = await midPart();
+        const { claim: tail } = await splitBy('w2');
+        const failed = await ledger.fail(tail, 'boom');
+        expect(failed).toMatchObject({ unit: 1, status: 'available', attempts: 1 });
+        expect(await ledger.getShard(DS, 0)).toMatchObject({ status: 'in_use', attempts: 0 });
+        const forced = await ledger.forceFail(DS, 0, 'op', 'stuck');
+        expect(forced).toMatchObject({ status: 'available', attempts: 2 });
+        expect(await rejection(ledger.heartbeat(holder))).toBe('LEASE_LOST');
+        const reset = await ledger.reset(DS, 0, 'op');
+        expect(reset).toMatchObject({
+          status: 'available',
+          attempts: 0,
+          parts_committed: 1,
+          unit_count: 2,
+        });
+        const units = (await ledger.status(DS)).shards[0]!.units;
+        expect(
+          units.map((u) => [u.unit, u.status, u.unit_start, u.unit_end, u.next_task_index]),
+        ).toEqual([
+          [0, 'available', 0, 22, 4],
+          [1, 'available', 22, 40, 22],
+        ]);
+        await ledger.reset(DS, 0, 'op', { discardParts: true });
+        expect(await ledger.listShardParts({ dataset_id: DS, shard_id: 0 })).toEqual([]);
+        expect(await ledger.getShard(DS, 0)).toMatchObject({
+          next_task_index: 0,
+          parts_committed: 0,
+        });
+        const done = await ledger.forceComplete(DS, 0, 'op');
+        expect(done).toMatchObject({ status: 'completed', units_completed: 2 });
+        expect((await ledger.status(DS)).shards[0]!.units.map((u) => u.status)).toEqual([
+          'completed',
+          'completed',
+        ]);
+      });
     });
 
     test(

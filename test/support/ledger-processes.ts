@@ -27,6 +27,8 @@ export function claimInProcesses(options: {
   workerIds: readonly string[];
   nowMs: number;
   leaseMs: number;
+  /** Split (`ledger.split`) instead of claiming, with this minimum per side. */
+  split?: { minTasks: number };
 }): Promise<ClaimerResult[]> {
   return runInProcesses<ClaimerResult>(
     CLAIMER,
@@ -36,7 +38,8 @@ export function claimInProcesses(options: {
       workerId,
       nowMs: options.nowMs,
       leaseMs: options.leaseMs,
+      ...(options.split ? { split: options.split } : {}),
     })),
-    (i) => `claimer ${options.workerIds[i]}`,
+    (i) => `${options.split ? 'splitter' : 'claimer'} ${options.workerIds[i]}`,
   );
 }

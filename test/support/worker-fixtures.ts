@@ -3,11 +3,23 @@
  * ARC datasets, worker processes of the built CLI, and a reader that collects every sample of
  * a dataset's outputs from its shard manifests.
  */
+import { crc32c } from '@node-rs/crc32';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import type { BlobStore } from '../../core/blob/store';
+import { crc32cBase64 } from '../../core/checksum';
+import type { ChunkInfo, MasterMetadata, ShardMetadata } from '../../core/dataset/metadata';
+import { encodeJson, masterEntryOf } from '../../core/dataset/metadata';
+import {
+  FORMAT_VERSION,
+  MASTER_METADATA,
+  chunkFileName,
+  chunkKey,
+  shardMetadataKey,
+} from '../../core/dataset/paths';
 import { generateArcTasks } from '../../synthetic/arc-puzzles';
 import { generateQwen2Model } from '../../synthetic/qwen2';
 import type { ShardManifest } from '../../core/rollup/manifests';
@@ -40,6 +52,89 @@ export function arcJsonl(n: number, seed = 1): string {
   return `${generateArcTasks(n, seed, 4)
     .map((t) => JSON.stringify(t))
     .join('\n')}\n`;
+}
+
+/**
+ * Writes a dataset whose shards hold `counts[k]` of `lines` each, in order (`create` makes
+ * shards of equal task counts; a test of uneven shards needs this), `tasksPerChunk` tasks to a
+ * chunk, with real sizes and CRC32C. Returns the master metadata.
+ */
+export function writeUnevenDataset(
+  dir: string,
+  datasetId: string,
+  lines: readonly string[],
+  counts: readonly number[],
+  tasksPerChunk: number,
+): MasterMetadata {
+  if (counts.reduce((a, b) => a + b, 0) !== lines.length)
+    throw new Error(`the shards' counts must add up to the ${lines.length} lines`);
+  const shards: ShardMetadata[] = [];
+  let next = 0;
+  counts.forEach((count, k) => {
+    mkdirSync(path.join(dir, path.dirname(shardMetadataKey(k))), { recursive: true });
+    const chunks: ChunkInfo[] = [];
+    for (let c = 0; c * tasksPerChunk < count; c++) {
+      const first = next + c * tasksPerChunk;
+      const n = Math.min(tasksPerChunk, count - c * tasksPerChunk);
+      const bytes = Buffer.from(
+        lines
+          .slice(first, first + n)
+          .map((l) => `${l}\n`)
+          .join(''),
+      );
+      writeFileSync(path.join(dir, chunkKey(k, c)), bytes);
+      chunks.push({
+        chunk_id: c,
+        file: chunkFileName(c),
+        num_tasks: n,
+        size_mb: bytes.length / 1048576,
+        bytes: bytes.length,
+        crc32c: crc32cBase64(crc32c(bytes)),
+        first_task_index: first,
+      });
+    }
+    const shard: ShardMetadata = {
+      shard_id: k,
+      total_shards: counts.length,
+      status: 'available',
+      total_tasks: count,
+      num_chunks: chunks.length,
+      chunks,
+      assigned_to: null,
+      started_at: null,
+      completed_at: null,
+      format_version: FORMAT_VERSION,
+      dataset_id: datasetId,
+      first_task_index: next,
+      total_bytes: chunks.reduce((a, c) => a + c.bytes, 0),
+    };
+    writeFileSync(path.join(dir, shardMetadataKey(k)), encodeJson(shard));
+    shards.push(shard);
+    next += count;
+  });
+  const master: MasterMetadata = {
+    total_tasks: lines.length,
+    num_shards: counts.length,
+    chunk_size_mb: 1,
+    shards: shards.map(masterEntryOf),
+    format_version: FORMAT_VERSION,
+    dataset_id: datasetId,
+    created_at: new Date(0).toISOString(),
+    created_by: 'shardline test fixture',
+    source: {
+      uri: `/fixtures/${datasetId}.jsonl`,
+      generation: null,
+      bytes: lines.reduce((a, l) => a + Buffer.byteLength(l) + 1, 0),
+      crc32c: 'AAAAAA==',
+      gzip: false,
+    },
+    requested_num_shards: counts.length,
+    input_lines: lines.length,
+    blank_lines: 0,
+    rejected_lines: 0,
+  };
+  writeFileSync(path.join(dir, MASTER_METADATA), encodeJson(master));
+  return master;
 }
 
 /** A running worker process. */
@@ -81,7 +176,10 @@ export async function waitFor(
   }
 }
 
-/** Every sample id in the dataset's outputs, from the shard manifests and their parts' indexes. */
+/**
+ * Every sample id in the dataset's outputs, from the shard manifests and their parts' indexes
+ * (a split shard's manifest lists every unit's parts, in task order).
+ */
 export async function collectSamples(
   output: BlobStore,
   numShards: number,

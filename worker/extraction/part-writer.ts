@@ -53,13 +53,26 @@ export function partName(partIndex: number): string {
   return `part_${String(partIndex).padStart(5, '0')}`;
 }
 
+/**
+ * The name of a work unit's part (docs/decisions.md#work-units-split-the-tail): `part_00000`
+ * for unit 0 (a shard never split is named as before), `part_u2_00000` for unit 2; with
+ * `cutAtSplit`, the task where a split ended the unit and the part with it, `…_to1480`. A part
+ * cut there holds what a size cut would not have, so its name says where it stops: a holder
+ * that had not yet learned of the split cannot write other bytes under the same name.
+ */
+export function unitPartName(unit: number, partIndex: number, cutAtSplit?: number): string {
+  const base = unit === 0 ? partName(partIndex) : `part_u${unit}_${partName(partIndex).slice(5)}`;
+  return cutAtSplit === undefined ? base : `${base}_to${cutAtSplit}`;
+}
+
 /** The two object keys of a part, under an optional prefix (e.g. `activations/RUN`). */
 export function partKeys(
   shardId: number,
   partIndex: number,
   prefix = '',
+  name = partName(partIndex),
 ): { safetensors: string; index: string } {
-  const base = joinKey(prefix, shardDirName(shardId), partName(partIndex));
+  const base = joinKey(prefix, shardDirName(shardId), name);
   return { safetensors: `${base}.safetensors`, index: `${base}.index.jsonl` };
 }
 
@@ -117,7 +130,7 @@ export interface PartResult {
   name: string;
   /** The shard. */
   shardId: number;
-  /** The part's index within the shard. */
+  /** The part's index within its work unit. */
   partIndex: number;
   /** Samples (rows of the index). */
   samples: number;
@@ -143,8 +156,12 @@ export interface PartResult {
 export interface PartOptions {
   /** The shard. */
   shardId: number;
-  /** The part's index within the shard (0, 1, ...). */
+  /** The part's index within its work unit (0, 1, ...). */
   partIndex: number;
+  /** The work unit (default 0: the shard's own; recorded in the metadata when another). */
+  unit?: number;
+  /** The file stem; default `partName(partIndex)` (see `unitPartName`). */
+  name?: string;
   /** Key prefix in the store; default none. */
   prefix?: string;
   /** The layers, in the engine's order. */
@@ -403,13 +420,17 @@ export class PartWriter {
 
   /**
    * Writes the safetensors file (streamed) and then the index to `store`, and returns what
-   * the ledger needs. The writer cannot be used afterwards. Errors: `STORAGE` from the store.
+   * the ledger needs. `fileName` overrides the stem given in the options (a pipeline names a
+   * part once it knows where the part was cut). The writer cannot be used afterwards. Errors:
+   * `STORAGE` from the store.
    */
-  async finish(store: BlobStore): Promise<PartResult> {
+  async finish(store: BlobStore, fileName?: string): Promise<PartResult> {
     this.checkOpen();
     this.finished = true;
     const { shardId, partIndex, layers, hiddenSize, dtype } = this.options;
-    const keys = partKeys(shardId, partIndex, this.options.prefix);
+    const unit = this.options.unit ?? 0;
+    const name = fileName ?? this.options.name ?? partName(partIndex);
+    const keys = partKeys(shardId, partIndex, this.options.prefix, name);
     const n = this.records.length;
     const R = this.rowCount;
 
@@ -463,6 +484,8 @@ export class PartWriter {
       hidden_size: String(hiddenSize),
       fingerprint: runFingerprint(this.options.metadata),
       shard_id: String(shardId),
+      // Only a split unit's parts say which unit: a shard never split is written as before.
+      ...(unit === 0 ? {} : { unit: String(unit), part_name: name }),
       part_index: String(partIndex),
       n_samples: String(n),
       n_tokens: String(this.tokenCount),
@@ -511,7 +534,7 @@ export class PartWriter {
     await store.writeAll(keys.index, indexBytes, { contentType: 'application/jsonl' });
 
     return {
-      name: partName(partIndex),
+      name,
       shardId,
       partIndex,
       samples: n,

@@ -33,6 +33,24 @@ ledgerContract(
           await Promise.all(clients.map((c) => c.terminate()));
         }
       },
+      concurrentSplits: async (datasetId, workerIds, nowMs, leaseMs, minTasks) => {
+        const clients = workerIds.map(() => new Firestore({ projectId }));
+        try {
+          return await Promise.all(
+            workerIds.map(
+              async (workerId, i): Promise<Claim | null> =>
+                (
+                  await new FirestoreLedger(clients[i]!, {
+                    clock: { nowMs: () => nowMs },
+                    root,
+                  }).split(datasetId, workerId, { leaseMs, minTasks })
+                )?.claim ?? null,
+            ),
+          );
+        } finally {
+          await Promise.all(clients.map((c) => c.terminate()));
+        }
+      },
       cleanup: () => db.recursiveDelete(db.collection(root)),
     });
   },

@@ -7,7 +7,9 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { EXIT } from '../../../cli/exit-codes';
+import { systemClock } from '../../../core/clock';
 import { LOCAL_LEDGER_FILE } from '../../../core/dataset/paths';
+import { SqliteLedger } from '../../../core/ledger/sqlite';
 import { cli } from '../../support/cli';
 import type { CliRun } from '../../support/cli';
 import { writeLocalDataset } from '../../support/ledger-fixtures';
@@ -307,6 +309,86 @@ test('reset of a held shard warns, and fences the worker that held it', async ()
     'busy',
   );
   expect(late.code).toBe(EXIT.NOT_HOLDER);
+});
+
+test('a split shard: status shows its units under it; claim prints the unit; complete finds the unit the worker holds', async () => {
+  const claim = await run(
+    'claim',
+    '--dataset_dir',
+    'sharded_dataset',
+    '--worker_id',
+    'worker_0',
+    '--preferred_shard_id',
+    '2',
+  );
+  expect(shardOf(claim.stdout)).toBe(2);
+  // Another worker splits it (as `work` does when nothing is claimable).
+  const ledger = SqliteLedger.open(path.join(data, LOCAL_LEDGER_FILE), { clock: systemClock });
+  try {
+    const split = await ledger.split('arc-test', 'worker_9', { minTasks: 1 });
+    expect(split?.claim).toMatchObject({ shard_id: 2, unit: 1, end_task_index: 15 });
+    // Its splitter shuts down: the unit is available to anyone.
+    await ledger.release(split!.claim);
+    for (let k = 0; k < 8; k++)
+      if (k !== 2) await ledger.claim('arc-test', `busy-${k}`, { preferredShardId: k });
+  } finally {
+    await ledger.close();
+  }
+  const unitClaim = await run(
+    'claim',
+    '--dataset_dir',
+    'sharded_dataset',
+    '--worker_id',
+    'worker_1',
+  );
+  expect(unitClaim.stdout).toContain('✓ Claimed shard 2\n');
+  expect(unitClaim.stdout).toContain('  Work unit: 1 (tasks 13-14)\n');
+  expect(unitClaim.stdout).toContain('--shard_id 2 --unit 1 --worker_id worker_1');
+  const status = await run('status', '--dataset_dir', 'sharded_dataset');
+  const lines = status.stdout.split('\n');
+  const row = lines.findIndex((l) => l.startsWith('002'));
+  expect(lines[row]).toMatch(/^002\s+in_use\s+2 units\s+5\s+2\s+0\/5 0\.0%\s+0\/3/);
+  expect(lines[row + 1]).toMatch(
+    /^\s+└ unit 0\s+in_use\s+worker_0\s+10-12\s+0\/3 0\.0%\s+59m \d\ds/,
+  );
+  expect(lines[row + 2]).toMatch(/^\s+└ unit 1\s+in_use\s+worker_1\s+13-14\s+0\/2 0\.0%/);
+  expect(status.stdout).toContain('; 1 work units split off');
+  const json = JSON.parse(
+    (await run('status', '--dataset_dir', 'sharded_dataset', '--json')).stdout,
+  ) as {
+    shards: Array<{ shard_id: number; units: Array<{ unit: number; assigned_to: string }> }>;
+  };
+  expect(json.shards[2]!.units.map((u) => [u.unit, u.assigned_to])).toEqual([
+    [0, 'worker_0'],
+    [1, 'worker_1'],
+  ]);
+  // worker_1 completes its unit without naming it; then worker_0 completes the shard.
+  const c1 = await run(
+    'complete',
+    '--dataset_dir',
+    'sharded_dataset',
+    '--shard_id',
+    '2',
+    '--worker_id',
+    'worker_1',
+  );
+  expect(c1.code).toBe(EXIT.OK);
+  expect(statusLine((await run('status', '--dataset_dir', 'sharded_dataset')).stdout, 2)).toMatch(
+    /in_use\s+2 units/,
+  );
+  const c0 = await run(
+    'complete',
+    '--dataset_dir',
+    'sharded_dataset',
+    '--shard_id',
+    '2',
+    '--worker_id',
+    'worker_0',
+  );
+  expect(c0.code).toBe(EXIT.OK);
+  expect(statusLine((await run('status', '--dataset_dir', 'sharded_dataset')).stdout, 2)).toMatch(
+    /completed\s+2 units\s+5\s+2\s+5\/5 100%/,
+  );
 });
 
 test('usage errors exit 2; a missing dataset or shard exits 7 and creates no ledger', async () => {

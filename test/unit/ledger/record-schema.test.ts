@@ -1,7 +1,8 @@
 /**
  * The ledger's records are defined once (core/ledger/schema.ts): no other module lists the
  * shard's fields again, both stores' codecs give back what they were given, and an SQLite file
- * written before a field existed gains its column when opened.
+ * written before a field existed gains its column when opened (one written before work units
+ * is rebuilt keyed by unit).
  */
 import Database from 'better-sqlite3';
 import { readFileSync, readdirSync } from 'node:fs';
@@ -161,4 +162,91 @@ test('an SQLite ledger of schema 1 (before claim_next_task_index, retry_at, lost
   after.close();
   // The added column comes last; every field has its column, once.
   expect([...columns].sort()).toEqual(['dataset_id', 'shard_id', 'unit', ...SHARD_NAMES].sort());
+});
+
+test('an SQLite ledger of schema 3 (one row per shard, parts keyed by shard) is rebuilt keyed by unit, keeping every row', async () => {
+  const file = path.join(dir, 'v3.sqlite');
+  const clock = new FakeClock();
+  const { master } = makeDataset({ datasetId: 'old3', numShards: 2, tasksPerShard: 20 });
+  const current = SqliteLedger.open(file, { clock });
+  await current.registerDataset(master, { datasetUri: '/data/old3' });
+  const held = (await current.claim('old3', 'w1', { leaseMs: 60_000, preferredShardId: 0 }))!;
+  const part = {
+    part_index: 0,
+    name: 'part_00000',
+    first_task_index: 0,
+    first_sample: 0,
+    last_task_index: 3,
+    next_task_index: 4,
+    next_sample: 0,
+    samples: 8,
+    bytes: 100,
+    checksums: { 'part_00000.safetensors': 'crc' },
+    fingerprint: 'run-a',
+  };
+  await current.commitPart(held, part);
+  await current.close();
+  // Take it back to schema 3: tables keyed by (dataset, shard) without the unit's columns.
+  const db = new Database(file);
+  const v4Only = [
+    'unit',
+    'start_task_index',
+    'end_task_index',
+    'reserved_task_index',
+    'split_from',
+    'unit_count',
+    'units_completed',
+  ];
+  const keep = (table: string): string =>
+    (db.pragma(`table_info(${table})`) as Array<{ name: string }>)
+      .map((c) => c.name)
+      .filter((c) => !v4Only.includes(c))
+      .join(', ');
+  db.pragma('foreign_keys = OFF');
+  db.exec(`
+    CREATE TABLE shards3 AS SELECT ${keep('shards')} FROM shards;
+    CREATE TABLE parts3 AS SELECT ${keep('parts')} FROM parts;
+    DROP TABLE parts; DROP TABLE shards;
+    ALTER TABLE shards3 RENAME TO shards; ALTER TABLE parts3 RENAME TO parts;
+    CREATE INDEX shards_by_lease ON shards (status, lease_expires_at);
+  `);
+  db.pragma('user_version = 3');
+  db.close();
+
+  const ledger = SqliteLedger.open(file, { clock });
+  try {
+    const status = await ledger.status('old3');
+    expect(
+      status.shards.map((s) => [s.shard_id, s.status, s.next_task_index, s.parts_committed]),
+    ).toEqual([
+      [0, 'in_use', 4, 1],
+      [1, 'available', 20, 0],
+    ]);
+    expect(await ledger.listShardParts({ dataset_id: 'old3', shard_id: 0 })).toEqual([
+      expect.objectContaining({ unit: 0, part_index: 0, name: 'part_00000', next_task_index: 4 }),
+    ]);
+    // The holder from before the upgrade carries on, and its shard can be split.
+    await ledger.commitPart(held, {
+      ...part,
+      part_index: 1,
+      name: 'part_00001',
+      first_task_index: 4,
+      last_task_index: 5,
+      next_task_index: 6,
+    });
+    const split = await ledger.split('old3', 'w2', { leaseMs: 60_000 });
+    expect(split?.claim).toMatchObject({ shard_id: 0, unit: 1, end_task_index: 20 });
+  } finally {
+    await ledger.close();
+  }
+  const after = new Database(file, { readonly: true });
+  const pk = (table: string): string[] =>
+    (after.pragma(`table_info(${table})`) as Array<{ name: string; pk: number }>)
+      .filter((c) => c.pk > 0)
+      .sort((a, b) => a.pk - b.pk)
+      .map((c) => c.name);
+  expect(pk('shards')).toEqual(['dataset_id', 'shard_id', 'unit']);
+  expect(pk('parts')).toEqual(['dataset_id', 'shard_id', 'unit', 'part_index']);
+  expect(after.pragma('user_version', { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
+  after.close();
 });

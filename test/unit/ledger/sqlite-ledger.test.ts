@@ -16,6 +16,17 @@ ledgerContract(
         (await claimInProcesses({ file, datasetId, workerIds, nowMs, leaseMs })).map(
           (r) => r.claim,
         ),
+      concurrentSplits: async (datasetId, workerIds, nowMs, leaseMs, minTasks) =>
+        (
+          await claimInProcesses({
+            file,
+            datasetId,
+            workerIds,
+            nowMs,
+            leaseMs,
+            split: { minTasks },
+          })
+        ).map((r) => r.claim),
       cleanup: () => Promise.resolve(cleanup()),
     });
   },

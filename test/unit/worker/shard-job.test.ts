@@ -12,6 +12,7 @@ import type { Claim, Ledger } from '../../../core/ledger/ledger';
 import { SqliteLedger } from '../../../core/ledger/sqlite';
 import { ShardlineError, errorCode, isRetryable } from '../../../core/errors';
 import { silentLogger } from '../../../core/log';
+import { parseSafetensorsHeader, readTensor } from '../../../core/safetensors';
 import { createDataset } from '../../../core/split/create-dataset';
 import { sourceFromStore } from '../../../core/split/source';
 import type { ExtractedBatch } from '../../../worker/extraction/activations';
@@ -213,6 +214,101 @@ test('a resumed shard makes the same parts, byte for byte, as an uninterrupted r
   }
 });
 
+/** Every sample of a shard's outputs in manifest order: id, and its rows' bytes. */
+async function samplesOf(root: string): Promise<Array<{ id: string; rows: string }>> {
+  const out = new LocalBlobStore(path.join(root, 'activations'));
+  const manifest = JSON.parse((await out.readAll('shard_000/_MANIFEST.json')).toString()) as {
+    parts: Array<{ name: string }>;
+  };
+  const samples: Array<{ id: string; rows: string }> = [];
+  for (const p of manifest.parts) {
+    const file = await out.readAll(`shard_000/${p.name}.safetensors`);
+    const parsed = parseSafetensorsHeader(file);
+    const offsets = Array.from(readTensor(file, parsed, 'sample_offsets') as BigInt64Array, Number);
+    const rows = readTensor(file, parsed, 'resid_post.1') as Float32Array;
+    const index = (await out.readAll(`shard_000/${p.name}.index.jsonl`))
+      .toString()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { sample_id: string });
+    index.forEach((r, k) =>
+      samples.push({
+        id: r.sample_id,
+        rows: Buffer.from(
+          rows.buffer,
+          rows.byteOffset + offsets[k]! * 16,
+          (offsets[k + 1]! - offsets[k]!) * 16,
+        ).toString('hex'),
+      }),
+    );
+  }
+  return samples;
+}
+
+test('a holder whose unit is split cuts its last part at the new end, completes its unit only; the splitter completes the shard, with the same samples as an unsplit run', async () => {
+  const plain = await dataset(12, 'plain');
+  await processShard(
+    (await plain.ledger.claim('ds', 'w0'))!,
+    deps(plain.ledger, plain.root, new FakeExtractor()),
+    settings(),
+  );
+  await plain.ledger.close();
+
+  const { ledger, root } = await dataset(12, 'split');
+  try {
+    // A fixed clock (no rate yet: the holder reserves 4 tasks at a time) and timers that never
+    // fire: the holder hears from the ledger only when it reserves.
+    const clock = new FakeClock();
+    const timers = new FakeTimers(clock);
+    const c0 = (await ledger.claim('ds', 'w1'))!;
+    const slow = new FakeExtractor();
+    slow.hold();
+    const calls: Call[] = [];
+    const holder = processShard(
+      c0,
+      { ...deps(recording(ledger, calls), root, slow), clock, timers },
+      settings(),
+    );
+    await slow.held; // it reserved tasks 0-3 and is inside its first batch
+    const split = (await ledger.split('ds', 'w2', { leaseMs: 60_000 }))!;
+    expect(split.from).toMatchObject({ unit: 0, holder: 'w1', end_task_index: 6 });
+    expect(split.claim).toMatchObject({ unit: 1, end_task_index: 12 });
+    slow.release();
+    const first = await holder;
+    expect(first).toMatchObject({ kind: 'completed', shardCompleted: false, manifestUri: null });
+    // It learned its end when it asked to reserve past task 3, and never asked again.
+    expect(calls.filter((c) => c.verb === 'heartbeat')).toEqual([
+      { verb: 'heartbeat', worker: 'w1', outcome: 'ok' },
+      { verb: 'heartbeat', worker: 'w1', outcome: 'ok' },
+    ]);
+    const unit0 = await ledger.listParts(c0);
+    expect(unit0.at(-1)).toMatchObject({ next_task_index: 6 });
+    expect(unit0.at(-1)!.name).toMatch(/^part_\d{5}_to6$/);
+
+    const second = await processShard(
+      split.claim,
+      deps(ledger, root, new FakeExtractor()),
+      settings(),
+    );
+    expect(second).toMatchObject({ kind: 'completed', shardCompleted: true });
+    const parts = await ledger.listShardParts({ dataset_id: 'ds', shard_id: 0 });
+    expect(parts.map((p) => p.unit)).toEqual(parts.map((p) => (p.first_task_index < 6 ? 0 : 1)));
+    expect(parts.filter((p) => p.unit === 1).every((p) => /^part_u1_\d{5}$/.test(p.name))).toBe(
+      true,
+    );
+    expect(await ledger.getShard('ds', 0)).toMatchObject({
+      status: 'completed',
+      units_completed: 2,
+    });
+    // The same samples, in the same order, with the same rows, as the run never split.
+    const got = await samplesOf(root);
+    expect(got).toHaveLength(24);
+    expect(got).toEqual(await samplesOf(plain.root));
+  } finally {
+    await ledger.close();
+  }
+});
+
 /** Ledger verbs a job calls, in order, with how each ended (`ok` or the error's code). */
 type Call = { verb: string; worker: string; outcome: string };
 
@@ -261,8 +357,12 @@ test('a zombie whose shard was taken learns it at its next heartbeat, commits no
       kind: 'lost',
       reason: expect.stringMatching(/^the lease was taken/) as unknown,
     });
-    // Its one ledger call was the refused heartbeat: nothing committed, nothing completed.
-    expect(calls).toEqual([{ verb: 'heartbeat', worker: 'zombie', outcome: 'LEASE_LOST' }]);
+    // Its ledger calls: the heartbeat that reserved its first tasks, then the refused one;
+    // nothing committed, nothing completed.
+    expect(calls).toEqual([
+      { verb: 'heartbeat', worker: 'zombie', outcome: 'ok' },
+      { verb: 'heartbeat', worker: 'zombie', outcome: 'LEASE_LOST' },
+    ]);
     expect(timers.count).toBe(0);
 
     const done = await processShard(fresh, deps(ledger, root, new FakeExtractor()), settings());
@@ -275,7 +375,8 @@ test('a zombie whose shard was taken learns it at its next heartbeat, commits no
 });
 
 test('a zombie that reaches commitPart is refused by the ledger (fenced by epoch) and stops', async () => {
-  const { ledger, root } = await dataset(6);
+  // Four tasks: all of them reserved with the first heartbeat, so no later one warns it.
+  const { ledger, root } = await dataset(4);
   try {
     const zombieClaim = (await ledger.claim('ds', 'zombie', { leaseMs: 60_000 }))!;
     const slow = new FakeExtractor();
@@ -298,8 +399,11 @@ test('a zombie that reaches commitPart is refused by the ledger (fenced by epoch
         /^commitPart: zombie \(epoch 1\) no longer holds shard 0 of dataset ds: it is held by fresh at epoch 2$/,
       ) as unknown,
     });
-    // It got as far as committing its first part, and the ledger refused it.
-    expect(calls).toEqual([{ verb: 'commitPart', worker: 'zombie', outcome: 'LEASE_LOST' }]);
+    // It reserved its tasks, got as far as committing its first part, and the ledger refused it.
+    expect(calls).toEqual([
+      { verb: 'heartbeat', worker: 'zombie', outcome: 'ok' },
+      { verb: 'commitPart', worker: 'zombie', outcome: 'LEASE_LOST' },
+    ]);
     expect(await ledger.listParts({ dataset_id: 'ds', shard_id: 0 })).toEqual([]);
     expect((await ledger.getShard('ds', 0))!.assigned_to).toBe(fresh.worker_id);
   } finally {
@@ -317,12 +421,16 @@ test('renewals that fail until the lease runs out stop the job, which commits no
     const claim = (await fenced.claim('ds', 'w1', { leaseMs: 30_000 }))!;
     const calls: Call[] = [];
     const spying = recording(fenced, calls);
-    // The ledger stops answering heartbeats (a transient error, retried), nothing else.
+    // Once the first part is committed, the ledger stops answering heartbeats (a transient
+    // error, retried), nothing else.
     const outage = new ShardlineError('LEDGER', 'the ledger did not answer', {
       cause: Object.assign(new Error('14 UNAVAILABLE'), { code: 14 }),
     });
     expect(isRetryable(outage)).toBe(true);
-    spying.heartbeat = (c) => {
+    let down = false;
+    const realHeartbeat = spying.heartbeat.bind(spying);
+    spying.heartbeat = (c, o) => {
+      if (!down) return realHeartbeat(c, o);
       calls.push({ verb: 'heartbeat', worker: c.worker_id, outcome: 'LEDGER' });
       return Promise.reject(outage);
     };
@@ -331,7 +439,10 @@ test('renewals that fail until the lease runs out stop the job, which commits no
     const realCommit = spying.commitPart.bind(spying);
     spying.commitPart = async (c, p) => {
       const out = await realCommit(c, p);
-      if (p.part_index === 0) extractor.hold();
+      if (p.part_index === 0) {
+        extractor.hold();
+        down = true;
+      }
       return out;
     };
     const job = processShard(
@@ -340,14 +451,16 @@ test('renewals that fail until the lease runs out stop the job, which commits no
       { ...settings(30_000), partSizeBytes: 1 },
     );
     await extractor.held;
-    expect(calls).toEqual([{ verb: 'commitPart', worker: 'w1', outcome: 'ok' }]);
+    expect(calls.filter((c) => c.verb !== 'heartbeat')).toEqual([
+      { verb: 'commitPart', worker: 'w1', outcome: 'ok' },
+    ]);
 
     // Time passes only through the keeper's timers: each renewal fails, until the lease's end.
     const expiresMs = Date.parse(claim.lease_expires_at);
     for (let i = 0; i < 1000 && timers.count > 0; i++) await timers.fireNext();
     expect(timers.count).toBe(0);
     expect(clock.nowMs()).toBeGreaterThanOrEqual(expiresMs);
-    const beats = calls.filter((c) => c.verb === 'heartbeat');
+    const beats = calls.filter((c) => c.verb === 'heartbeat' && c.outcome === 'LEDGER');
     expect(beats.length).toBeGreaterThan(5);
 
     extractor.release();

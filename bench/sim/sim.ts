@@ -11,6 +11,7 @@
 import type { Claim } from '../../core/ledger/ledger';
 import type { ShardState } from '../../core/ledger/schema';
 import { unitEnd } from '../../core/ledger/shard-state';
+import { reserveAheadTasks } from '../../worker/shard-job';
 import { Prng } from '../../core/random';
 import { EventQueue } from './heap';
 import type { CommittedRange, Granted } from './ledger';
@@ -65,6 +66,7 @@ type Event =
   | { kind: 'preempt'; slot: number; life: number }
   | { kind: 'part'; w: number; gen: number; partGen: number }
   | { kind: 'heartbeat'; w: number; gen: number }
+  | { kind: 'reserve'; w: number; gen: number; reserveGen: number }
   | { kind: 'poll'; w: number; gen: number }
   | { kind: 'bell'; w: number; gen: number; unit: number }
   | { kind: 'reap' };
@@ -85,6 +87,10 @@ interface Job {
   /** Ms per task on this worker for this unit's tasks. */
   msPerTask: number;
   partGen: number;
+  /** Where the holder started and when: its measured task rate sizes its reservations. */
+  startPos: number;
+  claimedMs: number;
+  reserveGen: number;
 }
 
 interface Worker {
@@ -224,7 +230,9 @@ class Simulation {
         if (e.kind === 'part') {
           if (w.job && w.job.partGen === e.partGen) this.partDone(w);
         } else if (e.kind === 'heartbeat') this.heartbeat(w);
-        else if (e.kind === 'poll') {
+        else if (e.kind === 'reserve') {
+          if (w.job && w.job.reserveGen === e.reserveGen) this.renew(w);
+        } else if (e.kind === 'poll') {
           this.stopWaiting(w);
           this.work(w);
         } else {
@@ -333,11 +341,26 @@ class Simulation {
       partStartMs: 0,
       msPerTask: (this.config.taskMs * this.costs[shard]!) / w.life.speed,
       partGen: 0,
+      startPos: g.state.next_task_index,
+      claimedMs: this.nowMs,
+      reserveGen: 0,
     };
     this.setActivity(w, 'busy');
+    this.queue.push(this.nowMs + this.heartbeatEveryMs, {
+      kind: 'heartbeat',
+      w: w.slot,
+      gen: w.gen,
+    });
     // The holder reserves what it is about to read before it reads it: a heartbeat at once.
-    this.heartbeat(w);
+    this.renew(w);
     if (w.job?.partGen === 0) this.startPart(w);
+  }
+
+  /** Tasks the holder has finished at `atMs` (committed or in the part in hand). */
+  private tasksDone(job: Job, atMs: number): number {
+    if (job.partGen === 0 || job.pos >= job.partEnd) return job.pos;
+    const done = Math.floor((atMs - job.partStartMs) / job.msPerTask);
+    return job.partFirst + Math.min(job.partEnd - job.partFirst, Math.max(0, done));
   }
 
   /** Tasks below this one are started (read) by the holder at `atMs`: its position in flight. */
@@ -382,29 +405,54 @@ class Simulation {
     this.startPart(w);
   }
 
-  /**
-   * A heartbeat: renews the lease and reserves about 1.5 heartbeat intervals of work ahead at
-   * the holder's task rate (at least 4 tasks), as the worker does; the next one comes a third
-   * of a lease later, or earlier if the holder would reach its reservation before that.
-   */
+  /** The lease keeper's periodic heartbeat (every third of the lease), carrying a reservation. */
   private heartbeat(w: Worker): void {
-    const job = w.job;
-    if (!job) return;
-    const at = this.inFlight(job, this.nowMs);
-    const ahead = Math.max(4, Math.ceil((1.5 * this.heartbeatEveryMs) / job.msPerTask));
+    if (!w.job) return;
+    this.queue.push(this.nowMs + this.heartbeatEveryMs, {
+      kind: 'heartbeat',
+      w: w.slot,
+      gen: w.gen,
+    });
+    this.renew(w);
+  }
+
+  /**
+   * One heartbeat with a reservation, as the worker's lease keeper sends them: it reserves the
+   * work the holder gets through in min(half a lease, 30 s) at its rate so far, at least 4 tasks
+   * (worker/shard-job.ts `reserveAheadTasks`), past the task it reads next. The holder reads no
+   * task it has not reserved, so when it reaches its reservation it sends another at once.
+   */
+  private renew(w: Worker): void {
+    const job = w.job!;
+    const next = this.inFlight(job, this.nowMs);
+    const ahead = reserveAheadTasks(
+      this.tasksDone(job, this.nowMs) - job.startPos,
+      this.nowMs - job.claimedMs,
+      this.config.leaseMs,
+    );
     let state: ShardState;
     try {
-      state = this.ledger.heartbeat(job.claim, this.nowMs, Math.min(job.end, at + ahead));
+      state = this.ledger.heartbeat(job.claim, this.nowMs, Math.min(job.end, next + ahead));
     } catch (e: unknown) {
       return this.lost(w, e);
     }
-    const reserved = state.reserved_task_index ?? at;
-    const reachMs = this.nowMs + Math.max(1, reserved - at) * job.msPerTask;
-    const nextMs =
-      reserved < unitEnd(state)
-        ? Math.min(this.nowMs + this.heartbeatEveryMs, reachMs)
-        : this.nowMs + this.heartbeatEveryMs;
-    this.queue.push(nextMs, { kind: 'heartbeat', w: w.slot, gen: w.gen });
+    const reserved = state.reserved_task_index ?? next;
+    if (reserved < unitEnd(state)) {
+      // The holder starts task `reserved` when it has done those before it (parts follow one
+      // another without a gap); before its first part it is about to start `job.pos`.
+      const from =
+        job.partGen === 0
+          ? { task: job.pos, ms: this.nowMs }
+          : { task: job.partFirst, ms: job.partStartMs };
+      const reachMs = Math.max(this.nowMs + 1, from.ms + (reserved - from.task) * job.msPerTask);
+      job.reserveGen++;
+      this.queue.push(reachMs, {
+        kind: 'reserve',
+        w: w.slot,
+        gen: w.gen,
+        reserveGen: job.reserveGen,
+      });
+    }
     this.learnEnd(w, unitEnd(state));
   }
 

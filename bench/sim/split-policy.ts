@@ -12,10 +12,10 @@ export interface SplitPolicyOptions {
   minTasks?: number;
 }
 
-/** Static assignment plus splitting by idle workers. */
+/** Static assignment plus splitting by idle workers; named by its `minTasks` when one is given. */
 export function splitPolicy(options: SplitPolicyOptions = {}): Policy {
   return {
-    name: 'split',
+    name: options.minTasks === undefined ? 'split' : `split, sides ≥ ${options.minTasks} tasks`,
     shardsPerWorker: 1,
     onIdle: (ctx) => ctx.ledger.split(ctx.workerId, ctx.nowMs, options.minTasks),
   };

@@ -45,6 +45,11 @@ export interface WorkerDeps {
   log: Logger;
   /** Shutdown. */
   stop: AbortSignal;
+  /**
+   * A preemption notice (worker/preemption.ts): stop claiming, let the job commit the part in
+   * hand and release its unit within the grace period, then return.
+   */
+  drain?: AbortSignal;
   onProgress?: (p: ShardProgress) => void;
   /** Jitter source for poll intervals. */
   random?: () => number;
@@ -182,12 +187,13 @@ export async function runWorker(
     return null;
   };
 
+  const stopping = (): boolean => deps.stop.aborted || deps.drain?.aborted === true;
   while (
-    !deps.stop.aborted &&
+    !stopping() &&
     (settings.maxShards === undefined || summary.outcomes.length < settings.maxShards)
   ) {
     let next = await claimAny();
-    if (!next && settings.split !== false && !deps.stop.aborted) next = await splitAny();
+    if (!next && settings.split !== false && !stopping()) next = await splitAny();
     if (!next && deps.doorbells) {
       const received = await deps.doorbells.wait(settings.pollMs, deps.stop);
       if (received) {
@@ -243,7 +249,7 @@ export async function runWorker(
     if (summary.forcedExit) break;
   }
   for (const o of summary.outcomes) summary[o.kind]++;
-  if (!deps.stop.aborted && !summary.forcedExit) {
+  if (!stopping() && !summary.forcedExit) {
     for (const d of datasets.values()) {
       try {
         for (const s of (await d.ledger.status(d.datasetId)).shards)
@@ -307,6 +313,7 @@ async function runJob(
       output: d.output,
       datasetUri: d.datasetUri,
       stop: deps.stop,
+      ...(deps.drain ? { drain: deps.drain } : {}),
       log,
       ...(deps.onProgress ? { onProgress: deps.onProgress } : {}),
     },
@@ -316,10 +323,14 @@ async function runJob(
   let graceTimer: NodeJS.Timeout | undefined;
   const grace = new Promise<'grace'>((resolve) => {
     const arm = (): void => {
-      graceTimer = setTimeout(() => resolve('grace'), settings.graceMs);
+      graceTimer ??= setTimeout(() => resolve('grace'), settings.graceMs);
     };
-    if (deps.stop.aborted) arm();
-    else deps.stop.addEventListener('abort', arm, { once: true });
+    // Shutdown, or a preemption notice: either way the machine is going away.
+    if (deps.stop.aborted || deps.drain?.aborted) arm();
+    else {
+      deps.stop.addEventListener('abort', arm, { once: true });
+      deps.drain?.addEventListener('abort', arm, { once: true });
+    }
   });
   const first = await Promise.race([job, grace]);
   clearTimeout(graceTimer);

@@ -4,7 +4,7 @@
  * and runs the loop. `shardline work` parses and checks the flags into a `WorkConfig` at the
  * edge and calls `runWork`; nothing here reads the environment.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { childLocation, formatLocation, parseLocation } from '../core/blob/location';
@@ -36,6 +36,8 @@ import { partMetadata } from './manifest';
 import { runWorker } from './loop';
 import { resolveModelPath } from './model-path';
 import type { JobMessaging, ShardProgress } from './shard-job';
+import type { PreemptionMode } from './preemption';
+import { DMI_PRODUCT_NAME, PreemptionWatcher, watchPreemption } from './preemption';
 
 /** Everything `shardline work` was told. */
 export interface WorkConfig {
@@ -86,6 +88,12 @@ export interface WorkConfig {
   follow: boolean;
   /** Split held work units when nothing is claimable (`--split on`). */
   split: boolean;
+  /** Work a holder reserves ahead, in time (`--reserve_seconds`). */
+  reserveAheadMs: number;
+  /** Watch the metadata server for preemption notices (`--preemption_notices`). */
+  preemptionNotices: PreemptionMode;
+  /** `GCE_METADATA_HOST`: the metadata server's `host[:port]`, when set. */
+  metadataHost?: string;
   maxShards?: number;
   preferredShardId?: number;
   workerId: string;
@@ -244,6 +252,19 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
   let doorbells: DoorbellSource | undefined;
   let messaging: JobMessaging | undefined;
   let engine: Extractor | undefined;
+  // Preemption notices, on a Compute Engine VM (known from its DMI product name, no request).
+  let watcher: PreemptionWatcher | undefined;
+  const drain = new AbortController();
+  if (watchPreemption(config.preemptionNotices, dmiProductName(), config.metadataHost)) {
+    watcher = new PreemptionWatcher({
+      ...(config.metadataHost ? { host: config.metadataHost } : {}),
+      log,
+    });
+    log.info('watching the metadata server for preemption notices', {
+      host: config.metadataHost || 'metadata.google.internal',
+    });
+    void watcher.watch(() => drain.abort());
+  }
   try {
     const datasets = config.datasetDir
       ? [await openDataset(config.datasetDir, undefined, true)]
@@ -315,6 +336,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
         clock: io.clock,
         log,
         stop: io.stop,
+        drain: drain.signal,
         ...(io.onProgress ? { onProgress: io.onProgress } : {}),
       },
       {
@@ -324,6 +346,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
         batch: { maxBatchSize: config.batchSize, maxBatchTokens: config.maxBatchTokens },
         follow: config.follow,
         split: config.split,
+        reserveAheadMs: config.reserveAheadMs,
         pollMs: config.pollMs,
         graceMs: config.graceMs,
         ...(config.maxShards === undefined ? {} : { maxShards: config.maxShards }),
@@ -334,6 +357,7 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
     );
     return summary;
   } finally {
+    watcher?.stop();
     await messaging?.publisher.close().catch(() => undefined);
     await doorbells?.close().catch(() => undefined);
     if (engine)
@@ -343,6 +367,15 @@ export async function runWork(config: WorkConfig, io: WorkIo): Promise<WorkerSum
       ]);
     for (const l of ledgers) await l.close().catch(() => undefined);
     await cloud.close().catch(() => undefined);
+  }
+}
+
+/** This machine's DMI product name (`Google Compute Engine` on a Compute Engine VM), or null. */
+function dmiProductName(): string | null {
+  try {
+    return readFileSync(DMI_PRODUCT_NAME, 'utf8');
+  } catch {
+    return null;
   }
 }
 

@@ -80,6 +80,12 @@ export interface ShardJobDeps {
   random?: () => number;
   /** Fires on shutdown: finish the batch in hand, release the lease, return. */
   stop: AbortSignal;
+  /**
+   * Fires on a preemption notice (worker/preemption.ts): read no further, cut the part in hand
+   * where reading stopped and commit it, then release the unit (no attempt counted). The caller
+   * bounds how long that may take (its grace period).
+   */
+  drain?: AbortSignal;
   onProgress?: (p: ShardProgress) => void;
 }
 
@@ -97,6 +103,11 @@ export interface ShardJobSettings {
   outageBudgetMs?: number;
   /** Backoff between those retries: full jitter from `baseMs`, doubling to `capMs`. */
   retry?: { baseMs: number; capMs: number };
+  /**
+   * How much work, in time, the holder reserves ahead of what it reads (at most half a lease):
+   * the tail of its unit no split can take. Default `DEFAULT_RESERVE_AHEAD_MS`.
+   */
+  reserveAheadMs?: number;
 }
 
 /** How long a job rides through an outage before releasing its shard: 30 minutes. */
@@ -256,21 +267,20 @@ function pause(ms: number, timers: Timers, signals: AbortSignal[]): Promise<void
 /** Tasks a holder reserves ahead at least, before its rate is known (a few batches' worth). */
 export const MIN_RESERVE_TASKS = 4;
 
-/** The most work, in time, a holder reserves ahead: 30 s. */
-export const MAX_RESERVE_AHEAD_MS = 30_000;
+/** The most work, in time, a holder reserves ahead by default: 30 s (`work --reserve_seconds`). */
+export const DEFAULT_RESERVE_AHEAD_MS = 30_000;
 
 /**
  * How far ahead the holder reserves (docs/decisions.md#work-units-split-the-tail): the tasks it
- * gets through in half a lease, at most `MAX_RESERVE_AHEAD_MS`, at its rate so far, and at
- * least `MIN_RESERVE_TASKS`. What a holder reserves no split can take, so this is the tail a
+ * gets through in `horizonMs` (`reserveAheadMs`, at most half a lease) at its rate so far, and
+ * at least `MIN_RESERVE_TASKS`. What a holder reserved no split can take, so this is the tail a
  * unit keeps to itself; the cost of a shorter one is a ledger write each time the holder reaches
- * its reservation (every 30 s of work or so, besides the heartbeats every third of a lease). The
- * rate counts tasks the model has run, not tasks read: the first reads fill the pipeline in a
- * burst that says nothing about the pace.
+ * its reservation (every 30 s of work by default, besides the heartbeats every third of a
+ * lease). The rate counts tasks the model has run, not tasks read: the first reads fill the
+ * pipeline in a burst that says nothing about the pace.
  */
-export function reserveAheadTasks(tasksDone: number, elapsedMs: number, leaseMs: number): number {
+export function reserveAheadTasks(tasksDone: number, elapsedMs: number, horizonMs: number): number {
   const rate = elapsedMs > 0 ? tasksDone / elapsedMs : 0;
-  const horizonMs = Math.min(leaseMs / 2, MAX_RESERVE_AHEAD_MS);
   return Math.max(MIN_RESERVE_TASKS, Math.ceil(rate * horizonMs));
 }
 
@@ -360,7 +370,11 @@ async function extractShard(
   const ahead = (): number => {
     // Tasks the model has run: its samples so far, at the tasks' samples per task.
     const done = samplesRead > 0 ? (pipeline.counts.samples * tasksRead) / samplesRead : 0;
-    return reserveAheadTasks(done, deps.clock.nowMs() - startedMs, settings.leaseMs);
+    const horizonMs = Math.min(
+      settings.leaseMs / 2,
+      settings.reserveAheadMs ?? DEFAULT_RESERVE_AHEAD_MS,
+    );
+    return reserveAheadTasks(done, deps.clock.nowMs() - startedMs, horizonMs);
   };
   keeper.reserveAhead = () => frontier + ahead();
   let end = keeper.end;
@@ -380,6 +394,7 @@ async function extractShard(
       () => keeper.end,
     )) {
       check();
+      if (deps.drain?.aborted) break;
       await keeper.reserve(taskIndex, ahead());
       endMoved();
       if (taskIndex >= end) break;
@@ -404,7 +419,18 @@ async function extractShard(
       deps.onProgress?.(progress);
     }
     endMoved();
-    await pipeline.finish();
+    // A preemption notice: the last part ends where reading stopped (named for that end, as a
+    // part cut at a split is), and the unit goes back to be resumed there.
+    const drained = deps.drain?.aborted === true && frontier < end;
+    await pipeline.finish(drained ? { task: frontier, sample: 0 } : undefined);
+    if (drained) {
+      keeper.stop();
+      log.notice('preemption notice: committed the part in hand; releasing the unit', {
+        next_task_index: frontier,
+        end_task: end,
+      });
+      return await release(keeper.claim, deps, log);
+    }
   } catch (e: unknown) {
     await pipeline.abandon();
     throw e;

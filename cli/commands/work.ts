@@ -81,6 +81,9 @@ function configOf(args: ParsedArgs, ctx: CommandContext): WorkConfig {
     graceMs: args.num('grace_seconds') * 1000,
     follow: args.bool('follow'),
     split: args.str('split') === 'on',
+    reserveAheadMs: Math.round(args.num('reserve_seconds') * 1000),
+    preemptionNotices: args.str('preemption_notices') as 'auto' | 'on' | 'off',
+    ...opt('metadataHost', ctx.env.GCE_METADATA_HOST || undefined),
     ...opt('maxShards', args.optNum('max_shards')),
     // Hosts of one machine start on different shards (host k prefers shard k): less contention.
     ...opt('preferredShardId', explicitPreferred ?? hostId),
@@ -198,6 +201,8 @@ export const workCommand: Command = {
     '',
     'A worker that finds nothing to claim splits the held shard with the most work left (--split on,',
     'the default): the holder keeps what it has in hand, the splitter takes the rest as a work unit.',
+    'On a Compute Engine VM it watches for preemption notices: on one it stops claiming, commits the',
+    'part in hand and releases its shard (no attempt counted) before the machine stops.',
     '',
     'With --subscription it also wakes on doorbells (Pub/Sub shard.available), serving any announced',
     'dataset when --sharded_dataset_dir is not given, and publishes shard.completed / shard.failed.',
@@ -430,6 +435,24 @@ export const workCommand: Command = {
       choices: ['on', 'off'],
       description:
         'when nothing is claimable, split the held shard (work unit) with the most work left and take its tail',
+    },
+    {
+      name: 'preemption_notices',
+      type: 'string',
+      default: 'auto',
+      choices: ['auto', 'on', 'off'],
+      env: 'SHARDLINE_PREEMPTION_NOTICES',
+      description:
+        'watch the metadata server for a preemption or maintenance stop and drain early (auto: on a Compute Engine VM, or when GCE_METADATA_HOST is set)',
+    },
+    {
+      name: 'reserve_seconds',
+      type: 'number',
+      default: 30,
+      min: 0,
+      placeholder: 'S',
+      description:
+        'work a holder keeps out of reach of splits, in time at its own pace (at most half the lease; a ledger write each time it is used up)',
     },
     {
       name: 'max_shards',

@@ -17,6 +17,11 @@ export type FaultAction =
   | { kind: 'kill-early' }
   /** SIGTERM a holder (it releases its shard: no attempt). */
   | { kind: 'sigterm' }
+  /**
+   * Split a held unit as an idle worker would, then never work on the new unit (a splitter that
+   * dies at once): its lease must run out and another worker take the unit over.
+   */
+  | { kind: 'split' }
   /** Publish a `shard.available` again for a shard (at-least-once delivery). */
   | { kind: 'doorbell'; shard: number }
   /** Deliver the upload's finalized event again. */
@@ -50,6 +55,8 @@ export interface ChaosCounts {
   sigterms: number;
   doorbells: number;
   ingestReplays: number;
+  /** `split` faults (default 0). */
+  splits?: number;
 }
 
 /**
@@ -73,6 +80,7 @@ export function chaosSchedule(
       shard: Math.floor(random() * shards),
     })),
     ...Array.from({ length: counts.ingestReplays }, (): FaultAction => ({ kind: 'ingest-replay' })),
+    ...Array.from({ length: counts.splits ?? 0 }, (): FaultAction => ({ kind: 'split' })),
   ];
   for (let i = actions.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));
@@ -127,6 +135,8 @@ export function faultName(a: FaultAction): string {
       return `${a.service} answering 503 for ${Math.round(a.ms / 1000)} s`;
     case 'doorbell':
       return `doorbell of shard ${a.shard} redelivered`;
+    case 'split':
+      return 'split by a worker that dies at once';
     default:
       return a.kind;
   }

@@ -58,6 +58,11 @@ export interface SoakOptions {
   schedule: FaultStep[];
   /** Route the workers through fault proxies (needed for connection faults). */
   proxies: boolean;
+  /**
+   * The workers' `--reserve_seconds` (default the product's): a short one leaves a unit's holder
+   * little out of reach of splits, so idle workers split shards in a short run too.
+   */
+  reserveSeconds?: number;
   /** The workers' retries per Cloud Storage request (default the product's, 5). */
   storageRetries?: number;
   /** Progress lines. */
@@ -111,8 +116,14 @@ export interface SoakReport {
   duplicateIngestsSuppressed: number;
   /** Failed attempts counted over all shards. */
   attemptsCounted: number;
-  /** Claims beyond the first, over all shards (each is a reclaim after a kill, release or failure). */
+  /** Claims beyond the first, over all units (each is a reclaim after a kill, release or failure). */
   reclaims: number;
+  /** Work units split off by the workers themselves (idle, nothing to claim). */
+  workerSplits: number;
+  /** Units split off by the schedule's `split` faults (a splitter that dies at once). */
+  faultSplits: number;
+  /** Shards that ended with more than one work unit. */
+  shardsSplit: number;
   /** Committed parts kept from an earlier holder and resumed after (not redone). */
   resumedParts: number;
   /** Milliseconds from a SIGKILL to another worker's claim of the shard it held. */
@@ -235,6 +246,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     ingestReplays: 0,
     duplicateIngestsSuppressed: 0,
     reclaims: 0,
+    workerSplits: 0,
+    faultSplits: 0,
+    shardsSplit: 0,
     attemptsCounted: 0,
     resumedParts: 0,
     reclaimAfterKillMs: { count: 0, median: 0, max: 0 },
@@ -334,7 +348,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     }, 2000);
 
     // The proxies the workers talk through.
-    const workerEnv: NodeJS.ProcessEnv = { ...process.env };
+    // The workers never watch a metadata server (the soak's host may be a Compute Engine VM).
+    const workerEnv: NodeJS.ProcessEnv = { ...process.env, SHARDLINE_PREEMPTION_NOTICES: 'off' };
     if (o.proxies) {
       const targets: Record<Service, string | undefined> = {
         firestore: process.env.FIRESTORE_EMULATOR_HOST,
@@ -386,6 +401,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         id,
         '--log_format',
         'json',
+        ...(o.reserveSeconds === undefined ? [] : ['--reserve_seconds', String(o.reserveSeconds)]),
       ];
       const log = openSync(path.join(o.workDir, 'logs', `${id}.log`), 'w');
       const child = spawn(process.execPath, args, { stdio: ['ignore', log, log], env: workerEnv });
@@ -402,14 +418,19 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     };
     for (let i = 0; i < o.workers; i++) start();
     const running = (): Worker[] => workers.filter((w) => w.alive);
-    const holderOf = (s: LedgerStatus['shards'][number]): Worker | undefined =>
-      s.status === 'in_use' ? running().find((w) => w.id === s.assigned_to) : undefined;
+    // Faults act on work units: a shard split by the workers has several, each with its holder.
+    type Unit = LedgerStatus['shards'][number]['units'][number];
+    const unitsOf = (status: LedgerStatus): Unit[] => status.shards.flatMap((s) => s.units);
+    const keyOf = (u: Unit): string => `${u.shard_id}.${u.unit}`;
+    const holderOf = (u: Unit): Worker | undefined =>
+      u.status === 'in_use' ? running().find((w) => w.id === u.assigned_to) : undefined;
 
-    // Kills wait for the killed shard's next claim, to time the reclaim.
-    const reclaimWaits: Array<{ at: number; shard: number; epoch: number }> = [];
+    // Kills wait for the killed unit's next claim, to time the reclaim.
+    const reclaimWaits: Array<{ at: number; key: string; epoch: number }> = [];
     const reclaimTimes: number[] = [];
-    /** Committed parts of each shard when its current epoch was first seen (kill-early). */
-    const epochStart = new Map<number, { epoch: number; parts: number }>();
+    /** Committed parts of each unit when its current epoch was first seen (kill-early). */
+    const epochStart = new Map<string, { epoch: number; parts: number }>();
+    let splitters = 0;
 
     let next = 0;
     // Set inside `fire`: a cast keeps TypeScript from narrowing it to null in the loop.
@@ -439,17 +460,19 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         attemptsBefore: status.totals.attempts,
         attemptsAfter: null,
       };
-      const kill = (shard: LedgerStatus['shards'][number], signal: NodeJS.Signals): void => {
-        const w = holderOf(shard)!;
+      const kill = (unit: Unit, signal: NodeJS.Signals): void => {
+        const w = holderOf(unit)!;
         if (signal === 'SIGKILL')
-          reclaimWaits.push({ at: Date.now(), shard: shard.shard_id, epoch: shard.epoch });
+          reclaimWaits.push({ at: Date.now(), key: keyOf(unit), epoch: unit.epoch });
         w.child.kill(signal);
-        faultRecord.name = `${faultName(a)} (shard ${shard.shard_id}, ${w.id})`;
+        faultRecord.name = `${faultName(a)} (shard ${unit.shard_id}${unit.unit ? ` unit ${unit.unit}` : ''}, ${w.id})`;
       };
+      const units = unitsOf(status);
       switch (a.kind) {
         case 'kill-mid': {
-          const targets = status.shards.filter(
-            (s) => holderOf(s) && s.parts_committed > 0 && s.tasks_done <= s.total_tasks - 2,
+          const targets = units.filter(
+            (u) =>
+              holderOf(u) && u.parts_committed > 0 && u.tasks_done <= u.unit_end - u.unit_start - 2,
           );
           if (targets.length === 0) return false;
           kill(pick(targets), 'SIGKILL');
@@ -457,12 +480,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
           break;
         }
         case 'kill-early': {
-          const targets = status.shards.filter(
-            (s) =>
-              holderOf(s) &&
-              epochStart.get(s.shard_id)?.epoch === s.epoch &&
-              epochStart.get(s.shard_id)?.parts === s.parts_committed &&
-              s.tasks_done < s.total_tasks,
+          const targets = units.filter(
+            (u) =>
+              holderOf(u) &&
+              epochStart.get(keyOf(u))?.epoch === u.epoch &&
+              epochStart.get(keyOf(u))?.parts === u.parts_committed &&
+              u.tasks_done < u.unit_end - u.unit_start,
           );
           if (targets.length === 0) return false;
           kill(pick(targets), 'SIGKILL');
@@ -470,10 +493,21 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
           break;
         }
         case 'sigterm': {
-          const targets = status.shards.filter((s) => holderOf(s));
+          const targets = units.filter((u) => holderOf(u));
           if (targets.length === 0) return false;
           kill(pick(targets), 'SIGTERM');
           report.sigterms++;
+          break;
+        }
+        case 'split': {
+          // A worker splits a unit and dies at once: the new unit's lease must run out and
+          // another worker take it over, while the split unit's holder works to its new end.
+          const split = await ledger.split(datasetId, `soak-splitter-${splitters++}`, {
+            leaseMs: o.leaseSeconds * 1000,
+          });
+          if (!split) return false;
+          report.faultSplits++;
+          faultRecord.name = `${faultName(a)} (shard ${split.claim.shard_id} unit ${split.from.unit ?? 0} at task ${split.from.end_task_index}, held by ${split.from.holder ?? 'nobody'})`;
           break;
         }
         case 'doorbell':
@@ -545,14 +579,15 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
           o.say(report.stoppedEarly);
           break;
         }
-        for (const s of status.shards) {
-          const seen = epochStart.get(s.shard_id);
-          if (!seen || seen.epoch !== s.epoch)
-            epochStart.set(s.shard_id, { epoch: s.epoch, parts: s.parts_committed });
+        const byKey = new Map(unitsOf(status).map((u) => [keyOf(u), u]));
+        for (const [key, u] of byKey) {
+          const seen = epochStart.get(key);
+          if (!seen || seen.epoch !== u.epoch)
+            epochStart.set(key, { epoch: u.epoch, parts: u.parts_committed });
         }
         for (const wait of [...reclaimWaits]) {
-          const s = status.shards[wait.shard];
-          if (s && s.epoch > wait.epoch) {
+          const u = byKey.get(wait.key);
+          if (u && u.epoch > wait.epoch) {
             reclaimTimes.push(Date.now() - wait.at);
             reclaimWaits.splice(reclaimWaits.indexOf(wait), 1);
           }
@@ -605,7 +640,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     report.failedShards = status.shards
       .filter((s) => s.status === 'failed')
       .map((s) => ({ shard_id: s.shard_id, attempts: s.attempts, last_error: s.last_error }));
-    report.reclaims = status.shards.reduce((n, s) => n + Math.max(0, s.epoch - 1), 0);
+    report.reclaims = unitsOf(status).reduce((n, u) => n + Math.max(0, u.epoch - 1), 0);
+    report.shardsSplit = status.shards.filter((s) => s.units.length > 1).length;
+    report.workerSplits =
+      status.shards.reduce((n, s) => n + s.units.length - 1, 0) - report.faultSplits;
     const out = deps.storeAt(`${record.dataset_uri}/activations`);
     report.datasetManifest = (await out.stat('_MANIFEST.json')) !== null;
     const seen = new Map<string, number>();
@@ -616,7 +654,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         () => null,
       );
       if (!m) continue;
-      report.resumedParts += m.parts.filter((p) => p.epoch < m.epoch).length;
+      // Parts each unit's last committer found committed by an earlier holder of that unit.
+      const lastEpoch = new Map<number, number>();
+      for (const p of m.parts)
+        lastEpoch.set(p.unit ?? 0, Math.max(lastEpoch.get(p.unit ?? 0) ?? 0, p.epoch));
+      report.resumedParts += m.parts.filter((p) => p.epoch < lastEpoch.get(p.unit ?? 0)!).length;
       for (const p of m.parts) {
         const index = (await out.readAll(`${dir}/${p.name}.index.jsonl`)).toString();
         for (const line of index.split('\n'))
@@ -689,6 +731,10 @@ export function formatReport(r: SoakReport): string {
       `${r.killsMid} / ${r.killsEarly}, ${r.sigterms}, ${r.restarts}`,
     ],
     ['reclaims (claims beyond the first)', String(r.reclaims)],
+    [
+      'work units split off by idle workers / by split faults; shards split',
+      `${r.workerSplits} / ${r.faultSplits}; ${r.shardsSplit}`,
+    ],
     ['attempts counted', String(r.attemptsCounted)],
     ['parts resumed from an earlier holder', String(r.resumedParts)],
     [

@@ -30,7 +30,12 @@ export async function cli(
     stdout,
     stderr,
     cwd: options.cwd,
-    env: { SHARDLINE_LOG_FORMAT: 'json', ...(options.env ?? {}) },
+    // No test watches a metadata server unless it says so (a CI host may be a Compute Engine VM).
+    env: {
+      SHARDLINE_LOG_FORMAT: 'json',
+      SHARDLINE_PREEMPTION_NOTICES: 'off',
+      ...(options.env ?? {}),
+    },
   });
   return { code, stdout: stdout.text, stderr: stderr.text };
 }

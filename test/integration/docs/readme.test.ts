@@ -91,7 +91,7 @@ describe('the local README commands, in a scratch folder', () => {
       const r = spawnSync(process.execPath, [CLI, ...args, ...extra], {
         cwd: dir,
         encoding: 'utf8',
-        env: { ...process.env, SHARDLINE_LOG_FORMAT: 'json' },
+        env: { ...process.env, SHARDLINE_LOG_FORMAT: 'json', SHARDLINE_PREEMPTION_NOTICES: 'off' },
         timeout: 600_000,
       });
       runs.push({ line, code: r.status, stderr: r.status === 0 ? '' : r.stderr.slice(-2000) });

@@ -309,6 +309,54 @@ test('a holder whose unit is split cuts its last part at the new end, completes 
   }
 });
 
+test('a preemption notice: the job reads no further, commits the part in hand where it stopped, releases the unit with no attempt; the next holder finishes it exactly', async () => {
+  const plain = await dataset(12, 'plain');
+  await processShard(
+    (await plain.ledger.claim('ds', 'w0'))!,
+    deps(plain.ledger, plain.root, new FakeExtractor()),
+    settings(),
+  );
+  await plain.ledger.close();
+
+  const { ledger, root } = await dataset(12, 'drained');
+  try {
+    const drain = new AbortController();
+    const c1 = (await ledger.claim('ds', 'w1'))!;
+    const outcome = await processShard(
+      c1,
+      {
+        ...deps(ledger, root, new FakeExtractor()),
+        drain: drain.signal,
+        onProgress: (p) => p.tasksDone >= 5 && drain.abort(),
+      },
+      // Parts of many tasks: the notice comes while one is in hand.
+      { ...settings(), partSizeBytes: 1 << 20 },
+    );
+    expect(outcome.kind).toBe('stopped');
+    const after = (await ledger.getShard('ds', 0))!;
+    expect(after).toMatchObject({ status: 'available', attempts: 0, assigned_to: null });
+    expect(after.next_task_index).toBeGreaterThanOrEqual(5);
+    expect(after.next_task_index).toBeLessThan(12);
+    const parts = await ledger.listParts(c1);
+    expect(parts).toHaveLength(1);
+    expect(parts[0]).toMatchObject({
+      first_task_index: 0,
+      next_task_index: after.next_task_index,
+      name: `part_00000_to${after.next_task_index}`,
+    });
+    const c2 = (await ledger.claim('ds', 'w2'))!;
+    expect(
+      await processShard(c2, deps(ledger, root, new FakeExtractor()), {
+        ...settings(),
+        partSizeBytes: 1 << 20,
+      }),
+    ).toMatchObject({ kind: 'completed', shardCompleted: true });
+    expect(await samplesOf(root)).toEqual(await samplesOf(plain.root));
+  } finally {
+    await ledger.close();
+  }
+});
+
 /** Ledger verbs a job calls, in order, with how each ended (`ok` or the error's code). */
 type Call = { verb: string; worker: string; outcome: string };
 

@@ -7,6 +7,7 @@
  */
 import { DEFAULT_LEASE_MS, DEFAULT_MAX_ATTEMPTS } from '../../core/ledger/ledger';
 import { Prng } from '../../core/random';
+import { DEFAULT_RESERVE_AHEAD_MS } from '../../worker/shard-job';
 
 /** One simulated job: the workload, the fleet and the ledger's settings. */
 export interface SimConfig {
@@ -29,6 +30,11 @@ export interface SimConfig {
   shardCostSigma: number;
   /** Lease length (`--lease_seconds`); the holder renews every third of it. */
   leaseMs: number;
+  /**
+   * Work a holder reserves ahead, in time (`--reserve_seconds`), at most half a lease: the
+   * tail of its unit no split can take.
+   */
+  reserveAheadMs: number;
   /** Idle wait for a doorbell before looking again (`--poll_seconds`). */
   pollMs: number;
   /** The reaper's tick (Cloud Scheduler, every minute). */
@@ -65,6 +71,7 @@ export const DEFAULT_SIM: Omit<SimConfig, 'workers' | 'shards' | 'totalTasks'> =
   speedSigma: 0.1,
   shardCostSigma: 0.2,
   leaseMs: DEFAULT_LEASE_MS,
+  reserveAheadMs: DEFAULT_RESERVE_AHEAD_MS,
   pollMs: 30_000,
   reapEveryMs: 60_000,
   doorbellDelayMs: 1_000,

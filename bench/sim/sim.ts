@@ -418,8 +418,8 @@ class Simulation {
 
   /**
    * One heartbeat with a reservation, as the worker's lease keeper sends them: it reserves the
-   * work the holder gets through in min(half a lease, 30 s) at its rate so far, at least 4 tasks
-   * (worker/shard-job.ts `reserveAheadTasks`), past the task it reads next. The holder reads no
+   * work the holder gets through in min(half a lease, `reserveAheadMs`) at its rate so far, at
+   * least 4 tasks (worker/shard-job.ts `reserveAheadTasks`), past the task it reads next. The holder reads no
    * task it has not reserved, so when it reaches its reservation it sends another at once.
    */
   private renew(w: Worker): void {
@@ -428,7 +428,7 @@ class Simulation {
     const ahead = reserveAheadTasks(
       this.tasksDone(job, this.nowMs) - job.startPos,
       this.nowMs - job.claimedMs,
-      this.config.leaseMs,
+      Math.min(this.config.leaseMs / 2, this.config.reserveAheadMs),
     );
     let state: ShardState;
     try {

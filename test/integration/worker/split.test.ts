@@ -214,6 +214,20 @@ test('the manifests agree: the split shard lists every unit’s parts in task or
   ).toBe(true);
 });
 
+/** Runs a Python `script` (one line per sample) on both outputs: it succeeds, and prints the same. */
+function expectOneStream(script: string): void {
+  const [plain, split] = [plainDir, splitDir].map((d) =>
+    runPython(['-c', script, path.join(d, 'activations')]),
+  );
+  for (const r of [plain, split])
+    expect({ status: r!.status, stderr: r!.status === 0 ? '' : r!.stderr }).toEqual({
+      status: 0,
+      stderr: '',
+    });
+  expect(plain!.stdout.trim().split('\n')).toHaveLength((SHORT + LONG) * 2);
+  expect(split!.stdout).toBe(plain!.stdout);
+}
+
 pythonTest('the numpy reader walks both outputs into one and the same ordered stream', () => {
   const script = `
 import hashlib, json, os, sys
@@ -232,15 +246,41 @@ for s in ds["shards"]:
                 h.update(part.sample(k, layer=layer).tobytes())
             print(part.index[k]["sample_id"], h.hexdigest())
 `;
-  const [plain, split] = [plainDir, splitDir].map((d) =>
-    runPython(['-c', script, path.join(d, 'activations')]),
-  );
-  for (const r of [plain, split])
-    expect({ status: r!.status, stderr: r!.status === 0 ? '' : r!.stderr }).toEqual({
-      status: 0,
-      stderr: '',
+  expectOneStream(script);
+});
+
+test('verify finds both outputs whole, and the split one has each unit its own parts', async () => {
+  for (const d of [plainDir, splitDir]) {
+    const r = await cli(['verify', '--dataset_dir', d, '--recompute_stats', '--json'], {
+      cwd: dir,
     });
-  const rows = plain!.stdout.trim().split('\n');
-  expect(rows).toHaveLength((SHORT + LONG) * 2);
-  expect(split!.stdout).toBe(plain!.stdout);
+    expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
+    const report = JSON.parse(r.stdout) as {
+      problems: unknown[];
+      shards: Array<{ shard_id: number; parts: number; samples: number }>;
+    };
+    expect(report.problems).toEqual([]);
+    const manifests = [0, 1].map(
+      (k) =>
+        JSON.parse(
+          readFileSync(path.join(d, 'activations', `shard_00${k}`, '_MANIFEST.json'), 'utf8'),
+        ) as ShardManifest,
+    );
+    expect(report.shards.map((s) => s.parts)).toEqual(manifests.map((m) => m.parts.length));
+    expect(report.shards.reduce((n, s) => n + s.samples, 0)).toBe((SHORT + LONG) * 2);
+  }
+});
+
+pythonTest('the dataset reader streams the split output exactly as the unsplit one', () => {
+  const script = `
+import hashlib, sys
+sys.path.insert(0, ${JSON.stringify(path.join(ROOT, 'examples'))})
+from shardline_dataset import Dataset
+for s in Dataset(sys.argv[1]).samples():
+    h = hashlib.sha256()
+    for layer in (${LAYERS.join(', ')}):
+        h.update(s.activations[layer].tobytes())
+    print(s.sample, s.record["sample_id"], h.hexdigest())
+`;
+  expectOneStream(script);
 });

@@ -174,7 +174,9 @@ class Dataset:
             raise ValueError(f"worker must be (index, count) with 0 <= index < count, got {worker}")
         number, k = 0, 0
         for shard in self.shards:
-            for part in sorted(shard["parts"], key=lambda p: p["part_index"]):
+            # The manifest lists a shard's parts in task order; a shard split into work units
+            # numbers each unit's parts from 0, so part_index alone does not order them.
+            for part in shard["parts"]:
                 key = f"{shard['_dir']}/{part['name']}" if shard["_dir"] else part["name"]
                 if k % count == index:
                     yield shard["shard_id"], part["part_index"], key, number

@@ -76,6 +76,9 @@ async function killedRun(): Promise<NonNullable<typeof killed>> {
           ...WORK,
           '--lease_seconds',
           '3',
+          // An expiry and its reclaim is what this run shows: no worker takes the tail early.
+          '--split',
+          'off',
           '--worker_id',
           id,
           ...extra,

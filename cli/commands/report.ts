@@ -39,7 +39,8 @@ export const reportCommand: Command = {
     "Reads the ledger (every shard's claims, releases, expiries, failures and completions, and its",
     'committed parts) and the outputs (manifests, and the headers of parts no manifest lists yet), and',
     'writes one HTML file that needs nothing else to open: no network, no script. It shows a timeline',
-    'per shard (who held it when, each part as a tick, expired leases and reclaims marked, splits),',
+    'per shard, and per work unit of a split shard (who held it when, each part as a tick, expired',
+    'leases, reclaims and splits marked),',
     'tokens per second over time for all workers and each, attempts and failures with their reasons,',
     'skipped samples by reason, per-layer statistics when the manifests carry them, and the totals.',
     'The output may be a local path or gs://BUCKET/NAME.html. --json prints the data it drew.',
@@ -112,7 +113,7 @@ export const reportCommand: Command = {
         const t = data.totals;
         ctx.stdout.write(
           `Report of ${data.dataset.dataset_id} (${data.state === 'in_use' ? 'running' : data.state}): ${where} (${formatBytes(Buffer.byteLength(html))})\n` +
-            `  ${t.completed}/${t.shards} shards completed, ${formatCount(t.parts)} parts, ${formatCount(t.tokens)} tokens, ${formatBytes(t.bytes)}; ` +
+            `  ${t.completed}/${t.shards} shards completed${t.splits ? ` (${t.units} work units, ${t.splits} split off)` : ''}, ${formatCount(t.parts)} parts, ${formatCount(t.tokens)} tokens, ${formatBytes(t.bytes)}; ` +
             `${t.claims} claims, ${t.reclaims} reclaims, ${t.expiries} expired leases, ${t.failures} failures, ${formatCount(t.skipped)} skipped samples` +
             `${data.warnings.length ? `; ${data.warnings.length} warning(s) in the report` : ''}.\n`,
         );

@@ -1,7 +1,7 @@
 /**
- * What `shardline report` shows, gathered from the ledger (every shard's history of claims,
- * releases, expiries, failures and completions, and its committed parts with their commit
- * times and holders) and from the outputs (token counts, skipped samples with reasons and
+ * What `shardline report` shows, gathered from the ledger (every shard with its work units, each
+ * unit's history of claims, splits, releases, expiries, failures and completions, and its
+ * committed parts with their commit times and holders) and from the outputs (token counts, skipped samples with reasons and
  * per-layer statistics, from the shard and dataset manifests and, for parts no manifest lists
  * yet, from each part's safetensors header). Works the same on a running and a finished run,
  * on the SQLite and the Firestore ledger: everything is read, nothing is written.
@@ -14,7 +14,13 @@ import { z } from 'zod';
 import type { BlobStore } from '../../core/blob/store';
 import { shardDirName } from '../../core/dataset/paths';
 import { errorCode, toError } from '../../core/errors';
-import type { Ledger, LedgerStatus, PartRecord, ShardStatusRow } from '../../core/ledger/ledger';
+import type {
+  Ledger,
+  LedgerStatus,
+  PartRecord,
+  ShardStatusRow,
+  UnitStatusRow,
+} from '../../core/ledger/ledger';
 import { SHARD_EVENT_KINDS } from '../../core/ledger/schema';
 import { MANIFEST_FILE } from '../../core/rollup/manifests';
 import { mergeStats, summarize } from '../../core/layer-stats';
@@ -22,13 +28,17 @@ import { partMetadata } from '../../worker/manifest';
 
 /** The report's format name and version (in the HTML's embedded data and in `--json`). */
 export const REPORT_FORMAT = 'shardline.report';
-/** Bumped when a field changes meaning. */
-export const REPORT_VERSION = 1;
+/**
+ * Bumped when a field changes meaning. 2: shards with their work units under them
+ * (`shards[].units[]`, replacing the flat `units`), `unit` on failures and skipped samples,
+ * `units_completed` per worker.
+ */
+export const REPORT_VERSION = 2;
 
 /** What happened to a shard (the ledger's history kinds). */
 export type EventKind = (typeof SHARD_EVENT_KINDS)[number];
 
-/** One event of a unit's history. */
+/** One event of a work unit's history. */
 export interface ReportEvent {
   at: number;
   kind: EventKind;
@@ -79,20 +89,25 @@ export interface ReportPart {
 }
 
 /**
- * A unit of work: a shard, or (when splits exist) a split of one, drawn under its parent.
- * Nothing here assumes one unit per shard.
+ * One work unit of a shard (docs/architecture.md#work-units): unit 0, the shard's own (the
+ * whole shard until a split), or a unit a split cut off another. Each has its own holders,
+ * history, attempts and parts.
  */
 export interface ReportUnit {
   shard_id: number;
-  /** The shard this unit was split from, when the ledger records one. */
-  parent_shard_id: number | null;
-  status: ShardStatusRow['status'];
+  /** 0: the shard's own; 1, 2… in the order splits made them. */
+  unit: number;
+  /** The unit it was split from; null for unit 0. */
+  split_from: number | null;
+  status: UnitStatusRow['status'];
   holder: string | null;
   attempts: number;
   max_attempts: number;
   last_error: string | null;
-  first_task_index: number;
-  total_tasks: number;
+  /** Its range: first task and end (exclusive). */
+  unit_start: number;
+  unit_end: number;
+  /** Tasks of its range covered by committed parts. */
   tasks_done: number;
   /** Older events the ledger let go (its history is bounded). */
   history_dropped: number;
@@ -101,11 +116,32 @@ export interface ReportUnit {
   parts: ReportPart[];
 }
 
+/** A shard as the ledger sums it up, with its work units under it (one for a shard never split). */
+export interface ReportShard {
+  shard_id: number;
+  /** Completed when all its units are, failed when one is, in use while one is held. */
+  status: ShardStatusRow['status'];
+  /** The holder of the unit that speaks for the shard (the ledger's `assigned_to`). */
+  holder: string | null;
+  /** The most failed attempts of any of its units. */
+  attempts: number;
+  max_attempts: number;
+  last_error: string | null;
+  first_task_index: number;
+  total_tasks: number;
+  tasks_done: number;
+  /** Its units in task order. */
+  units: ReportUnit[];
+}
+
 /** One worker's share. */
 export interface WorkerRow {
   worker: string;
-  /** Claims it made. */
+  /** Claims it made (a split's new unit comes with one). */
   claims: number;
+  /** Units it completed. */
+  units_completed: number;
+  /** Shards its completion completed (the last unit of a split shard; the shard if never split). */
   shards_completed: number;
   parts: number;
   samples: number;
@@ -130,11 +166,12 @@ export interface Throughput {
 }
 
 /** A failure, expiry or forced failure, with its reason, and the unit it happened to. */
-export type FailureRow = ReportEvent & { shard_id: number };
+export type FailureRow = ReportEvent & { shard_id: number; unit: number };
 
 /** One skipped sample or task. */
 export interface SkippedRow {
   shard_id: number;
+  unit: number;
   part: string;
   task_index: number;
   task_id: string | null;
@@ -175,13 +212,15 @@ export interface ReportData {
   state: LedgerStatus['state'];
   /** From the first event to the last (or `as_of` while running). */
   span: { start: number; end: number };
-  units: ReportUnit[];
+  /** Every shard in shard order, its units under it. */
+  shards: ReportShard[];
   workers: WorkerRow[];
   throughput: Throughput;
   failures: FailureRow[];
   skipped: { total: number; by_reason: Record<string, number>; examples: SkippedRow[] };
   layers: { from: string; rows: LayerRow[] } | null;
   totals: {
+    /** Work units over all shards (as many as shards while nothing was split). */
     units: number;
     shards: number;
     available: number;
@@ -198,6 +237,8 @@ export interface ReportData {
     attempts: number;
     claims: number;
     reclaims: number;
+    /** Units split off held units (each made by one split). */
+    splits: number;
     expiries: number;
     failures: number;
     releases: number;
@@ -211,20 +252,11 @@ export interface ReportData {
 /** How a claim may end: every event but a claim and a split (which leaves the holder working). */
 const ENDS = new Set<string>(SHARD_EVENT_KINDS.filter((k) => k !== 'claim' && k !== 'split'));
 
-/**
- * The shard a unit was split from, if the ledger records one (`parent_shard_id`). Read from the
- * record as stored, so units made by a newer ledger show up under their shard.
- */
-export function parentOf(row: ShardStatusRow): number | null {
-  const v = (row as unknown as Record<string, unknown>)['parent_shard_id'];
-  return typeof v === 'number' && Number.isInteger(v) ? v : null;
-}
-
 /** The claims of a unit with how each ended, from its history and parts (see `ReportClaim`). */
 export function claimsOf(
   events: readonly ReportEvent[],
   parts: readonly ReportPart[],
-  unit: Pick<ShardStatusRow, 'status' | 'assigned_to' | 'epoch'>,
+  unit: Pick<UnitStatusRow, 'status' | 'assigned_to' | 'epoch'>,
   asOf: number,
 ): ReportClaim[] {
   const claims: ReportClaim[] = [];
@@ -406,8 +438,11 @@ async function readJson<T>(
 
 /** What `buildReportData` reads from. */
 export interface ReportSources {
-  /** What is read from the ledger: every shard with its history, and each shard's parts. */
-  ledger: Pick<Ledger, 'kind' | 'location' | 'status' | 'listParts'>;
+  /**
+   * What is read from the ledger: every shard with its units and their histories (`status`),
+   * and each shard's parts, every unit's at once (`listShardParts`).
+   */
+  ledger: Pick<Ledger, 'kind' | 'location' | 'status' | 'listShardParts'>;
   datasetId: string;
   /** The folder of `shard_XXX/` outputs (`--output_dir`, or `DATASET/activations`). */
   output: BlobStore;
@@ -417,38 +452,46 @@ export interface ReportSources {
   concurrency?: number;
   /** Skipped samples kept as examples. Default 50. */
   maxExamples?: number;
-  /** Called as units are read (done, total). */
+  /** Called as shards are read (done, total). */
   onProgress?: (done: number, total: number) => void;
 }
 
-/** One unit read: the unit, and what it adds to the report's skipped samples and statistics. */
-interface UnitRead {
-  unit: ReportUnit;
+/** One shard read: the shard, and what it adds to the report's skipped samples and statistics. */
+interface ShardRead {
+  shard: ReportShard;
   byReason: Record<string, number>;
-  /** The first skipped entries, in part order (at most `maxExamples`). */
+  /** The first skipped entries, in task order (at most `maxExamples`). */
   examples: SkippedRow[];
   skipped: number;
   stats: LayerStats | null;
   warnings: string[];
 }
 
-/** Reads one shard (or split) record's parts and outputs. */
-async function readUnit(
+/** How warnings name a unit: the shard alone while it was never split. */
+function unitName(shardId: number, unit: number, split: boolean): string {
+  return split ? `shard ${shardId} unit ${unit}` : `shard ${shardId}`;
+}
+
+/**
+ * Reads one shard: its units from its status row, every unit's parts in one listing (each part
+ * names its unit; all of them live in the shard's own folder) and their outputs.
+ */
+async function readShard(
   row: ShardStatusRow,
   src: ReportSources,
   asOf: number,
   maxExamples: number,
-): Promise<UnitRead> {
+): Promise<ShardRead> {
   const warnings: string[] = [];
   const byReason: Record<string, number> = {};
   const examples: SkippedRow[] = [];
   let skippedTotal = 0;
-  const parent = parentOf(row);
-  const records: PartRecord[] = await src.ledger.listParts(row);
-  const dirs = [shardDirName(row.shard_id), ...(parent === null ? [] : [shardDirName(parent)])];
-  // Tokens and skipped counts from the shard's manifest when it has one.
+  const split = row.units.length > 1;
+  const dir = shardDirName(row.shard_id);
+  const records: PartRecord[] = await src.ledger.listShardParts(row);
+  // Tokens and skipped counts from the shard's manifest when it has one (it lists every unit's parts).
   const manifest = row.manifest
-    ? await readJson(src.output, `${dirs[0]}/${MANIFEST_FILE}`, ShardManifestSchema, warnings)
+    ? await readJson(src.output, `${dir}/${MANIFEST_FILE}`, ShardManifestSchema, warnings)
     : null;
   const listed = new Map((manifest?.parts ?? []).map((p) => [p.name, p]));
   const read = await mapLimit(records, src.concurrency ?? 16, async (p) => {
@@ -456,26 +499,21 @@ async function readUnit(
     let tokens: number | null = m?.tokens ?? null;
     let skipped: number | null = m?.skipped ?? null;
     let list: Array<Record<string, unknown>> = [];
+    const where = `${unitName(row.shard_id, p.unit, split)} ${p.name}`;
     // The header holds the skipped samples' reasons, and the tokens of unlisted parts.
     if (m === undefined || m.skipped > 0) {
       let meta: Record<string, string> | null = null;
-      for (const dir of dirs) {
-        try {
-          meta = await partMetadata(src.output, `${dir}/${p.name}.safetensors`);
-          break;
-        } catch (e: unknown) {
-          if (dir === dirs.at(-1))
-            warnings.push(
-              `shard ${row.shard_id} ${p.name}: header not readable (${toError(e).message})`,
-            );
-        }
+      try {
+        meta = await partMetadata(src.output, `${dir}/${p.name}.safetensors`);
+      } catch (e: unknown) {
+        warnings.push(`${where}: header not readable (${toError(e).message})`);
       }
       if (meta) {
         tokens = Number(meta['n_tokens']);
         try {
           list = JSON.parse(meta['skipped'] ?? '[]') as Array<Record<string, unknown>>;
         } catch {
-          warnings.push(`shard ${row.shard_id} ${p.name}: its skipped list is not JSON`);
+          warnings.push(`${where}: its skipped list is not JSON`);
         }
         skipped = list.length;
       }
@@ -493,9 +531,19 @@ async function readUnit(
       bytes: p.bytes,
       skipped,
     };
-    return { part, list };
+    return { unit: p.unit, part, list };
   });
-  for (const { part, list } of read) {
+  const known = new Set(row.units.map((u) => u.unit));
+  const partsOf = new Map<number, ReportPart[]>();
+  for (const { unit, part, list } of read) {
+    // Status and parts are two reads: a split between them makes a unit the status has not seen.
+    if (!known.has(unit)) {
+      warnings.push(
+        `shard ${row.shard_id} unit ${unit} ${part.name}: its unit was split off after the ledger was read; left out`,
+      );
+      continue;
+    }
+    partsOf.set(unit, [...(partsOf.get(unit) ?? []), part]);
     skippedTotal += part.skipped ?? 0;
     for (const k of list) {
       const reason = typeof k['reason'] === 'string' ? k['reason'] : 'unknown';
@@ -503,6 +551,7 @@ async function readUnit(
       if (examples.length < maxExamples)
         examples.push({
           shard_id: row.shard_id,
+          unit,
           part: part.name,
           task_index: Number(k['task_index']),
           task_id: typeof k['task_id'] === 'string' ? k['task_id'] : null,
@@ -511,23 +560,41 @@ async function readUnit(
         });
     }
   }
-  const parts = read.map((r) => r.part);
-  const events: ReportEvent[] = row.history.map((e) => ({
-    at: e.at,
-    kind: e.kind,
-    worker: e.worker,
-    epoch: e.epoch,
-    attempt: e.attempt === true,
-    note: e.note ?? null,
-  }));
-  if (row.history_dropped > 0)
-    warnings.push(
-      `shard ${row.shard_id}: its ${row.history_dropped} oldest events were dropped (the ledger keeps the last ones)`,
-    );
-  return {
-    unit: {
+  const units = row.units.map((u): ReportUnit => {
+    const parts = (partsOf.get(u.unit) ?? []).sort((a, b) => a.part_index - b.part_index);
+    const events: ReportEvent[] = u.history.map((e) => ({
+      at: e.at,
+      kind: e.kind,
+      worker: e.worker,
+      epoch: e.epoch,
+      attempt: e.attempt === true,
+      note: e.note ?? null,
+    }));
+    if (u.history_dropped > 0)
+      warnings.push(
+        `${unitName(row.shard_id, u.unit, split)}: its ${u.history_dropped} oldest events were dropped (the ledger keeps the last ones)`,
+      );
+    return {
       shard_id: row.shard_id,
-      parent_shard_id: parent,
+      unit: u.unit,
+      split_from: u.split_from,
+      status: u.status,
+      holder: u.assigned_to,
+      attempts: u.attempts,
+      max_attempts: u.max_attempts,
+      last_error: u.last_error,
+      unit_start: u.unit_start,
+      unit_end: u.unit_end,
+      tasks_done: u.tasks_done,
+      history_dropped: u.history_dropped,
+      events,
+      claims: claimsOf(events, parts, u, asOf),
+      parts,
+    };
+  });
+  return {
+    shard: {
+      shard_id: row.shard_id,
       status: row.status,
       holder: row.assigned_to,
       attempts: row.attempts,
@@ -536,10 +603,7 @@ async function readUnit(
       first_task_index: row.first_task_index,
       total_tasks: row.total_tasks,
       tasks_done: row.tasks_done,
-      history_dropped: row.history_dropped,
-      events,
-      claims: claimsOf(events, parts, row, asOf),
-      parts,
+      units,
     },
     byReason,
     examples,
@@ -555,13 +619,14 @@ export async function buildReportData(src: ReportSources): Promise<ReportData> {
   const asOf = Date.parse(status.as_of);
   const maxExamples = src.maxExamples ?? 50;
   let done = 0;
-  // A few units at a time (each reads its parts' headers `concurrency` at a time).
+  // A few shards at a time (each reads its parts' headers `concurrency` at a time).
   const reads = await mapLimit(status.shards, 4, async (row) => {
-    const r = await readUnit(row, src, asOf, maxExamples);
+    const r = await readShard(row, src, asOf, maxExamples);
     src.onProgress?.(++done, status.shards.length);
     return r;
   });
-  const units = reads.map((r) => r.unit);
+  const shards = reads.map((r) => r.shard);
+  const units = shards.flatMap((s) => s.units);
   const warnings = reads.flatMap((r) => r.warnings);
   const byReason: Record<string, number> = {};
   for (const r of reads)
@@ -594,7 +659,6 @@ export async function buildReportData(src: ReportSources): Promise<ReportData> {
   const start = times.reduce((a, b) => Math.min(a, b), times.length ? Infinity : asOf);
   const last = times.reduce((a, b) => Math.max(a, b), times.length ? -Infinity : asOf);
   const span = { start, end: Math.max(start + 1000, running ? asOf : last) };
-  const ordered = orderUnits(units);
   return {
     format: REPORT_FORMAT,
     format_version: REPORT_VERSION,
@@ -611,42 +675,38 @@ export async function buildReportData(src: ReportSources): Promise<ReportData> {
     output_uri: src.output.root,
     state: status.state,
     span,
-    units: ordered,
-    workers: workerRows(ordered),
-    throughput: throughputOf(ordered, span),
-    failures: ordered
+    shards,
+    workers: workerRows(shards),
+    throughput: throughputOf(units, span),
+    failures: units
       .flatMap((u) =>
         u.events
           .filter((e) => e.kind === 'fail' || e.kind === 'expire' || e.kind === 'force-fail')
-          .map((e) => ({ shard_id: u.shard_id, ...e })),
+          .map((e) => ({ shard_id: u.shard_id, unit: u.unit, ...e })),
       )
       .sort((a, b) => a.at - b.at),
     skipped: { total: skippedTotal, by_reason: byReason, examples },
     layers,
-    totals: totalsOf(status, ordered, skippedTotal, span),
+    totals: totalsOf(status, shards, skippedTotal, span),
     warnings,
   };
 }
 
-/** Units by shard id, each split right after the unit it came from. */
-function orderUnits(units: readonly ReportUnit[]): ReportUnit[] {
-  const ids = new Set(units.map((u) => u.shard_id));
-  const children = new Map<number, ReportUnit[]>();
-  for (const u of units)
-    if (u.parent_shard_id !== null && ids.has(u.parent_shard_id))
-      children.set(u.parent_shard_id, [...(children.get(u.parent_shard_id) ?? []), u]);
-  const out: ReportUnit[] = [];
-  const visit = (u: ReportUnit): void => {
-    out.push(u);
-    for (const c of (children.get(u.shard_id) ?? []).sort((a, b) => a.shard_id - b.shard_id))
-      visit(c);
-  };
-  for (const u of [...units].sort((a, b) => a.shard_id - b.shard_id))
-    if (u.parent_shard_id === null || !ids.has(u.parent_shard_id)) visit(u);
-  return out;
+/**
+ * The worker whose completion completed the shard: the last completion among its units (a
+ * shard never split has one unit), or null when an operator completed it or the history no
+ * longer says.
+ */
+function shardCompleter(shard: ReportShard): string | null {
+  if (shard.status !== 'completed') return null;
+  const last = shard.units
+    .flatMap((u) => u.events)
+    .filter((e) => e.kind === 'complete' || e.kind === 'force-complete')
+    .reduce<ReportEvent | null>((a, e) => (a === null || e.at >= a.at ? e : a), null);
+  return last?.kind === 'complete' ? last.worker : null;
 }
 
-function workerRows(units: readonly ReportUnit[]): WorkerRow[] {
+function workerRows(shards: readonly ReportShard[]): WorkerRow[] {
   const rows = new Map<string, WorkerRow & { busy: number }>();
   const get = (w: string): WorkerRow & { busy: number } => {
     let r = rows.get(w);
@@ -654,6 +714,7 @@ function workerRows(units: readonly ReportUnit[]): WorkerRow[] {
       r = {
         worker: w,
         claims: 0,
+        units_completed: 0,
         shards_completed: 0,
         parts: 0,
         samples: 0,
@@ -669,22 +730,26 @@ function workerRows(units: readonly ReportUnit[]): WorkerRow[] {
     }
     return r;
   };
-  for (const u of units) {
-    for (const h of u.claims) {
-      const r = get(h.worker);
-      r.claims++;
-      r.held_ms += h.to - h.from;
-      r.busy += h.last_seen - h.from;
-      if (h.end === 'complete') r.shards_completed++;
-      if (h.end === 'expire') r.expiries++;
-      if (h.end === 'fail') r.failures++;
-      if (h.end === 'release') r.releases++;
-    }
-    for (const p of u.parts) {
-      const r = get(p.worker);
-      r.parts++;
-      r.samples += p.samples;
-      r.tokens += p.tokens ?? 0;
+  for (const s of shards) {
+    const completer = shardCompleter(s);
+    if (completer !== null) get(completer).shards_completed++;
+    for (const u of s.units) {
+      for (const h of u.claims) {
+        const r = get(h.worker);
+        r.claims++;
+        r.held_ms += h.to - h.from;
+        r.busy += h.last_seen - h.from;
+        if (h.end === 'complete') r.units_completed++;
+        if (h.end === 'expire') r.expiries++;
+        if (h.end === 'fail') r.failures++;
+        if (h.end === 'release') r.releases++;
+      }
+      for (const p of u.parts) {
+        const r = get(p.worker);
+        r.parts++;
+        r.samples += p.samples;
+        r.tokens += p.tokens ?? 0;
+      }
     }
   }
   return [...rows.values()]
@@ -694,18 +759,19 @@ function workerRows(units: readonly ReportUnit[]): WorkerRow[] {
 
 function totalsOf(
   status: LedgerStatus,
-  units: readonly ReportUnit[],
+  shards: readonly ReportShard[],
   skipped: number,
   span: ReportData['span'],
 ): ReportData['totals'] {
   const t = status.totals;
+  const units = shards.flatMap((s) => s.units);
   const parts = units.flatMap((u) => u.parts);
   const events = units.flatMap((u) => u.events);
   const count = (k: EventKind): number => events.filter((e) => e.kind === k).length;
   const tokens = parts.reduce((n, p) => n + (p.tokens ?? 0), 0);
   return {
     units: units.length,
-    shards: units.filter((u) => u.parent_shard_id === null).length,
+    shards: shards.length,
     available: t.available,
     in_use: t.in_use,
     completed: t.completed,
@@ -720,6 +786,7 @@ function totalsOf(
     attempts: t.attempts,
     claims: count('claim'),
     reclaims: units.reduce((n, u) => n + u.claims.filter((h) => h.reclaim).length, 0),
+    splits: units.filter((u) => u.split_from !== null).length,
     expiries: count('expire'),
     failures: count('fail') + count('force-fail'),
     releases: count('release'),

@@ -5,16 +5,19 @@
  * machine, and can leak nothing when opened.
  *
  * Element ids and classes are stable (the browser test queries them): `#totals`, `#timeline`
- * (a `g.unit` per unit; `rect.claim`, `rect.silent`, `line.part-tick`, `.event.event-<kind>`,
- * `.event-reclaim`), `#throughput` (`path.series-all`, `path.series-worker`),
- * `#failures`, `#skipped-chart`, `#layer-norms`, `#report-data`.
+ * (a `g.unit` per work unit with `data-shard` and `data-unit`, and `data-split-from` on a unit a
+ * split made; `rect.claim`, `rect.silent`, `line.part-tick`, `.event.event-<kind>`,
+ * `.event-reclaim`; a split shard also has a `g.shard` row above its units, with
+ * `rect.shard-span`), `#throughput` (`path.series-all`, `path.series-worker`), `#workers`,
+ * `#failures`, `#attempts`, `#skipped-chart`, `#layer-norms`, `#report-data`.
  */
 import { formatBytes, formatCount, formatDuration } from '../format';
-import type { ReportData, ReportClaim, ReportUnit } from './data';
+import type { ReportClaim, ReportData, ReportShard, ReportUnit } from './data';
 import { esc, linear, niceTicks, offsetLabel, px, timeTicks, utc, workerColor } from './svg';
 
 const WIDTH = 1120;
-const LABEL_W = 150;
+/** Room for row labels: `002 · unit 12 (split from unit 3)` fits. */
+const LABEL_W = 220;
 const RIGHT = 24;
 
 const CSS = `
@@ -111,7 +114,7 @@ function totals(d: ReportData): string {
     card(
       'shards completed',
       `${t.completed} / ${t.shards}`,
-      `${t.units} units; ${t.in_use} in use, ${t.available} available, ${t.failed} failed`,
+      `${t.in_use} in use, ${t.available} available, ${t.failed} failed; ${t.units} work units (${t.splits} split off)`,
     ),
     card('tasks done', `${formatCount(t.tasks_done)} / ${formatCount(t.total_tasks)}`, pct),
     card('samples', formatCount(t.samples)),
@@ -120,7 +123,11 @@ function totals(d: ReportData): string {
     card('parts', formatCount(t.parts)),
     card('tokens/s, all workers', formatCount(t.tokens_per_second), 'tokens over the whole span'),
     card('workers', String(d.workers.length)),
-    card('claims / reclaims', `${t.claims} / ${t.reclaims}`),
+    card(
+      'claims / reclaims / splits',
+      `${t.claims} / ${t.reclaims} / ${t.splits}`,
+      'a split cuts the tail off a held unit: a new work unit, claimed by the splitter',
+    ),
     card('expired leases', String(t.expiries), 'holders lost without notice (killed, preempted)'),
     card('failures', String(t.failures), `${t.attempts} failed attempts counted`),
     card('skipped samples', formatCount(t.skipped)),
@@ -143,11 +150,33 @@ function timeAxis(d: ReportData, x: (t: number) => number, top: number, bottom: 
     .join('')}</g>`;
 }
 
-function unitLabel(u: ReportUnit): string {
-  const id = String(u.shard_id).padStart(3, '0');
-  return u.parent_shard_id === null
-    ? `shard ${id}`
-    : `↳ ${id} (split of ${String(u.parent_shard_id).padStart(3, '0')})`;
+const pad = (shardId: number): string => String(shardId).padStart(3, '0');
+
+/** A split shard's own row: `shard 002 · 3 units`. */
+function shardLabel(s: ReportShard): string {
+  return `shard ${pad(s.shard_id)} · ${s.units.length} units`;
+}
+
+/**
+ * A unit's name: the shard's (`shard 002`) when it was never split, else shard and unit with
+ * where it came from (`002 · unit 3 (split from unit 0)`; unit 0 is `002 · unit 0`).
+ */
+function unitLabel(
+  u: Pick<ReportUnit, 'shard_id' | 'unit' | 'split_from'>,
+  split: boolean,
+): string {
+  if (!split) return `shard ${pad(u.shard_id)}`;
+  const from = u.split_from === null ? '' : ` (split from unit ${u.split_from})`;
+  return `${pad(u.shard_id)} · unit ${u.unit}${from}`;
+}
+
+/** The label of every unit by `shard.unit`, for tables that name a unit by its numbers. */
+function unitLabels(d: ReportData): (shardId: number, unit: number) => string {
+  const labels = new Map<string, string>();
+  for (const s of d.shards)
+    for (const u of s.units)
+      labels.set(`${u.shard_id}.${u.unit}`, unitLabel(u, s.units.length > 1));
+  return (shardId, unit) => labels.get(`${shardId}.${unit}`) ?? `${pad(shardId)} · unit ${unit}`;
 }
 
 const END_WORDS: Record<ReportClaim['end'], string> = {
@@ -218,65 +247,138 @@ function marker(
   return `<${tag} ${geometry} class="event event-${esc(kind)}" data-at="${data.at}" data-worker="${esc(data.worker ?? '')}"><title>${esc(title)}</title></${tag}>`;
 }
 
+/** A timeline row: a unit (the whole shard while never split), or a split shard's own row. */
+type TimelineRow =
+  { kind: 'unit'; unit: ReportUnit; split: boolean } | { kind: 'shard'; shard: ReportShard };
+
+/** Rows in shard order: a shard never split is one row; a split one, its row and its units'. */
+function timelineRows(d: ReportData): TimelineRow[] {
+  return d.shards.flatMap((s): TimelineRow[] =>
+    s.units.length > 1
+      ? [
+          { kind: 'shard', shard: s },
+          ...s.units.map((unit) => ({ kind: 'unit' as const, unit, split: true })),
+        ]
+      : s.units.map((unit) => ({ kind: 'unit' as const, unit, split: false })),
+  );
+}
+
+/**
+ * A split shard's row: its label, and one thin bar from its first event to its last (to the
+ * time the ledger was read while a unit is held). Its claims, parts and events are on its
+ * units' rows, each drawn once.
+ */
+function shardRow(
+  s: ReportShard,
+  d: ReportData,
+  x: (t: number) => number,
+  at: { y0: number; rowH: number },
+): string {
+  const mid = at.y0 + at.rowH / 2;
+  const times = s.units.flatMap((u) => [
+    ...u.events.map((e) => e.at),
+    ...u.parts.map((p) => p.committed_at),
+  ]);
+  const out: string[] = [];
+  if (at.rowH >= 10)
+    out.push(
+      `<text x="${LABEL_W - 8}" y="${px(mid + 4)}" text-anchor="end" font-weight="600">${esc(shardLabel(s))}</text>`,
+    );
+  if (times.length > 0) {
+    const from = times.reduce((a, b) => Math.min(a, b));
+    const held = s.units.some((u) => u.status === 'in_use');
+    const to = held ? d.as_of : times.reduce((a, b) => Math.max(a, b));
+    const h = Math.max(2, (at.rowH - 8) / 3);
+    out.push(
+      `<rect class="shard-span" x="${px(x(from))}" y="${px(mid - h / 2)}" width="${px(Math.max(1, x(to) - x(from)))}" height="${px(h)}" fill="#8a8f98" fill-opacity="0.55" rx="1"/>`,
+    );
+  }
+  const parts = s.units.reduce((n, u) => n + u.parts.length, 0);
+  const tip = `${shardLabel(s)}: ${s.status}, tasks ${s.first_task_index}-${s.first_task_index + s.total_tasks - 1} (${s.tasks_done}/${s.total_tasks} done), ${parts} parts; its units are the rows under it`;
+  return `<g class="shard shard-${esc(s.status)}" data-shard="${s.shard_id}" data-units="${s.units.length}"><title>${esc(tip)}</title>${out.join('')}</g>`;
+}
+
+/** A unit's row: its claims as bars, its parts as ticks, its events as markers. */
+function unitRow(
+  u: ReportUnit,
+  split: boolean,
+  x: (t: number) => number,
+  color: (w: string | null) => string,
+  at: { y0: number; rowH: number; r: number },
+): string {
+  const { y0, rowH, r } = at;
+  const mid = y0 + rowH / 2;
+  const barH = Math.max(3, rowH - 8);
+  const label = unitLabel(u, split);
+  const parts: string[] = [];
+  if (rowH >= 10)
+    parts.push(
+      `<text x="${LABEL_W - 8}" y="${px(mid + 4)}" text-anchor="end"${split ? ' class="muted"' : ''}>${esc(label)}</text>`,
+    );
+  for (const h of u.claims) {
+    const x0 = x(h.from);
+    const xSeen = x(h.last_seen);
+    const x1 = x(h.to);
+    const fill = color(h.worker);
+    const tip = `${h.worker} (epoch ${h.epoch}): ${utc(h.from)} to ${utc(h.to)}, ${formatDuration(h.to - h.from)}; ${END_WORDS[h.end]}`;
+    const silent = h.end === 'expire' && x1 - xSeen > 0.5;
+    const solidEnd = silent ? xSeen : x1;
+    parts.push(
+      `<rect class="claim claim-${h.end}" data-worker="${esc(h.worker)}" data-epoch="${h.epoch}" x="${px(x0)}" y="${px(mid - barH / 2)}" width="${px(Math.max(1, solidEnd - x0))}" height="${px(barH)}" fill="${fill}" rx="2"><title>${esc(tip)}</title></rect>`,
+    );
+    if (silent)
+      parts.push(
+        `<rect class="silent" data-worker="${esc(h.worker)}" x="${px(xSeen)}" y="${px(mid - barH / 2)}" width="${px(x1 - xSeen)}" height="${px(barH)}" fill="url(#silent)" stroke="${fill}" stroke-width="0.8"><title>${esc(`${h.worker}: no sign of life from ${utc(h.last_seen)} (its last part) until its lease was found expired at ${utc(h.to)}`)}</title></rect>`,
+      );
+    if (h.reclaim)
+      parts.push(
+        marker(
+          'reclaim',
+          { x: x0, y: mid, r: r * 0.9, fill },
+          { at: h.from, worker: h.worker },
+          `reclaimed by ${h.worker} (epoch ${h.epoch}) at ${utc(h.from)}`,
+        ),
+      );
+  }
+  for (const p of u.parts) {
+    const xx = px(x(p.committed_at));
+    parts.push(
+      `<line class="part-tick" data-part="${esc(p.name)}" x1="${xx}" x2="${xx}" y1="${px(mid - barH / 2 - 1)}" y2="${px(mid + barH / 2 + 1)}" stroke="#1d2430" stroke-opacity="0.65" stroke-width="1"><title>${esc(`${p.name} committed by ${p.worker} at ${utc(p.committed_at)}: tasks ${p.first_task_index}-${p.last_task_index}, ${p.samples} samples${p.tokens === null ? '' : `, ${p.tokens} tokens`}, ${formatBytes(p.bytes)}`)}</title></line>`,
+    );
+  }
+  for (const e of u.events) {
+    if (e.kind === 'claim') continue;
+    // A split's event on the unit it made has no claim yet (epoch 0): no epoch to name.
+    const who = e.worker ? ` (${e.worker}${e.epoch > 0 ? `, epoch ${e.epoch}` : ''})` : '';
+    const what = `${e.kind}${who} at ${utc(e.at)}${e.attempt ? '; counted as a failed attempt' : ''}${e.note ? `: ${e.note}` : ''}`;
+    parts.push(marker(e.kind, { x: x(e.at), y: mid, r, fill: color(e.worker) }, e, what));
+  }
+  const tasks = u.unit_end - u.unit_start;
+  const tip = `${label}: ${u.status}, tasks ${u.unit_start}-${u.unit_end - 1} (${u.tasks_done}/${tasks} done), ${u.parts.length} parts, attempts ${u.attempts}/${u.max_attempts}${u.last_error ? `; last error: ${u.last_error}` : ''}${u.history_dropped ? `; ${u.history_dropped} older events dropped` : ''}`;
+  const from = u.split_from === null ? '' : ` data-split-from="${u.split_from}"`;
+  return `<g class="unit unit-${esc(u.status)}" data-shard="${u.shard_id}" data-unit="${u.unit}"${from}><title>${esc(tip)}</title>${parts.join('')}</g>`;
+}
+
 function timeline(d: ReportData, color: (w: string | null) => string): string {
-  const units = d.units;
-  if (units.length === 0) return '<p class="note">No shard in the ledger.</p>';
-  const rowH = units.length <= 60 ? 22 : units.length <= 300 ? 12 : 6;
+  const list = timelineRows(d);
+  if (list.length === 0) return '<p class="note">No shard in the ledger.</p>';
+  const rowH = list.length <= 60 ? 22 : list.length <= 300 ? 12 : 6;
   const top = 26;
-  const height = top + units.length * rowH + 8;
+  const height = top + list.length * rowH + 8;
   const x = timeScale(d);
   const r = Math.max(2.5, Math.min(6, rowH / 3.2));
-  const rows = units.map((u, i) => {
+  const rows = list.map((row, i) => {
     const y0 = top + i * rowH;
-    const mid = y0 + rowH / 2;
-    const barH = Math.max(3, rowH - 8);
-    const parts: string[] = [];
-    if (i % 2 === 1)
-      parts.push(
-        `<rect x="0" y="${y0}" width="${WIDTH}" height="${rowH}" fill="var(--band)" class="band"/>`,
-      );
-    if (rowH >= 10)
-      parts.push(
-        `<text x="${LABEL_W - 8}" y="${px(mid + 4)}" text-anchor="end"${u.parent_shard_id === null ? '' : ' class="muted"'}>${esc(unitLabel(u))}</text>`,
-      );
-    for (const h of u.claims) {
-      const x0 = x(h.from);
-      const xSeen = x(h.last_seen);
-      const x1 = x(h.to);
-      const fill = color(h.worker);
-      const tip = `${h.worker} (epoch ${h.epoch}): ${utc(h.from)} to ${utc(h.to)}, ${formatDuration(h.to - h.from)}; ${END_WORDS[h.end]}`;
-      const silent = h.end === 'expire' && x1 - xSeen > 0.5;
-      const solidEnd = silent ? xSeen : x1;
-      parts.push(
-        `<rect class="claim claim-${h.end}" data-worker="${esc(h.worker)}" data-epoch="${h.epoch}" x="${px(x0)}" y="${px(mid - barH / 2)}" width="${px(Math.max(1, solidEnd - x0))}" height="${px(barH)}" fill="${fill}" rx="2"><title>${esc(tip)}</title></rect>`,
-      );
-      if (silent)
-        parts.push(
-          `<rect class="silent" data-worker="${esc(h.worker)}" x="${px(xSeen)}" y="${px(mid - barH / 2)}" width="${px(x1 - xSeen)}" height="${px(barH)}" fill="url(#silent)" stroke="${fill}" stroke-width="0.8"><title>${esc(`${h.worker}: no sign of life from ${utc(h.last_seen)} (its last part) until its lease was found expired at ${utc(h.to)}`)}</title></rect>`,
-        );
-      if (h.reclaim)
-        parts.push(
-          marker(
-            'reclaim',
-            { x: x0, y: mid, r: r * 0.9, fill },
-            { at: h.from, worker: h.worker },
-            `reclaimed by ${h.worker} (epoch ${h.epoch}) at ${utc(h.from)}`,
-          ),
-        );
-    }
-    for (const p of u.parts) {
-      const xx = px(x(p.committed_at));
-      parts.push(
-        `<line class="part-tick" data-part="${esc(p.name)}" x1="${xx}" x2="${xx}" y1="${px(mid - barH / 2 - 1)}" y2="${px(mid + barH / 2 + 1)}" stroke="#1d2430" stroke-opacity="0.65" stroke-width="1"><title>${esc(`${p.name} committed by ${p.worker} at ${utc(p.committed_at)}: tasks ${p.first_task_index}-${p.last_task_index}, ${p.samples} samples${p.tokens === null ? '' : `, ${p.tokens} tokens`}, ${formatBytes(p.bytes)}`)}</title></line>`,
-      );
-    }
-    for (const e of u.events) {
-      if (e.kind === 'claim') continue;
-      const what = `${e.kind}${e.worker ? ` (${e.worker}, epoch ${e.epoch})` : ''} at ${utc(e.at)}${e.attempt ? '; counted as a failed attempt' : ''}${e.note ? `: ${e.note}` : ''}`;
-      parts.push(marker(e.kind, { x: x(e.at), y: mid, r, fill: color(e.worker) }, e, what));
-    }
-    const tip = `${unitLabel(u)}: ${u.status}, tasks ${u.first_task_index}-${u.first_task_index + u.total_tasks - 1} (${u.tasks_done}/${u.total_tasks} done), ${u.parts.length} parts, attempts ${u.attempts}/${u.max_attempts}${u.last_error ? `; last error: ${u.last_error}` : ''}${u.history_dropped ? `; ${u.history_dropped} older events dropped` : ''}`;
-    return `<g class="unit unit-${esc(u.status)}" data-shard="${u.shard_id}"${u.parent_shard_id === null ? '' : ` data-parent="${u.parent_shard_id}"`}><title>${esc(tip)}</title>${parts.join('')}</g>`;
+    const band =
+      i % 2 === 1
+        ? `<rect x="0" y="${y0}" width="${WIDTH}" height="${rowH}" fill="var(--band)" class="band"/>`
+        : '';
+    return (
+      band +
+      (row.kind === 'shard'
+        ? shardRow(row.shard, d, x, { y0, rowH })
+        : unitRow(row.unit, row.split, x, color, { y0, rowH, r }))
+    );
   });
   const legend = [
     ...d.workers.map(
@@ -293,7 +395,7 @@ function timeline(d: ReportData, color: (w: string | null) => string): string {
     '<span><svg width="12" height="12"><rect x="2" y="2" width="8" height="8" fill="#9467bd"/></svg>reset</span>',
   ];
   return [
-    '<p class="note">One row per unit of work (a shard, and under it any split of it). A bar is one claim, in its worker\'s colour, from the claim to what ended it; hover for details.</p>',
+    '<p class="note">One row per shard. A shard that was split has a row of its own (a grey bar from its first event to its last) with a row per work unit under it: unit 0, the shard\'s own, and each unit a split cut off a held unit. A bar is one claim, in its worker\'s colour, from the claim to what ended it; hover for details.</p>',
     `<div class="legend">${legend.join('')}</div>`,
     `<svg id="timeline" viewBox="0 0 ${WIDTH} ${height}" width="${WIDTH}" height="${height}" role="img" aria-label="timeline per shard">`,
     '<defs><pattern id="silent" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#fff"/><line x1="0" y1="0" x2="0" y2="6" stroke="#d62728" stroke-width="2" stroke-opacity="0.55"/></pattern></defs>',
@@ -344,7 +446,7 @@ function throughput(d: ReportData, color: (w: string | null) => string): string 
   const rows = d.workers
     .map(
       (w) =>
-        `<tr><td><i class="sw" style="background:${color(w.worker)}"></i> ${esc(w.worker)}</td><td class="n">${w.claims}</td><td class="n">${w.shards_completed}</td><td class="n">${w.parts}</td><td class="n">${formatCount(w.samples)}</td><td class="n">${formatCount(w.tokens)}</td><td class="n">${esc(formatDuration(w.held_ms))}</td><td class="n">${formatCount(w.tokens_per_second)}</td><td class="n">${w.expiries}</td><td class="n">${w.failures}</td><td class="n">${w.releases}</td></tr>`,
+        `<tr><td><i class="sw" style="background:${color(w.worker)}"></i> ${esc(w.worker)}</td><td class="n">${w.claims}</td><td class="n">${w.units_completed}</td><td class="n">${w.shards_completed}</td><td class="n">${w.parts}</td><td class="n">${formatCount(w.samples)}</td><td class="n">${formatCount(w.tokens)}</td><td class="n">${esc(formatDuration(w.held_ms))}</td><td class="n">${formatCount(w.tokens_per_second)}</td><td class="n">${w.expiries}</td><td class="n">${w.failures}</td><td class="n">${w.releases}</td></tr>`,
     )
     .join('');
   return [
@@ -356,33 +458,36 @@ function throughput(d: ReportData, color: (w: string | null) => string): string 
     ...series,
     `<text x="${LABEL_W - 8}" y="12" text-anchor="end" class="muted">tokens/s</text>`,
     '</svg>',
-    '<table id="workers"><thead><tr><th>worker</th><th class="n">claims</th><th class="n">shards completed</th><th class="n">parts</th><th class="n">samples</th><th class="n">tokens</th><th class="n">time held</th><th class="n">tokens/s (working)</th><th class="n">expired</th><th class="n">failed</th><th class="n">released</th></tr></thead>',
+    '<table id="workers"><thead><tr><th>worker</th><th class="n">claims</th><th class="n">units completed</th><th class="n">shards completed</th><th class="n">parts</th><th class="n">samples</th><th class="n">tokens</th><th class="n">time held</th><th class="n">tokens/s (working)</th><th class="n">expired</th><th class="n">failed</th><th class="n">released</th></tr></thead>',
     `<tbody>${rows}</tbody></table>`,
     '<p class="note">tokens/s (working): tokens over the time from each claim to its last part. It is the figure <code>shardline plan --tokens_per_second</code> takes for a run on the same machines.</p>',
   ].join('');
 }
 
 function failures(d: ReportData): string {
-  const troubled = d.units.filter((u) => u.attempts > 0 || u.status === 'failed' || u.last_error);
+  const label = unitLabels(d);
+  const troubled = d.shards
+    .flatMap((s) => s.units)
+    .filter((u) => u.attempts > 0 || u.status === 'failed' || u.last_error);
   const eventRows = d.failures
     .map(
       (f) =>
-        `<tr class="failure failure-${esc(f.kind)}"><td>${String(f.shard_id).padStart(3, '0')}</td><td>${esc(utc(f.at))}</td><td>${esc(f.kind)}</td><td>${esc(f.worker ?? '')}</td><td class="n">${f.epoch}</td><td>${f.attempt ? 'yes' : 'no'}</td><td>${esc(f.note ?? '')}</td></tr>`,
+        `<tr class="failure failure-${esc(f.kind)}" data-shard="${f.shard_id}" data-unit="${f.unit}"><td>${esc(label(f.shard_id, f.unit))}</td><td>${esc(utc(f.at))}</td><td>${esc(f.kind)}</td><td>${esc(f.worker ?? '')}</td><td class="n">${f.epoch}</td><td>${f.attempt ? 'yes' : 'no'}</td><td>${esc(f.note ?? '')}</td></tr>`,
     )
     .join('');
   const shardRows = troubled
     .map(
       (u) =>
-        `<tr><td>${esc(unitLabel(u))}</td><td>${esc(u.status)}</td><td class="n">${u.attempts}/${u.max_attempts}</td><td>${esc(u.last_error ?? '')}</td></tr>`,
+        `<tr><td>${esc(label(u.shard_id, u.unit))}</td><td>${esc(u.status)}</td><td class="n">${u.attempts}/${u.max_attempts}</td><td>${esc(u.last_error ?? '')}</td></tr>`,
     )
     .join('');
   return [
     `<p class="note">${d.totals.expiries} expired lease(s), ${d.totals.failures} failure(s), ${d.totals.releases} release(s); ${d.totals.attempts} failed attempt(s) counted. An expiry counts an attempt only when its holder died alone before committing anything.</p>`,
     d.failures.length
-      ? `<table id="failures"><thead><tr><th>shard</th><th>when</th><th>what</th><th>worker</th><th class="n">epoch</th><th>attempt counted</th><th>reason</th></tr></thead><tbody>${eventRows}</tbody></table>`
+      ? `<table id="failures"><thead><tr><th>unit</th><th>when</th><th>what</th><th>worker</th><th class="n">epoch</th><th>attempt counted</th><th>reason</th></tr></thead><tbody>${eventRows}</tbody></table>`
       : '<p id="failures" class="note">No failure and no expired lease.</p>',
     troubled.length
-      ? `<h3>Shards with attempts or errors</h3><table id="attempts"><thead><tr><th>unit</th><th>status</th><th class="n">attempts</th><th>last error</th></tr></thead><tbody>${shardRows}</tbody></table>`
+      ? `<h3>Units with attempts or errors</h3><table id="attempts"><thead><tr><th>unit</th><th>status</th><th class="n">attempts</th><th>last error</th></tr></thead><tbody>${shardRows}</tbody></table>`
       : '',
   ].join('');
 }
@@ -408,16 +513,17 @@ function skipped(d: ReportData): string {
   const s = d.skipped;
   if (s.total === 0) return '<p class="note">No sample was skipped (in the parts read so far).</p>';
   const items = Object.entries(s.by_reason).sort((a, b) => b[1] - a[1]);
+  const label = unitLabels(d);
   const examples = s.examples
     .map(
       (e) =>
-        `<tr><td>${String(e.shard_id).padStart(3, '0')}</td><td>${esc(e.part)}</td><td class="n">${e.task_index}</td><td>${esc(e.task_id ?? '')}</td><td>${esc(e.reason)}</td><td>${esc(e.detail)}</td></tr>`,
+        `<tr><td>${esc(label(e.shard_id, e.unit))}</td><td>${esc(e.part)}</td><td class="n">${e.task_index}</td><td>${esc(e.task_id ?? '')}</td><td>${esc(e.reason)}</td><td>${esc(e.detail)}</td></tr>`,
     )
     .join('');
   return [
     `<p class="note">${formatCount(s.total)} skipped sample(s) or task(s), by reason, from the parts' metadata (<code>too_long</code>: even the shortest prompt is over <code>--max_seq_length</code>).</p>`,
     bars('skipped-chart', items, formatCount),
-    `<h3>The first ${s.examples.length}</h3><table id="skipped"><thead><tr><th>shard</th><th>part</th><th class="n">task</th><th>task id</th><th>reason</th><th>detail</th></tr></thead><tbody>${examples}</tbody></table>`,
+    `<h3>The first ${s.examples.length}</h3><table id="skipped"><thead><tr><th>unit</th><th>part</th><th class="n">task</th><th>task id</th><th>reason</th><th>detail</th></tr></thead><tbody>${examples}</tbody></table>`,
   ].join('');
 }
 

@@ -15,9 +15,10 @@ import type { LayerStats, ReportEvent, ReportPart } from '../../../cli/report/da
 import { buildReportData, claimsOf, layerRows, throughputOf } from '../../../cli/report/data';
 import { mergeStats } from '../../../core/layer-stats';
 import { renderReportHtml } from '../../../cli/report/render';
-import { PartWriter } from '../../../worker/extraction/part-writer';
+import { PartWriter, unitPartName } from '../../../worker/extraction/part-writer';
 import type { Sample, SkippedSample } from '../../../worker/extraction/samples';
 import { FakeClock, T0, makeDataset } from '../../support/ledger-fixtures';
+import { timelineLabels, timelineUnit } from '../../support/report-html';
 import { makeTempDir } from '../../support/tmp';
 
 const { dir, cleanup } = makeTempDir('report-data');
@@ -145,17 +146,22 @@ test('per-layer statistics merge exactly whatever the order, and give the SAE sc
   expect(row!.mean_variance).toBeCloseTo(whole.m2.reduce((a, b) => a + b, 0) / whole.count / 8, 12);
 });
 
-/** Writes a real part (tiny activations) with these samples and skipped entries; returns its record. */
+/**
+ * Writes a real part (tiny activations) with these samples and skipped entries, in the shard's
+ * folder under `part.name` (default `part_XXXXX`); returns its record.
+ */
 async function writePart(
   out: LocalBlobStore,
   shardId: number,
   partIndex: number,
   tasks: number[],
   skipped: SkippedSample[],
+  part: { unit?: number; name?: string } = {},
 ): Promise<{ name: string; samples: number; tokens: number; bytes: number }> {
   const writer = new PartWriter({
     shardId,
     partIndex,
+    ...part,
     layers: [0],
     hiddenSize: 2,
     dtype: 'float32',
@@ -181,46 +187,65 @@ async function writePart(
   return { name: r.name, samples: r.samples, tokens, bytes: r.safetensors.bytes + r.index.bytes };
 }
 
+/**
+ * Writes a real part of tasks `first`..`last` (less the skipped ones) for the claim's unit, named
+ * as the worker names it (`cutAt`: the end a split set, where the part was cut), and commits it.
+ */
+async function commitPart(
+  ledger: SqliteLedger,
+  out: LocalBlobStore,
+  claim: Claim,
+  index: number,
+  first: number,
+  last: number,
+  options: { cutAt?: number; skipped?: SkippedSample[] } = {},
+): Promise<{ name: string; samples: number; tokens: number; bytes: number }> {
+  const unit = claim.unit ?? 0;
+  const skipped = options.skipped ?? [];
+  const tasks = Array.from({ length: last - first + 1 }, (_, i) => first + i).filter(
+    (t) => !skipped.some((k) => k.taskIndex === t),
+  );
+  const name = unitPartName(unit, index, options.cutAt);
+  const p = await writePart(out, claim.shard_id, index, tasks, skipped, { unit, name });
+  await ledger.commitPart(claim, {
+    part_index: index,
+    name: p.name,
+    first_task_index: first,
+    last_task_index: last,
+    next_task_index: last + 1,
+    first_sample: 0,
+    next_sample: 0,
+    samples: p.samples,
+    bytes: p.bytes,
+    checksums: {},
+    fingerprint: 'run-1',
+  });
+  return p;
+}
+
+/** Task `t` skipped for being too long. */
+const tooLong = (t: number): SkippedSample => ({
+  taskIndex: t,
+  taskId: `task${t}`,
+  testIndex: 0,
+  augmentationIndex: null,
+  reason: 'too_long',
+  detail: '3000 tokens > max_seq_length 2048',
+});
+
 test('a run read back: an expiry and a reclaim where they happened, a failure with its reason, skipped samples by reason, statistics, a running shard', async () => {
   const clock = new FakeClock();
   const ledger = SqliteLedger.open(path.join(dir, 'ledger.sqlite'), { clock });
   const out = new LocalBlobStore(path.join(dir, 'activations'));
   const { master } = makeDataset({ datasetId: 'rep', numShards: 3, tasksPerShard: 10 });
   await ledger.registerDataset(master, { datasetUri: dir });
-  const commit = async (
+  const commit = (
     claim: Claim,
     index: number,
     first: number,
     last: number,
     skipped: SkippedSample[] = [],
-  ) => {
-    const tasks = Array.from({ length: last - first + 1 }, (_, i) => first + i).filter(
-      (t) => !skipped.some((s) => s.taskIndex === t),
-    );
-    const p = await writePart(out, claim.shard_id, index, tasks, skipped);
-    await ledger.commitPart(claim, {
-      part_index: index,
-      name: p.name,
-      first_task_index: first,
-      last_task_index: last,
-      next_task_index: last + 1,
-      first_sample: 0,
-      next_sample: 0,
-      samples: p.samples,
-      bytes: p.bytes,
-      checksums: {},
-      fingerprint: 'run-1',
-    });
-    return p;
-  };
-  const tooLong = (t: number): SkippedSample => ({
-    taskIndex: t,
-    taskId: `task${t}`,
-    testIndex: 0,
-    augmentationIndex: null,
-    reason: 'too_long',
-    detail: '3000 tokens > max_seq_length 2048',
-  });
+  ) => commitPart(ledger, out, claim, index, first, last, { skipped });
   try {
     // Shard 0: a is lost after one part; b reclaims it, finishes it, writes its manifest.
     const a = (await ledger.claim('rep', 'worker-a', { preferredShardId: 0, leaseMs: 10_000 }))!;
@@ -272,7 +297,13 @@ test('a run read back: an expiry and a reclaim where they happened, a failure wi
     });
     expect(data.state).toBe('in_use');
     expect(data.span.end).toBe(clock.nowMs());
-    const [u0, u1, u2] = data.units;
+    // Nothing was split: one unit per shard, unit 0, the whole shard.
+    expect(data.shards.map((s) => s.units.map((u) => [u.unit, u.unit_start, u.unit_end]))).toEqual([
+      [[0, 0, 10]],
+      [[0, 10, 20]],
+      [[0, 20, 30]],
+    ]);
+    const [u0, u1, u2] = data.shards.map((s) => s.units[0]);
     expect(u0!.events.map((e) => [e.kind, e.worker])).toEqual([
       ['claim', 'worker-a'],
       ['expire', 'worker-a'],
@@ -288,9 +319,11 @@ test('a run read back: an expiry and a reclaim where they happened, a failure wi
       ['worker-<c>', 'open', true],
     ]);
     expect(u2!.claims).toEqual([]);
-    expect(data.failures.map((f) => [f.shard_id, f.kind, f.worker, f.attempt, f.note])).toEqual([
-      [0, 'expire', 'worker-a', false, 'after committing parts'],
-      [1, 'fail', 'worker-b', true, 'MODEL: the extraction thread died'],
+    expect(
+      data.failures.map((f) => [f.shard_id, f.unit, f.kind, f.worker, f.attempt, f.note]),
+    ).toEqual([
+      [0, 0, 'expire', 'worker-a', false, 'after committing parts'],
+      [1, 0, 'fail', 'worker-b', true, 'MODEL: the extraction thread died'],
     ]);
     // Tokens from the manifest for shard 0's parts and from the header for shard 1's.
     expect(u0!.parts.map((p) => p.tokens)).toEqual([p0.tokens, p1.tokens]);
@@ -313,14 +346,16 @@ test('a run read back: an expiry and a reclaim where they happened, a failure wi
     });
     const workers = Object.fromEntries(data.workers.map((w) => [w.worker, w]));
     expect(workers['worker-a']).toMatchObject({ claims: 1, expiries: 1, parts: 1 });
-    expect(workers['worker-b']).toMatchObject({ claims: 2, failures: 1, shards_completed: 1 });
+    expect(workers['worker-b']).toMatchObject({
+      claims: 2,
+      failures: 1,
+      units_completed: 1,
+      shards_completed: 1,
+    });
 
     // Drawn where it happened: the expiry on shard 0's row, the reclaims on both rows.
     const html = renderReportHtml(data);
-    const row = (k: number): string => {
-      const m = new RegExp(`<g class="unit[^"]*" data-shard="${k}"[^>]*>(.*?)</g>`).exec(html);
-      return m?.[1] ?? '';
-    };
+    const row = (k: number): string => timelineUnit(html, k);
     expect(row(0)).toMatch(/class="event event-expire" data-at="\d+" data-worker="worker-a"/);
     expect(row(0)).toMatch(/class="event event-reclaim"[^>]*data-worker="worker-b"/);
     expect(row(0).match(/class="part-tick"/g)).toHaveLength(2);
@@ -330,6 +365,222 @@ test('a run read back: an expiry and a reclaim where they happened, a failure wi
     expect(row(2)).not.toContain('class="claim');
     expect(html).toContain('id="skipped-chart"');
     expect(html).toContain('id="layer-norms"');
+  } finally {
+    await ledger.close();
+  }
+});
+
+test('a split shard read back from a real split: every unit under its shard with its own claims, parts and failure, each part counted once', async () => {
+  const clock = new FakeClock();
+  const ledger = SqliteLedger.open(path.join(dir, 'split.sqlite'), { clock });
+  const out = new LocalBlobStore(path.join(dir, 'split-activations'));
+  const { master } = makeDataset({ datasetId: 'spl', numShards: 2, tasksPerShard: 20 });
+  await ledger.registerDataset(master, { datasetUri: dir });
+  const written: Array<{ shard: number; unit: number; name: string; tokens: number }> = [];
+  const commit = async (
+    claim: Claim,
+    index: number,
+    first: number,
+    last: number,
+    options: { cutAt?: number; skipped?: SkippedSample[] } = {},
+  ) => {
+    const p = await commitPart(ledger, out, claim, index, first, last, options);
+    written.push({ shard: claim.shard_id, unit: claim.unit ?? 0, name: p.name, tokens: p.tokens });
+  };
+  try {
+    // w1 claims shard 0 (tasks 0-19) and commits tasks 0-1.
+    const a = (await ledger.claim('spl', 'w1', { preferredShardId: 0, leaseMs: 60_000 }))!;
+    expect([a.shard_id, a.unit ?? 0]).toEqual([0, 0]);
+    clock.advance(1000);
+    await commit(a, 0, 0, 1);
+    // w2 splits it: w1 keeps tasks to 10, w2 holds unit 1 (tasks 11-19).
+    clock.advance(1000);
+    const s1 = (await ledger.split('spl', 'w2', { leaseMs: 60_000 }))!;
+    expect(s1.from).toMatchObject({ shard_id: 0, unit: 0, holder: 'w1', end_task_index: 11 });
+    expect(s1.claim).toMatchObject({ shard_id: 0, unit: 1, end_task_index: 20 });
+    const b = s1.claim;
+    clock.advance(1000);
+    await commit(a, 1, 2, 10, { cutAt: 11 });
+    await commit(b, 0, 11, 12);
+    await ledger.complete(a);
+    // w3 splits unit 1 (unit 0 is done): unit 2, tasks 17-19.
+    clock.advance(1000);
+    const s2 = (await ledger.split('spl', 'w3', { leaseMs: 60_000 }))!;
+    expect(s2.from).toMatchObject({ unit: 1, holder: 'w2', end_task_index: 17 });
+    expect(s2.claim).toMatchObject({ unit: 2, end_task_index: 20 });
+    clock.advance(1000);
+    await commit(b, 1, 13, 16, { cutAt: 17 });
+    await ledger.complete(b);
+    // w3 fails unit 2; after its backoff w1 takes it again and completes the shard.
+    await ledger.fail(s2.claim, 'MODEL: out of memory');
+    clock.advance(60_000);
+    const c = (await ledger.claim('spl', 'w1', { preferredShardId: 0, leaseMs: 60_000 }))!;
+    expect(c).toMatchObject({ shard_id: 0, unit: 2, epoch: 2 });
+    clock.advance(1000);
+    await commit(c, 0, 17, 19, { skipped: [tooLong(18)] });
+    const shard0 = await ledger.listShardParts({ dataset_id: 'spl', shard_id: 0 });
+    expect(shard0.map((p) => p.unit)).toEqual([0, 0, 1, 1, 2]);
+    const tokensOf = new Map(written.map((w) => [w.name, w.tokens]));
+    await out.writeAll(
+      'shard_000/_MANIFEST.json',
+      JSON.stringify({
+        parts: shard0.map((p) => ({
+          name: p.name,
+          tokens: tokensOf.get(p.name),
+          samples: p.samples,
+          skipped: p.unit === 2 ? 1 : 0,
+        })),
+      }),
+    );
+    await ledger.complete(c, {
+      parts: shard0.length,
+      samples: shard0.reduce((n, p) => n + p.samples, 0),
+      bytes: shard0.reduce((n, p) => n + p.bytes, 0),
+      uri: out.uriOf('shard_000/_MANIFEST.json'),
+    });
+    // w2 takes shard 1 and is still at it: a shard never split, beside the split one.
+    const d = (await ledger.claim('spl', 'w2', { preferredShardId: 1, leaseMs: 60_000 }))!;
+    expect(d.shard_id).toBe(1);
+    clock.advance(1000);
+    await commit(d, 0, 20, 22);
+    clock.advance(500);
+
+    const status = await ledger.status('spl');
+    const data = await buildReportData({
+      ledger,
+      datasetId: 'spl',
+      output: out,
+      nowMs: clock.nowMs(),
+    });
+    expect(data.warnings).toEqual([]);
+    // Both shards, the split one with its three units under it in task order.
+    expect(
+      data.shards.map((s) => [
+        s.shard_id,
+        s.status,
+        s.units.map((u) => [u.unit, u.split_from, u.unit_start, u.unit_end, u.status]),
+      ]),
+    ).toEqual([
+      [
+        0,
+        'completed',
+        [
+          [0, null, 0, 11, 'completed'],
+          [1, 0, 11, 17, 'completed'],
+          [2, 1, 17, 20, 'completed'],
+        ],
+      ],
+      [1, 'in_use', [[0, null, 20, 40, 'in_use']]],
+    ]);
+    const [u0, u1, u2] = data.shards[0]!.units;
+    // Each unit with its own parts, claims and events.
+    expect(u0!.parts.map((p) => p.name)).toEqual(['part_00000', 'part_00001_to11']);
+    expect(u1!.parts.map((p) => p.name)).toEqual(['part_u1_00000', 'part_u1_00001_to17']);
+    expect(u2!.parts.map((p) => [p.name, p.worker, p.epoch])).toEqual([['part_u2_00000', 'w1', 2]]);
+    expect(u0!.claims.map((h) => [h.worker, h.end])).toEqual([['w1', 'complete']]);
+    expect(u1!.claims.map((h) => [h.worker, h.end])).toEqual([['w2', 'complete']]);
+    expect(u2!.claims.map((h) => [h.worker, h.epoch, h.end, h.reclaim])).toEqual([
+      ['w3', 1, 'fail', false],
+      ['w1', 2, 'complete', true],
+    ]);
+    expect(u0!.events.map((e) => [e.kind, e.worker])).toEqual([
+      ['claim', 'w1'],
+      ['split', 'w2'],
+      ['complete', 'w1'],
+    ]);
+    expect(u1!.events.map((e) => [e.kind, e.worker])).toEqual([
+      ['split', 'w2'],
+      ['claim', 'w2'],
+      ['split', 'w3'],
+      ['complete', 'w2'],
+    ]);
+    expect(u1!.events[2]!.note).toBe('tasks 17-19 split off to unit 2 by w3');
+    // Every part exactly once: the ledger's parts, counts, samples and bytes; the tokens written.
+    const reported = data.shards.flatMap((s) => s.units.flatMap((u) => u.parts));
+    expect(reported.map((p) => p.name).sort()).toEqual(
+      [...shard0, ...(await ledger.listShardParts({ dataset_id: 'spl', shard_id: 1 }))]
+        .map((p) => p.name)
+        .sort(),
+    );
+    const tokens = written.reduce((n, w) => n + w.tokens, 0);
+    expect(data.totals).toMatchObject({
+      units: 4,
+      shards: 2,
+      splits: 2,
+      parts: status.totals.parts_committed,
+      samples: status.totals.samples_committed,
+      bytes: status.totals.bytes_committed,
+      tokens,
+      tasks_done: status.totals.tasks_done,
+      claims: 5,
+      reclaims: 1,
+      failures: 1,
+      skipped: 1,
+      completed: 1,
+      in_use: 1,
+    });
+    expect(data.totals.parts).toBe(6);
+    const tokensIn = (shard: number, unit: number): number =>
+      written.filter((w) => w.shard === shard && w.unit === unit).reduce((n, w) => n + w.tokens, 0);
+    expect(
+      data.shards.flatMap((s) =>
+        s.units.map((u) => [s.shard_id, u.unit, u.parts.reduce((n, p) => n + (p.tokens ?? 0), 0)]),
+      ),
+    ).toEqual([
+      [0, 0, tokensIn(0, 0)],
+      [0, 1, tokensIn(0, 1)],
+      [0, 2, tokensIn(0, 2)],
+      [1, 0, tokensIn(1, 0)],
+    ]);
+    // The per-worker table and the throughput count each part once too.
+    const workers = Object.fromEntries(data.workers.map((w) => [w.worker, w]));
+    expect(workers['w1']).toMatchObject({
+      claims: 2,
+      parts: 3,
+      units_completed: 2,
+      shards_completed: 1,
+    });
+    expect(workers['w2']).toMatchObject({
+      claims: 2,
+      parts: 3,
+      units_completed: 1,
+      shards_completed: 0,
+    });
+    expect(workers['w3']).toMatchObject({ claims: 1, parts: 0, failures: 1 });
+    expect(data.workers.reduce((n, w) => n + w.parts, 0)).toBe(data.totals.parts);
+    expect(data.workers.reduce((n, w) => n + w.tokens, 0)).toBe(tokens);
+    const t = data.throughput;
+    expect(t.all.reduce((n, v) => n + (v * t.bucket_ms) / 1000, 0)).toBeCloseTo(tokens, 6);
+    // Failures and skipped samples name shard and unit.
+    expect(data.failures.map((f) => [f.shard_id, f.unit, f.kind, f.worker, f.note])).toEqual([
+      [0, 2, 'fail', 'w3', 'MODEL: out of memory'],
+    ]);
+    expect(data.skipped.examples.map((e) => [e.shard_id, e.unit, e.part, e.task_index])).toEqual([
+      [0, 2, 'part_u2_00000', 18],
+    ]);
+
+    // Drawn: the shard's row, then one row per unit with its own ticks; every part ticked once.
+    const html = renderReportHtml(data);
+    expect(timelineLabels(html)).toEqual([
+      'shard 000 · 3 units',
+      '000 · unit 0',
+      '000 · unit 1 (split from unit 0)',
+      '000 · unit 2 (split from unit 1)',
+      'shard 001',
+    ]);
+    const unitG = (shard: number, unit: number): string => timelineUnit(html, shard, unit);
+    expect(
+      [unitG(0, 0), unitG(0, 1), unitG(0, 2), unitG(1, 0)].map(
+        (g) => g.match(/class="part-tick"/g)?.length ?? 0,
+      ),
+    ).toEqual([2, 2, 1, 1]);
+    expect(html.match(/class="part-tick"/g)).toHaveLength(data.totals.parts);
+    expect(html.match(/<g class="unit/g)).toHaveLength(4);
+    expect(unitG(0, 2)).toMatch(/class="event event-fail"[^>]*data-worker="w3"/);
+    expect(unitG(0, 2)).toMatch(/class="event event-reclaim"[^>]*data-worker="w1"/);
+    expect(html).toMatch(
+      /<tr class="failure failure-fail" data-shard="0" data-unit="2"><td>000 · unit 2 \(split from unit 1\)<\/td>/,
+    );
   } finally {
     await ledger.close();
   }

@@ -59,6 +59,7 @@ function row(
     end_task_index: null,
     reserved_task_index: null,
     split_from: null,
+    split_tasks_per_part: null,
     unit_count: 1,
     units_completed: 0,
     unit: 0,

@@ -41,15 +41,7 @@ const list = (s: string): number[] => s.split(',').filter(Boolean).map(Number);
 
 /** The policies compared, in table order. */
 function policies(): Policy[] {
-  return [
-    STATIC_POLICY,
-    splitPolicy(),
-    // The ledger's default lets a unit with no part committed yet split down to 2 tasks a side;
-    // one part's worth a side is the variant bench/README.md#simulation compares.
-    splitPolicy({ minTasks: DEFAULT_SIM.partTasks }),
-    overshardingPolicy(4),
-    overshardingPolicy(16),
-  ];
+  return [STATIC_POLICY, splitPolicy(), overshardingPolicy(4), overshardingPolicy(16)];
 }
 
 interface Scenario {

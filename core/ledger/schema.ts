@@ -112,6 +112,14 @@ export const SHARD_FIELDS = {
   /** The unit this one was split from (null for unit 0). */
   split_from: { kind: 'int', nullable: true },
   /**
+   * Tasks per part as the unit it was split from knew it when the split was made (its own
+   * committed parts' measure, else what it had itself been given this way); null for unit 0,
+   * for a unit split off before any part was measured, and after a reset that discards the
+   * parts. Until the unit commits a part of its own, its splits keep at least this many tasks a
+   * side (shard-state.ts `tasksPerPart`, `splitPoint`).
+   */
+  split_tasks_per_part: { kind: 'int', nullable: true },
+  /**
    * On unit 0 only (the shard's own row): how many units the shard has (1 until it is split;
    * units are numbered 0, 1, 2… in the order they were split off) and how many of them are
    * completed. Every split and every completion writes unit 0, so concurrent completions are

@@ -272,11 +272,16 @@ export function splitFloor(s: ShardState): number {
 /** The smallest remainder, in tasks, a split gives each side when nothing measures a part. */
 export const DEFAULT_MIN_SPLIT_TASKS = 2;
 
-/** Tasks per committed part of the unit (rounded up), or 0 before its first part. */
+/**
+ * Tasks per part of the unit: its own committed parts' measure (tasks committed over parts,
+ * rounded up); before its first part, the measure the unit it was split from passed on at the
+ * split (`split_tasks_per_part`); 0 when neither exists (a shard none of whose units in this
+ * lineage has committed a part yet).
+ */
 export function tasksPerPart(s: ShardState): number {
-  return s.parts_committed > 0
-    ? Math.ceil(Math.max(1, s.next_task_index - unitStart(s)) / s.parts_committed)
-    : 0;
+  if (s.parts_committed > 0)
+    return Math.ceil(Math.max(1, s.next_task_index - unitStart(s)) / s.parts_committed);
+  return s.split_tasks_per_part ?? 0;
 }
 
 /**
@@ -285,10 +290,13 @@ export function tasksPerPart(s: ShardState): number {
  * Only a held unit splits (`in_use`, its lease live or expired); an available one is claimed
  * whole instead. Its free remainder runs from `splitFloor` to its end; the split happens when
  * that holds at least two sides' worth, where a side is the larger of `minTasks` and one part's
- * worth of tasks as the unit's own committed parts measure it (so each unit ends with at least
- * one full part). The point halves what is left after the committed position (the holder keeps
- * the first half, which holds its work in flight), or sits at the floor when the holder's
- * reservation reaches past the half.
+ * worth of tasks (`tasksPerPart`: as the unit's own committed parts measure it or, before its
+ * first part, as the unit it was split from measured it). So each unit ends with at least one
+ * full part, and a unit split off moments ago is not cut again into pieces of a few tasks,
+ * each of which would write unit 0 when it is split off and when it completes. The point
+ * halves what is left after the committed position (the holder keeps the first half, which
+ * holds its work in flight), or sits at the floor when the holder's reservation reaches past
+ * the half.
  */
 export function splitPoint(s: ShardState, minTasks = DEFAULT_MIN_SPLIT_TASKS): number | null {
   if (s.status !== 'in_use') return null;
@@ -339,8 +347,10 @@ export function splitCandidates(
  * Splits unit `from` of a shard at task `at` for `workerId`: the unit's end moves down to `at`
  * (its holder, if any, keeps its claim, epoch and lease and learns the new end at its next
  * heartbeat or commit), and a new unit for `[at, old end)` is created already held by the
- * splitter (epoch 1, a fresh lease, nothing reserved), inheriting the run fingerprint and the
- * attempt budget. The new unit's number is unit 0's `unit_count`, which goes up by one.
+ * splitter (epoch 1, a fresh lease, nothing reserved), inheriting the run fingerprint, the
+ * attempt budget and the unit's tasks per part (`split_tasks_per_part`, which sizes the new
+ * unit's own splits until it commits a part). The new unit's number is unit 0's `unit_count`,
+ * which goes up by one.
  *
  * `units` must hold unit `from` and unit 0. Safety is checked here (the unit is held and
  * `splitFloor <= at < end`); whether the split is worth it is `splitPoint`'s policy.
@@ -392,6 +402,7 @@ export function applySplit(
         start_task_index: at,
         end_task_index: end,
         split_from: from,
+        split_tasks_per_part: tasksPerPart(s) || null,
         unit_count: 0,
         next_task_index: at,
         claim_next_task_index: at,
@@ -1062,6 +1073,7 @@ export function applyReset(
                 next_task_index: unitStart(s),
                 next_sample: 0,
                 run_fingerprint: null,
+                split_tasks_per_part: null,
                 parts_committed: 0,
                 samples_committed: 0,
                 bytes_committed: 0,

@@ -933,6 +933,30 @@ export function ledgerContract(
         ]);
       });
 
+      test('a unit split off before its first part keeps sides of one part as the shard measured it', async () => {
+        // Unit 0 committed 0-3 in one part: 4 tasks a part. Unit 1 (22-39) has no part yet.
+        const holder = await midPart();
+        const first = await splitBy('w2');
+        await ledger.heartbeat(holder, { reserveTo: 40 });
+        expect(await ledger.getShard(DS, 0, 1)).toMatchObject({
+          parts_committed: 0,
+          split_tasks_per_part: 4,
+        });
+        // 8 tasks past w2's reservation (32-39): two parts' worth, split at the reservation.
+        await ledger.heartbeat(first.claim, { reserveTo: 32 });
+        const second = await splitBy('w3');
+        expect(second.from).toMatchObject({ unit: 1, end_task_index: 32 });
+        expect(second.claim).toMatchObject({ unit: 2, worker_id: 'w3', end_task_index: 40 });
+        expect(await ledger.getShard(DS, 0, 2)).toMatchObject({
+          split_from: 1,
+          split_tasks_per_part: 4,
+        });
+        // 7 tasks past w3's reservation (33-39): under two parts' worth, so nothing is split
+        // (2 tasks a side, the minimum alone, would have split it at 36).
+        await ledger.heartbeat(second.claim, { reserveTo: 33 });
+        expect(await ledger.split(DS, 'w4', { leaseMs: LEASE })).toBeNull();
+      });
+
       test(
         'concurrent splitters on one unit: exactly one wins',
         async () => {

@@ -51,6 +51,7 @@ function unitRow(shardId: number, extra: Partial<UnitStatusRow>): UnitStatusRow 
     end_task_index: null,
     reserved_task_index: null,
     split_from: null,
+    split_tasks_per_part: null,
     unit_count: 1,
     units_completed: 0,
     next_task_index: first + 10,

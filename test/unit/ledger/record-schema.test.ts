@@ -76,6 +76,7 @@ const full: ShardState = {
   end_task_index: 28,
   reserved_task_index: 26,
   split_from: 0,
+  split_tasks_per_part: 12,
   unit_count: 0,
   units_completed: 0,
   next_task_index: 25,
@@ -194,6 +195,7 @@ test('an SQLite ledger of schema 3 (one row per shard, parts keyed by shard) is 
     'end_task_index',
     'reserved_task_index',
     'split_from',
+    'split_tasks_per_part',
     'unit_count',
     'units_completed',
   ];

@@ -21,6 +21,7 @@ import {
   splitCandidates,
   splitFloor,
   splitPoint,
+  tasksPerPart,
   unitEnd,
   unitStart,
 } from '../../../core/ledger/shard-state';
@@ -103,6 +104,72 @@ describe('splitPoint', () => {
     expect(splitPoint(applyHeartbeat(parts, T0, undefined, 181))).toBeNull();
     expect(splitPoint(s, 30)).toBe(150);
     expect(splitPoint(s, 51)).toBeNull();
+  });
+
+  /**
+   * Shard 0 (tasks 100-199) whose unit 0 committed a part of 10 tasks, then was split at 155:
+   * unit 1 (tasks 155-199) is held by `w2` and has committed nothing yet.
+   */
+  function freshUnitOfMeasuredShard(): { unit0: ShardState; unit1: ShardState } {
+    const s = held();
+    const measured = applyCommitPart(s, claimFor(s), part(0, 100, 110), null, T0).state;
+    const at = splitPoint(measured)!;
+    expect(at).toBe(155);
+    const split = applySplit(new Map([[0, measured]]), 0, at, 'w2', T0 + 1, LEASE);
+    return { unit0: split.writes.get(0)!, unit1: split.state };
+  }
+
+  test('a unit split off before committing a part keeps sides of one part’s worth as the unit it came from measured it', () => {
+    const { unit1 } = freshUnitOfMeasuredShard();
+    expect(unit1).toMatchObject({ parts_committed: 0, split_tasks_per_part: 10 });
+    expect(tasksPerPart(unit1)).toBe(10);
+    // 19 tasks past its holder's reservation: under two parts' worth, not split (the minimum
+    // of 2 tasks alone would have split it 9 + 10).
+    expect(splitPoint(applyHeartbeat(unit1, T0 + 2, undefined, 181))).toBeNull();
+    // 20 tasks: two parts' worth, split at the reservation.
+    expect(splitPoint(applyHeartbeat(unit1, T0 + 2, undefined, 180))).toBe(180);
+    // Nothing reserved: halves its 45 tasks.
+    expect(splitPoint(unit1)).toBe(178);
+    // A larger minimum still wins.
+    expect(splitPoint(unit1, 23)).toBeNull();
+  });
+
+  test('the part size passes on to splits of splits, and the unit’s own parts replace it', () => {
+    const { unit0, unit1 } = freshUnitOfMeasuredShard();
+    const units: ShardUnits = new Map([
+      [0, unit0],
+      [1, unit1],
+    ]);
+    const grandchild = applySplit(units, 1, 178, 'w3', T0 + 2, LEASE).state;
+    expect(grandchild).toMatchObject({ split_from: 1, split_tasks_per_part: 10 });
+    expect(splitPoint(applyHeartbeat(grandchild, T0 + 3, undefined, 181))).toBeNull();
+    // Unit 1 commits a part of 5 tasks: its own measure now sizes its sides.
+    const own = applyCommitPart(unit1, claimFor(unit1, 1), part(0, 155, 160), null, T0 + 3);
+    expect(tasksPerPart(own.state)).toBe(5);
+    expect(splitPoint(applyHeartbeat(own.state, T0 + 4, undefined, 190))).toBe(190);
+    expect(splitPoint(applyHeartbeat(own.state, T0 + 4, undefined, 191))).toBeNull();
+    // A unit split off before anything measured a part has no part size to keep.
+    expect(applySplit(new Map([[0, held()]]), 0, 150, 'w2', T0, LEASE).state).toMatchObject({
+      split_tasks_per_part: null,
+    });
+    // A reset that discards the parts forgets the measure with them; one that keeps them, not.
+    expect(applyReset(units, 'op', T0 + 5, false).get(1)!.split_tasks_per_part).toBe(10);
+    expect(applyReset(units, 'op', T0 + 5, true).get(1)!.split_tasks_per_part).toBeNull();
+  });
+
+  test('candidates: a fresh unit of a measured shard is offered only with two parts’ worth past its reservation', () => {
+    const { unit0, unit1 } = freshUnitOfMeasuredShard();
+    const rank = (reserveTo: number) =>
+      splitCandidates(
+        [
+          // Unit 0 (tasks 110-154 left) reserved to its end: nothing to give.
+          { shard_id: 0, unit: 0, state: applyHeartbeat(unit0, T0 + 2, undefined, 155) },
+          { shard_id: 0, unit: 1, state: applyHeartbeat(unit1, T0 + 2, undefined, reserveTo) },
+        ],
+        'w9',
+      ).map((c) => [c.shard_id, c.unit, c.at, c.tasks]);
+    expect(rank(181)).toEqual([]);
+    expect(rank(180)).toEqual([[0, 1, 180, 20]]);
   });
 
   test('available, completed and failed units are not split', () => {

@@ -1,10 +1,12 @@
 /**
  * `npm run soak`: the long soak runs on the emulators; prints each report and exits non-zero
  * when a check fails. By default both runs: the chaos soak (workers killed before and after
- * their first part, SIGTERMs, redelivered doorbells, replayed ingests) and the outage soak
+ * their first part, SIGTERMs, redelivered doorbells, replayed ingests, units split by a worker
+ * that dies at once) and the outage soak
  * (each emulator frozen 60 s, connections reset and dropped for 2 minutes, Storage answering
  * 503 past its client's retries). `--chaos` or `--outages` runs one. Other flags:
- * --tasks (320 chaos, 3000 outages) --shards 16 --workers 4 --max_attempts 10 --seed 1 --predictions_per_task 3.
+ * --tasks (320 chaos, 3000 outages) --shards 16 --workers 4 --max_attempts (10 chaos, 3 outages) --seed 1
+ * --predictions_per_task 3 --lease_seconds 4.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,7 +52,14 @@ async function main(): Promise<void> {
         kind === 'chaos'
           ? chaosSchedule(
               seed,
-              { killsMid: 12, killsEarly: 8, sigterms: 6, doorbells: 10, ingestReplays: 5 },
+              {
+                killsMid: 12,
+                killsEarly: 8,
+                sigterms: 6,
+                doorbells: 10,
+                ingestReplays: 5,
+                splits: 4,
+              },
               Math.floor((tasks * 2) / 3),
               shards,
             )

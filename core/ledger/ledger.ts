@@ -128,7 +128,8 @@ export interface ForcedAction {
 }
 
 /** Fields of the stored shard that callers see in another form (`forced`) or not at all. */
-type InternalShardFields = 'claim_next_task_index' | 'forced_action' | 'forced_by' | 'forced_at';
+type InternalShardFields =
+  'claim_next_task_index' | 'claim_next_sample' | 'forced_action' | 'forced_by' | 'forced_at';
 
 /**
  * A work unit as the ledger knows it (fields: core/ledger/schema.ts `SHARD_FIELDS`), times as

@@ -143,10 +143,12 @@ export const SHARD_FIELDS = {
    */
   run_fingerprint: { kind: 'text', nullable: true },
   /**
-   * `next_task_index` when the current claim was granted (null when not held): an expired
-   * lease whose holder committed parts since counts no attempt (shard-state.ts `applyExpiry`).
+   * `next_task_index` and `next_sample` when the current claim was granted (null when not
+   * held): an expired lease whose holder committed parts since counts no attempt (shard-state.ts
+   * `applyExpiry`). The sample counts too: parts may end inside a task.
    */
   claim_next_task_index: { kind: 'int', nullable: true },
+  claim_next_sample: { kind: 'int', nullable: true },
   parts_committed: { kind: 'int' },
   samples_committed: { kind: 'int' },
   bytes_committed: { kind: 'int' },

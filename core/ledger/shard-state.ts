@@ -406,6 +406,7 @@ export function applySplit(
         unit_count: 0,
         next_task_index: at,
         claim_next_task_index: at,
+        claim_next_sample: 0,
         run_fingerprint: s.run_fingerprint,
         updated_at: nowMs,
       },
@@ -457,8 +458,13 @@ export function claimability(
 }
 
 /** Whether the current holder committed parts since its claim. */
+/** Whether the holder committed a part since its claim (a part may end inside a task). */
 function progressed(s: ShardState): boolean {
-  return s.claim_next_task_index !== null && s.next_task_index > s.claim_next_task_index;
+  if (s.claim_next_task_index === null) return false;
+  return (
+    s.next_task_index > s.claim_next_task_index ||
+    (s.next_task_index === s.claim_next_task_index && s.next_sample > (s.claim_next_sample ?? 0))
+  );
 }
 
 function expiryReason(s: ShardState): string {
@@ -471,6 +477,7 @@ function released(s: ShardState, nowMs: number): ShardState {
     ...s,
     status: 'available',
     claim_next_task_index: null,
+    claim_next_sample: null,
     reserved_task_index: null,
     assigned_to: null,
     started_at: null,
@@ -595,6 +602,7 @@ export function applyClaim(
       heartbeat_at: nowMs,
       lease_ms: leaseMs,
       claim_next_task_index: base.next_task_index,
+      claim_next_sample: base.next_sample,
       reserved_task_index: null,
       retry_at: null,
       epoch: s.epoch + 1,
@@ -1093,10 +1101,8 @@ export function applyReset(
 
 /** The record callers see of one unit: times as ISO strings, `forced` as one object. */
 export function toShardRecord(ref: UnitRef, s: ShardState): ShardRecord {
-  const { claim_next_task_index, forced_action, forced_by, forced_at, ...rest } = withIsoTimes(
-    SHARD_FIELDS,
-    s,
-  );
+  const { claim_next_task_index, claim_next_sample, forced_action, forced_by, forced_at, ...rest } =
+    withIsoTimes(SHARD_FIELDS, s);
   return {
     dataset_id: ref.dataset_id,
     shard_id: ref.shard_id,

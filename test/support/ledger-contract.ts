@@ -577,6 +577,14 @@ export function ledgerContract(
         next_task_index: 4,
         assigned_to: 'w4',
       });
+      // Holder 4 commits a part that ends inside task 4 (its samples span two parts), then
+      // dies: it made progress, so it is not counted either.
+      await ledger.commitPart(c4, { ...part(1, 4, 4), last_task_index: 4, next_sample: 3 });
+      clock.advance(LEASE + 1);
+      expect((await ledger.reapExpired())[0]).toMatchObject({ attempts: 2 });
+      const after = (await ledger.getShard(DS, 0))!;
+      expect(after).toMatchObject({ next_task_index: 4, next_sample: 3 });
+      expect(after.last_error).toContain('not counted');
     });
 
     test('release returns the shard without counting an attempt', async () => {

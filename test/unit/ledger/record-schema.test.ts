@@ -83,6 +83,7 @@ const full: ShardState = {
   next_sample: 3,
   run_fingerprint: 'abc',
   claim_next_task_index: 20,
+  claim_next_sample: 2,
   parts_committed: 1,
   samples_committed: 40,
   bytes_committed: 5000,
@@ -118,10 +119,13 @@ test('a document written before a nullable field existed reads it as null; a bad
   const firestore = codecOf(SHARD_FIELDS, 'firestore');
   const stored = Object.fromEntries(
     Object.entries(firestore.encode(full))
-      .filter(([k]) => k !== 'claim_next_task_index')
+      .filter(([k]) => k !== 'claim_next_task_index' && k !== 'claim_next_sample')
       .map(([k, v]) => [k, v instanceof Date ? { toMillis: () => v.getTime() } : v]),
   );
-  expect(firestore.decode(stored, 'doc').claim_next_task_index).toBeNull();
+  expect(firestore.decode(stored, 'doc')).toMatchObject({
+    claim_next_task_index: null,
+    claim_next_sample: null,
+  });
   expect(() => firestore.decode({ ...stored, epoch: 'three' }, 'shard 1 of ds')).toThrow(
     /shard 1 of ds is not a valid ledger record: epoch/,
   );
@@ -138,6 +142,7 @@ test('an SQLite ledger of schema 1 (before claim_next_task_index, retry_at, lost
   const db = new Database(file);
   for (const column of [
     'claim_next_task_index',
+    'claim_next_sample',
     'retry_at',
     'lost_at',
     'history',

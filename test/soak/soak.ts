@@ -23,7 +23,8 @@ import { PubSub } from '@google-cloud/pubsub';
 import type { Message } from '@google-cloud/pubsub';
 
 import { ingestIdOf } from '../../core/ingest/object';
-import type { LedgerStatus } from '../../core/ledger/ledger';
+import type { Claim, LedgerStatus } from '../../core/ledger/ledger';
+import { MAX_LEASE_MS } from '../../core/ledger/ledger';
 import { MESSAGE_VERSION, encodeMessage } from '../../core/messages';
 import { seededRandom } from '../../core/random';
 import { createDeps, useDepsForTesting } from '../../functions/deps';
@@ -63,6 +64,13 @@ export interface SoakOptions {
    * little out of reach of splits, so idle workers split shards in a short run too.
    */
   reserveSeconds?: number;
+  /**
+   * Shards held back from the workers while faults remain to be placed (default 0): claimed by
+   * the soak itself with its whole range reserved (so nobody can split them), and given back
+   * one at a time whenever the workers would otherwise run short of work, all of them once the
+   * last fault is placed. A fault then always finds work going on, however fast the machine.
+   */
+  holdBackShards?: number;
   /** The workers' retries per Cloud Storage request (default the product's, 5). */
   storageRetries?: number;
   /** Progress lines. */
@@ -201,6 +209,9 @@ function portOf(v: string | undefined): number {
 }
 
 /** Runs the soak; resolves with the report (it does not throw on a failed check: read the report). */
+/** The worker id under which the soak holds shards back (`holdBackShards`). */
+const HOLD_BACK_WORKER = 'soak-hold-back';
+
 export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const started = Date.now();
   const since = (): number => Date.now() - started;
@@ -420,6 +431,37 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       workers.push(w);
       return w;
     };
+    // The held-back shards: the last ones, claimed before any worker starts.
+    const heldBack: Claim[] = [];
+    for (let k = 0; k < Math.min(o.holdBackShards ?? 0, o.shards - 1); k++) {
+      const claim = await ledger.claim(datasetId, HOLD_BACK_WORKER, {
+        preferredShardId: o.shards - 1 - k,
+        leaseMs: MAX_LEASE_MS,
+      });
+      if (!claim) throw new Error('could not hold a shard back');
+      heldBack.push(
+        await ledger.heartbeat(claim, {
+          leaseMs: MAX_LEASE_MS,
+          reserveTo: Number.MAX_SAFE_INTEGER,
+        }),
+      );
+    }
+    let givingBack = false;
+    /** Gives one held-back shard (or all) back to the workers; false when the ledger is not there. */
+    const giveBack = async (all: boolean): Promise<void> => {
+      givingBack = true;
+      try {
+        while (heldBack.length > 0) {
+          const released = await within(ledger.release(heldBack[heldBack.length - 1]!), 5000);
+          if (!released) return; // a frozen ledger: try again on a later turn
+          heldBack.pop();
+          o.say(`${(since() / 1000).toFixed(1)} s: a held-back shard given to the workers`);
+          if (!all) return;
+        }
+      } finally {
+        givingBack = false;
+      }
+    };
     for (let i = 0; i < o.workers; i++) start();
     const running = (): Worker[] => workers.filter((w) => w.alive);
     // Faults act on work units: a shard split by the workers has several, each with its holder.
@@ -615,6 +657,17 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         const step = o.schedule[next];
         const due = step && parts >= step.afterParts + (step.sincePrevious ? partsAtRecovery : 0);
         if (!active && step && due && (await fire(step, status))) next++;
+        // Work for the faults still to come: a held-back shard whenever fewer units are left to
+        // the workers than there are workers; all of them after the last fault.
+        if (heldBack.length > 0 && !givingBack) {
+          const left = unitsOf(status).filter(
+            (u) =>
+              u.status === 'available' ||
+              (u.status === 'in_use' && u.assigned_to !== HOLD_BACK_WORKER),
+          ).length;
+          if (next >= o.schedule.length || left < o.workers)
+            void giveBack(next >= o.schedule.length);
+        }
       }
       if (Date.now() > deadline) {
         report.stoppedEarly = `timed out after ${Math.round(o.timeoutMs / 1000)} s: ${lastStatus?.totals.completed ?? '?'}/${o.shards} shards completed`;
@@ -644,7 +697,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     report.failedShards = status.shards
       .filter((s) => s.status === 'failed')
       .map((s) => ({ shard_id: s.shard_id, attempts: s.attempts, last_error: s.last_error }));
-    report.reclaims = unitsOf(status).reduce((n, u) => n + Math.max(0, u.epoch - 1), 0);
+    // Not counted as reclaims: the workers' first claims of the shards the soak held back.
+    report.reclaims =
+      unitsOf(status).reduce((n, u) => n + Math.max(0, u.epoch - 1), 0) -
+      Math.min(o.holdBackShards ?? 0, o.shards - 1);
     report.shardsSplit = status.shards.filter((s) => s.units.length > 1).length;
     report.workerSplits =
       status.shards.reduce((n, s) => n + s.units.length - 1, 0) - report.faultSplits;

@@ -32,6 +32,8 @@ test(
         seed: 11,
         schedule: outageSchedule('short', 6),
         proxies: true,
+        // However fast the machine, work is left for every fault.
+        holdBackShards: 8,
         storageRetries: 1,
         timeoutMs: BUDGET_MS,
         say: () => undefined,

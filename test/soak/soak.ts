@@ -66,9 +66,10 @@ export interface SoakOptions {
   reserveSeconds?: number;
   /**
    * Shards held back from the workers while faults remain to be placed (default 0): claimed by
-   * the soak itself with its whole range reserved (so nobody can split them), and given back
-   * one at a time whenever the workers would otherwise run short of work, all of them once the
-   * last fault is placed. A fault then always finds work going on, however fast the machine.
+   * the soak itself with its whole range reserved (so nobody can split them). One is kept for
+   * each fault not placed yet, and given out only when the workers have run out of work between
+   * faults; any others whenever the workers would run short; all once the last fault is placed.
+   * Every fault then finds work to trigger it and to resume after it, however fast the machine.
    */
   holdBackShards?: number;
   /** The workers' retries per Cloud Storage request (default the product's, 5). */
@@ -657,16 +658,21 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         const step = o.schedule[next];
         const due = step && parts >= step.afterParts + (step.sincePrevious ? partsAtRecovery : 0);
         if (!active && step && due && (await fire(step, status))) next++;
-        // Work for the faults still to come: a held-back shard whenever fewer units are left to
-        // the workers than there are workers; all of them after the last fault.
+        // Work for the faults still to come. One held-back shard is kept for each fault not
+        // placed yet, given out only when the workers have nothing else and no fault is on (so
+        // that fault is placed, or the last one's recovery measured, on fresh work); the rest
+        // whenever fewer units are left to the workers than there are workers; all of them
+        // once the last fault is placed.
         if (heldBack.length > 0 && !givingBack) {
           const left = unitsOf(status).filter(
             (u) =>
               u.status === 'available' ||
               (u.status === 'in_use' && u.assigned_to !== HOLD_BACK_WORKER),
           ).length;
-          if (next >= o.schedule.length || left < o.workers)
-            void giveBack(next >= o.schedule.length);
+          const unplaced = o.schedule.length - next;
+          const surplus = heldBack.length > unplaced;
+          if (unplaced === 0) void giveBack(true);
+          else if ((surplus && left < o.workers) || (left === 0 && !active)) void giveBack(false);
         }
       }
       if (Date.now() > deadline) {

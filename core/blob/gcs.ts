@@ -28,6 +28,15 @@ function mapError(what: string, e: unknown): ShardlineError {
   return new ShardlineError('STORAGE', `${what}: ${message}`, { cause: e });
 }
 
+/** Extra tries of a download whose connection was reset (`readAll`). */
+const READ_RETRIES = 2;
+
+/** A connection reset by the other end: worth one more try of an idempotent request. */
+function isConnectionReset(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === 'ECONNRESET' || /socket hang up/.test(String(e));
+}
+
 function infoOf(key: string, metadata: File['metadata']): BlobInfo {
   return {
     key,
@@ -183,11 +192,17 @@ export class GcsBlobStore implements BlobStore {
   }
 
   async readAll(key: string): Promise<Buffer> {
-    try {
-      const [data] = await this.bucket.file(this.objectName(key)).download();
-      return data;
-    } catch (e: unknown) {
-      throw mapError(key, e);
+    // A download on a kept-alive connection the server has just closed fails at once with
+    // "socket hang up" (ECONNRESET), which the client library does not retry for downloads:
+    // a read is idempotent, so it is tried again, twice at most, on a new connection.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const [data] = await this.bucket.file(this.objectName(key)).download();
+        return data;
+      } catch (e: unknown) {
+        if (attempt >= READ_RETRIES || !isConnectionReset(e)) throw mapError(key, e);
+        await new Promise((r) => setTimeout(r, 100 * 4 ** attempt));
+      }
     }
   }
 

@@ -22,6 +22,7 @@ import type { CloudEvent } from '@google-cloud/functions-framework';
 import { PubSub } from '@google-cloud/pubsub';
 import type { Message } from '@google-cloud/pubsub';
 
+import { errorCode } from '../../core/errors';
 import { ingestIdOf } from '../../core/ingest/object';
 import type { Claim, LedgerStatus } from '../../core/ledger/ledger';
 import { MAX_LEASE_MS } from '../../core/ledger/ledger';
@@ -288,6 +289,17 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   };
   process.on('exit', killWorkers);
   const eventsSub = pubsub.subscription(`${topics.events}-sub`);
+  // Requests to the services still running (a status read given up on, a reaper tick, a
+  // progress event): awaited before the clients close, so none of them meets a closed client.
+  const inflight = new Set<Promise<unknown>>();
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    inflight.add(p);
+    void p.then(
+      () => inflight.delete(p),
+      () => inflight.delete(p),
+    );
+    return p;
+  };
   const proxies: Partial<Record<Service, FaultProxy>> = {};
   let reaper: NodeJS.Timeout | undefined;
   try {
@@ -343,7 +355,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     // The progress function on the events topic, the reaper on a 2 s tick.
     eventsSub.on('message', (m: Message) => {
       report.progressEvents++;
-      progress(pubsubEvent(topics.events, o.projectId, m.data, m.id)).then(
+      track(progress(pubsubEvent(topics.events, o.projectId, m.data, m.id))).then(
         () => m.ack(),
         () => m.nack(),
       );
@@ -354,7 +366,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     reaper = setInterval(() => {
       if (ticking) return;
       ticking = true;
-      void reap(pubsubEvent('tick', o.projectId, Buffer.from('{}'), `tick-${ticks++}`))
+      void track(reap(pubsubEvent('tick', o.projectId, Buffer.from('{}'), `tick-${ticks++}`)))
         .catch(() => undefined)
         .finally(() => (ticking = false));
     }, 2000);
@@ -448,13 +460,22 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       );
     }
     let givingBack = false;
-    /** Gives one held-back shard (or all) back to the workers; false when the ledger is not there. */
+    /** Gives one held-back shard (or all) back to the workers, as far as the ledger answers. */
     const giveBack = async (all: boolean): Promise<void> => {
       givingBack = true;
       try {
         while (heldBack.length > 0) {
-          const released = await within(ledger.release(heldBack[heldBack.length - 1]!), 5000);
-          if (!released) return; // a frozen ledger: try again on a later turn
+          // Given back, or already (a release that answered after it was given up on).
+          const released = await within(
+            track(
+              ledger.release(heldBack[heldBack.length - 1]!).then(
+                () => true,
+                (e: unknown) => errorCode(e) === 'LEASE_LOST',
+              ),
+            ),
+            5000,
+          );
+          if (!released) return; // a frozen or failing ledger: try again on a later turn
           heldBack.pop();
           o.say(`${(since() / 1000).toFixed(1)} s: a held-back shard given to the workers`);
           if (!all) return;
@@ -617,7 +638,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         active = null;
         partsAtRecovery = lastParts;
       }
-      const status = await within(ledger.status(datasetId), 3000);
+      const status = await within(track(ledger.status(datasetId)), 3000);
       if (status) {
         lastStatus = status;
         const failed = status.shards.filter((s) => s.status === 'failed');
@@ -650,7 +671,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         }
         if (status.totals.completed === status.totals.shards) {
           const manifest = await within(
-            deps.storeAt(`${record.dataset_uri}/activations`).stat('_MANIFEST.json'),
+            track(deps.storeAt(`${record.dataset_uri}/activations`).stat('_MANIFEST.json')),
             3000,
           );
           if (manifest) break;
@@ -758,6 +779,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     process.off('exit', killWorkers);
     for (const p of Object.values(proxies)) await p.close().catch(() => undefined);
     await eventsSub.close().catch(() => undefined);
+    await within(Promise.allSettled([...inflight]), 30_000);
     await pubsub.close().catch(() => undefined);
     useDepsForTesting(undefined);
     await deps.close().catch(() => undefined);

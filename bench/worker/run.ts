@@ -33,19 +33,12 @@ import { buildSamples, resolveSampleOptions } from '../../worker/extraction/samp
 import { loadTokenizer } from '../../worker/extraction/tokenizer';
 import { generateArcTasks } from '../../synthetic/arc-puzzles';
 import type { Qwen2Shape } from '../../synthetic/qwen2';
-import { QWEN25_05B, generateQwen2Model, qwen2Config } from '../../synthetic/qwen2';
+import { DEMO_QWEN2, QWEN25_05B, generateQwen2Model, qwen2Config } from '../../synthetic/qwen2';
 
 /** Model shapes: the Qwen2.5-0.5B shape, or the demo's (a quick sanity run). */
 const SHAPES: Record<string, Qwen2Shape> = {
   '0.5b': QWEN25_05B,
-  demo: {
-    vocabSize: 151936,
-    hiddenSize: 64,
-    numLayers: 4,
-    numHeads: 4,
-    numKvHeads: 2,
-    intermediateSize: 256,
-  },
+  demo: DEMO_QWEN2,
 };
 
 /** The puzzles' largest grid side: prompts of 440-2,040 tokens (mean ≈1,300). */
